@@ -1,0 +1,198 @@
+"""A stacked, optionally bidirectional recurrent layer with two interchangeable implementations.
+
+impl="fused": torch.nn.RNN/LSTM/GRU on packed sequences (cuDNN on a GPU).
+impl="cells": the cells of cells.py unrolled step by step (peepholes, the seeds' GRU).
+
+Both take `x: (B, T, I)` batch first, optional `lengths: (B,)`, and a state laid out as torch.nn:
+`h: (L*D, B, H)` or `(h, c)`. Padded steps give zero outputs; each sequence's final state is
+taken at its own length (for the backward direction: the state after its first token).
+Parameters carry the same names in both (`weight_ih_l0`, `bias_hh_l1_reverse`, ...), so a
+state dict saved by one loads into the other when the variant exists in both.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .cells import State, make_cell
+
+FUSED = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class RNN(nn.Module):
+    """Stacked (num_layers) and bidirectional recurrent layer, batch first.
+
+    `cell_options` go to the cell: `nonlinearity` (rnn), `peephole` (lstm), `reset_after` (gru).
+    The fused path exists for rnn, lstm without peepholes and gru with `reset_after=True`.
+    """
+
+    def __init__(
+        self,
+        cell: Literal["rnn", "lstm", "gru"],
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        impl: Literal["fused", "cells"] = "fused",
+        **cell_options,
+    ):
+        super().__init__()
+        if cell not in FUSED:
+            raise ValueError(f"unknown cell {cell!r}; choose one of {sorted(FUSED)}")
+        if impl not in ("fused", "cells"):
+            raise ValueError(f"impl must be 'fused' or 'cells', got {impl!r}")
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.cell, self.impl = cell, impl
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.num_layers, self.num_directions = num_layers, 2 if bidirectional else 1
+        self.dropout = dropout
+        self.cell_options = dict(cell_options)
+        if impl == "fused":
+            self._check_fusable(cell, cell_options)
+            extra = {"nonlinearity": cell_options["nonlinearity"]} if "nonlinearity" in cell_options else {}
+            bias = cell_options.get("bias", True)
+            self.fused = FUSED[cell](
+                input_size, hidden_size, num_layers, bias=bias, batch_first=True,
+                dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional, **extra,
+            )  # fmt: skip
+        else:
+            self.cells = nn.ModuleDict()
+            for layer in range(num_layers):
+                in_size = input_size if layer == 0 else hidden_size * self.num_directions
+                for d in range(self.num_directions):
+                    self.cells[self._suffix(layer, d)] = make_cell(
+                        cell, in_size, hidden_size, **cell_options
+                    )
+        self._hook_init()
+
+    @staticmethod
+    def _check_fusable(cell: str, options: dict) -> None:
+        if cell == "lstm" and options.get("peephole", False):
+            raise ValueError("peephole LSTM has no fused kernel: use impl='cells'")
+        if cell == "gru" and not options.get("reset_after", True):
+            raise ValueError(
+                "the fused GRU applies the reset gate after the matrix product "
+                "(reset_after=True); for the seeds' GRU (reset_after=False) use impl='cells'"
+            )
+        unknown = set(options) - {"peephole", "reset_after", "nonlinearity", "bias"}
+        if unknown:
+            raise ValueError(f"unknown cell options {sorted(unknown)} for {cell!r}")
+
+    @staticmethod
+    def _suffix(layer: int, direction: int) -> str:
+        return f"l{layer}" + ("_reverse" if direction else "")
+
+    @property
+    def output_size(self) -> int:
+        return self.hidden_size * self.num_directions
+
+    # -- state dicts: the same names for both implementations ---------------------------------
+    # Internally the parameters live in `fused.weight_ih_l0` or `cells.l0.weight_ih`; the state
+    # dict shows both as `weight_ih_l0`, so checkpoints move between implementations.
+    _PUBLIC = re.compile(r"^(?P<param>.+)_(?P<suffix>l\d+(?:_reverse)?)$")
+
+    def _hook_init(self) -> None:
+        self._register_state_dict_hook(RNN._to_public)
+        self._register_load_state_dict_pre_hook(self._to_internal)
+
+    @staticmethod
+    def _to_public(module, state_dict, prefix, local_metadata):
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            rest = key[len(prefix):]
+            if rest.startswith("fused."):
+                state_dict[prefix + rest[len("fused."):]] = state_dict.pop(key)
+            elif rest.startswith("cells."):
+                suffix, param = rest[len("cells."):].split(".", 1)
+                state_dict[f"{prefix}{param}_{suffix}"] = state_dict.pop(key)
+        return state_dict
+
+    def _to_internal(self, state_dict, prefix, *args):
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            match = self._PUBLIC.match(key[len(prefix):])
+            if match is None or "." in key[len(prefix):]:
+                continue
+            if self.impl == "fused":
+                state_dict[f"{prefix}fused.{key[len(prefix):]}"] = state_dict.pop(key)
+            else:
+                state_dict[f"{prefix}cells.{match['suffix']}.{match['param']}"] = state_dict.pop(key)
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward(
+        self, x: Tensor, lengths: Tensor | None = None, state: State | None = None
+    ) -> tuple[Tensor, State]:
+        """x: (B, T, I), lengths: (B,) or None (all T), state: (L*D, B, H) [pair] or None
+        -> outputs (B, T, D*H) (zero at padded steps), final state (L*D, B, H) [pair]."""
+        if x.dim() != 3 or x.shape[-1] != self.input_size:
+            raise ValueError(f"expected input (B, T, {self.input_size}), got {tuple(x.shape)}")
+        if self.impl == "fused":
+            return self._forward_fused(x, lengths, state)
+        return self._forward_cells(x, lengths, state)
+
+    def _forward_fused(self, x, lengths, state):
+        if lengths is None:
+            return self.fused(x, state)
+        T = x.shape[1]
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, final = self.fused(packed, state)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
+        return out, final
+
+    def _forward_cells(self, x, lengths, state):
+        B, T, _ = x.shape
+        L, D = self.num_layers, self.num_directions
+        lstm = self.cell == "lstm"
+        if lengths is None:
+            mask = None
+        else:
+            mask = torch.arange(T, device=x.device)[None, :] < lengths.to(x.device)[:, None]
+        h0, c0 = (state if lstm else (state, None)) if state is not None else (None, None)
+        finals_h, finals_c = [], []
+        layer_in = x
+        for layer in range(L):
+            outs = []
+            for d in range(D):
+                k = layer * D + d
+                cell = self.cells[self._suffix(layer, d)]
+                if h0 is None:
+                    s = cell.zeros(layer_in)
+                else:
+                    s = (h0[k], c0[k]) if lstm else h0[k]
+                xp = cell.input_projection(layer_in)  # (B, T, G*H): all steps at once
+                steps = range(T - 1, -1, -1) if d else range(T)
+                out = [None] * T
+                for t in steps:
+                    new = cell.recurrence(xp[:, t], s)
+                    if mask is not None:  # padded steps keep the state: each ends at its own length
+                        m = mask[:, t, None]
+                        new = (
+                            (torch.where(m, new[0], s[0]), torch.where(m, new[1], s[1]))
+                            if lstm else torch.where(m, new, s)
+                        )  # fmt: skip
+                    s = new
+                    h = s[0] if lstm else s
+                    out[t] = h if mask is None else h * mask[:, t, None]
+                outs.append(torch.stack(out, dim=1))
+                finals_h.append(s[0] if lstm else s)
+                if lstm:
+                    finals_c.append(s[1])
+            layer_in = torch.cat(outs, dim=-1) if D == 2 else outs[0]
+            if layer < L - 1 and self.dropout > 0:
+                layer_in = F.dropout(layer_in, self.dropout, self.training)
+        h_n = torch.stack(finals_h)
+        return layer_in, ((h_n, torch.stack(finals_c)) if lstm else h_n)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.cell}, {self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+            f"bidirectional={self.num_directions == 2}, impl={self.impl}"
+        )
