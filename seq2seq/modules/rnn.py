@@ -99,11 +99,13 @@ class RNN(nn.Module):
     # -- state dicts: the same names for both implementations ---------------------------------
     # Internally the parameters live in `fused.weight_ih_l0` or `cells.l0.weight_ih`; the state
     # dict shows both as `weight_ih_l0`, so checkpoints move between implementations.
+    _INTERNAL = re.compile(r"(?P<pre>^|\.)cells\.(?P<suffix>l\d+(?:_reverse)?)\.(?P<param>\w+)$")
     _PUBLIC = re.compile(r"^(?P<param>.+)_(?P<suffix>l\d+(?:_reverse)?)$")
 
     def _hook_init(self) -> None:
         self._register_state_dict_hook(RNN._to_public)
         self._register_load_state_dict_pre_hook(self._to_internal)
+        self.register_load_state_dict_post_hook(RNN._report_public)
 
     @staticmethod
     def _to_public(module, state_dict, prefix, local_metadata):
@@ -115,6 +117,13 @@ class RNN(nn.Module):
                 suffix, param = rest[len("cells."):].split(".", 1)
                 state_dict[f"{prefix}{param}_{suffix}"] = state_dict.pop(key)
         return state_dict
+
+    @staticmethod
+    def _report_public(module, incompatible_keys):
+        """Missing or unexpected keys are reported by their public names."""
+        for keys in (incompatible_keys.missing_keys, incompatible_keys.unexpected_keys):
+            keys[:] = [RNN._INTERNAL.sub(r"\g<pre>\g<param>_\g<suffix>", k) for k in keys]
+            keys[:] = [k.replace("fused.", "") for k in keys]
 
     def _to_internal(self, state_dict, prefix, *args):
         for key in [k for k in state_dict if k.startswith(prefix)]:

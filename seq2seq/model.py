@@ -1,0 +1,106 @@
+"""Seq2Seq: a recurrent encoder, a bridge and a recurrent decoder (seed 002 §8.5.2)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from data.vocab import BOS, EOS, PAD
+
+from . import search
+from .modules.decoder import RecurrentDecoder
+from .modules.encoder import RecurrentEncoder
+
+
+class Seq2Seq(nn.Module):
+    """Encoder-decoder translator. context="fixed" is Fig. 8-21 (one vector), "attention" is
+    Fig. 8-22 (all encoder states). Special ids: pad=0, unk=1, bos=2, eos=3."""
+
+    def __init__(
+        self,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        embed_dim: int = 256,
+        hidden_size: int = 256,
+        cell: Literal["rnn", "lstm", "gru"] = "lstm",
+        num_layers: int = 1,
+        bidirectional: bool = True,
+        context: Literal["fixed", "attention"] = "attention",
+        attention: Literal["bahdanau", "luong_dot", "luong_general"] = "bahdanau",
+        input_feeding: bool = True,
+        dropout: float = 0.0,
+        impl: Literal["fused", "cells"] = "fused",
+        tie_embeddings: bool = False,
+    ):
+        super().__init__()
+        self.encoder = RecurrentEncoder(
+            src_vocab_size, embed_dim, hidden_size, cell, num_layers, bidirectional, dropout, impl
+        )
+        self.decoder = RecurrentDecoder(
+            tgt_vocab_size, embed_dim, hidden_size, cell, num_layers, context, attention,
+            input_feeding, dropout, memory_size=self.encoder.output_size, impl=impl,
+            tie_embeddings=tie_embeddings,
+        )  # fmt: skip
+
+    def encode(self, src: Tensor, src_lengths: Tensor):
+        """src: (B, S), src_lengths: (B,) -> memory (B, S, M), mask (B, S), summary (B, M)."""
+        memory, final = self.encoder(src, src_lengths)
+        S = src.shape[1]
+        mask = torch.arange(S, device=src.device)[None, :] < src_lengths.to(src.device)[:, None]
+        return memory, mask, self.encoder.summarize(final)
+
+    def forward(
+        self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, return_attention: bool = False
+    ):
+        """Teacher forcing: tgt_in (B, T) starts with <bos> -> logits (B, T, V_tgt)."""
+        memory, mask, summary = self.encode(src, src_lengths)
+        return self.decoder(tgt_in, memory, mask, summary, return_attention=return_attention)
+
+    @torch.no_grad()
+    def translate(
+        self,
+        src: Tensor,
+        src_lengths: Tensor,
+        method: Literal["greedy", "beam", "sample"] = "beam",
+        beam_size: int = 5,
+        max_len: int | None = None,
+        alpha: float = 0.0,
+        n_best: int = 1,
+        return_attention: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> list[list[search.Hypothesis]]:
+        """Decodes a batch; returns, per sentence, a list of hypotheses (n_best for beam, one
+        otherwise), each with token ids (no <bos>/<eos>), score and optional attention (T, S).
+        `max_len` defaults to 2 * source length + 10 words per sentence."""
+        memory, mask, summary = self.encode(src, src_lengths)
+        state = self.decoder.init_state(memory, mask, summary)
+        B = src.shape[0]
+        limit = max_len if max_len is not None else 2 * src_lengths.to(src.device) + 10
+        if method == "beam":
+            return search.beam_search(
+                self.decoder.step, state, B, BOS, EOS, beam_size, limit, alpha, n_best,
+                return_attention,
+            )  # fmt: skip
+        if method == "greedy":
+            hyps = search.greedy(self.decoder.step, state, B, BOS, EOS, limit, return_attention)
+        elif method == "sample":
+            hyps = search.sample(
+                self.decoder.step, state, B, BOS, EOS, limit, temperature, top_k, generator,
+                return_attention,
+            )  # fmt: skip
+        else:
+            raise ValueError(f"method must be 'greedy', 'beam' or 'sample', got {method!r}")
+        return [[h] for h in hyps]
+
+
+def pad_batch(seqs: list[list[int]], pad: int = PAD) -> tuple[Tensor, Tensor]:
+    """A list of id lists -> (B, max_len) long padded with `pad`, lengths (B,)."""
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    out = torch.full((len(seqs), int(lengths.max()) if seqs else 0), pad, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out, lengths

@@ -1,0 +1,200 @@
+"""Recurrent decoder with a fixed source vector or attention over all source states.
+
+context="fixed"      seed 002 Fig. 8-21, Cho et al. 2014: one summary vector c of the source
+                     initialises the decoder and enters every step with the previous word;
+                     s_t = f(s_{t-1}, [e(y_{t-1}); c]),  o_t = tanh(W_o [s_t; c; e(y_{t-1})]).
+context="attention"  seed 002 Fig. 8-22, Bahdanau et al. 2015: the previous state queries all
+                     encoder states, c_t = Σ_j α_tj h_j;  s_t = f(s_{t-1}, [e(y_{t-1}); c_t]),
+                     o_t = tanh(W_o [s_t; c_t; e(y_{t-1})]).
+  attention="luong_*" Luong et al. 2015 order: s_t = f(s_{t-1}, [e(y_{t-1}); õ_{t-1}]) (the
+                     bracketed input feeding optional), then c_t from s_t,
+                     õ_t = tanh(W_c [s_t; c_t]).
+p(y_t | y_<t, x) = softmax(W_out o_t + b).
+
+The decoder state is a dict of batch-first tensors, so search can reorder it by index:
+  h, c: (B, L, H)   memory: (B, S, M)   keys: (B, S, A)   mask: (B, S)   context: (B, M)
+  feed: (B, O) (Luong input feeding)   attention: (B, S) (weights of the last step)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from data.vocab import PAD
+
+from .attention import BahdanauAttention, LuongAttention, masked_softmax
+from .rnn import RNN
+
+DecoderState = dict[str, Tensor]
+
+
+class Bridge(nn.Module):
+    """Maps a summary vector (B, Ds) to an initial decoder state: h_0 = tanh(W_h s) for every
+    layer, and c_0 = tanh(W_c s) for an LSTM. Returns h (and c) as (B, L, H)."""
+
+    def __init__(self, summary_size: int, hidden_size: int, num_layers: int = 1, lstm: bool = True):
+        super().__init__()
+        self.num_layers, self.hidden_size = num_layers, hidden_size
+        self.h = nn.Linear(summary_size, num_layers * hidden_size)
+        self.c = nn.Linear(summary_size, num_layers * hidden_size) if lstm else None
+
+    def forward(self, summary: Tensor) -> DecoderState:
+        B = summary.shape[0]
+        state = {"h": torch.tanh(self.h(summary)).view(B, self.num_layers, self.hidden_size)}
+        if self.c is not None:
+            state["c"] = torch.tanh(self.c(summary)).view(B, self.num_layers, self.hidden_size)
+        return state
+
+
+class RecurrentDecoder(nn.Module):
+    """Teacher-forced `forward` for training and a single `step` for search.
+
+    `memory_size` is the encoder's output size (D*H_enc); the summary vector has the same size.
+    With `tie_embeddings` the output projection shares E's weights (its input is then embed_dim).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 256,
+        hidden_size: int = 256,
+        cell: Literal["rnn", "lstm", "gru"] = "lstm",
+        num_layers: int = 1,
+        context: Literal["fixed", "attention"] = "attention",
+        attention: Literal["bahdanau", "luong_dot", "luong_general"] = "bahdanau",
+        input_feeding: bool = True,
+        dropout: float = 0.0,
+        memory_size: int = 512,
+        impl: Literal["fused", "cells"] = "fused",
+        tie_embeddings: bool = False,
+    ):
+        super().__init__()
+        if context not in ("fixed", "attention"):
+            raise ValueError(f"context must be 'fixed' or 'attention', got {context!r}")
+        if attention not in ("bahdanau", "luong_dot", "luong_general"):
+            raise ValueError(
+                f"attention must be 'bahdanau', 'luong_dot' or 'luong_general', got {attention!r}"
+            )
+        self.context, self.cell, self.hidden_size = context, cell, hidden_size
+        self.luong = context == "attention" and attention.startswith("luong")
+        self.input_feeding = self.luong and input_feeding
+        out_size = embed_dim if tie_embeddings else hidden_size
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD)
+        self.dropout = nn.Dropout(dropout)
+        self.bridge = Bridge(memory_size, hidden_size, num_layers, lstm=cell == "lstm")
+
+        if self.luong:
+            rnn_in = embed_dim + (out_size if self.input_feeding else 0)
+            self.attention = LuongAttention(hidden_size, memory_size, attention.split("_")[1])
+            self.pre_output = nn.Linear(hidden_size + memory_size, out_size)  # W_c [s; c]
+        else:
+            rnn_in = embed_dim + memory_size
+            self.attention = (
+                BahdanauAttention(hidden_size, memory_size) if context == "attention" else None
+            )
+            self.pre_output = nn.Linear(hidden_size + memory_size + embed_dim, out_size)  # W_o
+        self.rnn = RNN(cell, rnn_in, hidden_size, num_layers, False, dropout, impl)
+        self.output = nn.Linear(out_size, vocab_size)
+        if tie_embeddings:
+            self.output.weight = self.embedding.weight
+
+    # -- state --------------------------------------------------------------------------------
+    def init_state(self, memory: Tensor, src_mask: Tensor | None, summary: Tensor) -> DecoderState:
+        """memory: (B, S, M), src_mask: (B, S) bool, summary: (B, M) -> the state before step 1."""
+        state = self.bridge(summary)
+        if self.context == "fixed":
+            state["context"] = summary  # the one vector c the decoder ever sees of the source
+        else:
+            if src_mask is None:
+                src_mask = memory.new_ones(memory.shape[:2], dtype=torch.bool)
+            state.update(memory=memory, keys=self.attention.project_keys(memory), mask=src_mask)
+        if self.input_feeding:
+            state["feed"] = memory.new_zeros(memory.shape[0], self.pre_output.out_features)
+        return state
+
+    def _rnn_state(self, state: DecoderState):
+        h = state["h"].transpose(0, 1).contiguous()  # (L, B, H)
+        return (h, state["c"].transpose(0, 1).contiguous()) if "c" in state else h
+
+    @staticmethod
+    def _store(state: DecoderState, rnn_state) -> DecoderState:
+        new = dict(state)
+        if isinstance(rnn_state, tuple):
+            new["h"], new["c"] = (s.transpose(0, 1) for s in rnn_state)
+        else:
+            new["h"] = rnn_state.transpose(0, 1)
+        return new
+
+    def _attend(self, query: Tensor, state: DecoderState) -> tuple[Tensor, Tensor]:
+        return self.attention(query, state["memory"], state["mask"], state["keys"])
+
+    # -- one step -----------------------------------------------------------------------------
+    def step(self, prev: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """prev: (B,) long, the previous word -> logits (B, V) and the next state."""
+        e = self.dropout(self.embedding(prev))  # (B, E)
+        weights = None
+        if self.luong:
+            x = torch.cat([e, state["feed"]], -1) if self.input_feeding else e
+            s, rnn_state = self.rnn(x.unsqueeze(1), state=self._rnn_state(state))
+            s = s.squeeze(1)
+            ctx, weights = self._attend(s, state)  # attention after the step
+            o = torch.tanh(self.pre_output(torch.cat([s, ctx], -1)))
+        else:
+            if self.context == "fixed":
+                ctx = state["context"]
+            else:  # Bahdanau: the previous top-layer state is the query
+                ctx, weights = self._attend(state["h"][:, -1], state)
+            s, rnn_state = self.rnn(torch.cat([e, ctx], -1).unsqueeze(1), state=self._rnn_state(state))
+            o = torch.tanh(self.pre_output(torch.cat([s.squeeze(1), ctx, e], -1)))
+        new = self._store(state, rnn_state)
+        if self.input_feeding:
+            new["feed"] = o
+        if weights is not None:
+            new["attention"] = weights
+        return self.output(self.dropout(o)), new
+
+    # -- teacher forcing ----------------------------------------------------------------------
+    def forward(
+        self,
+        tgt_in: Tensor,
+        memory: Tensor,
+        src_mask: Tensor | None,
+        init: Tensor,
+        return_attention: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """tgt_in: (B, T) long (<bos> y_1 ... y_{T-1}), memory: (B, S, M), src_mask: (B, S),
+        init: the summary vector (B, M) -> logits (B, T, V) [, attention (B, T, S)]."""
+        state = self.init_state(memory, src_mask, init)
+        if self.context == "fixed" or (self.luong and not self.input_feeding):
+            logits, attention = self._forward_parallel(tgt_in, state)
+        else:
+            logits, attn = [], []
+            for t in range(tgt_in.shape[1]):
+                step_logits, state = self.step(tgt_in[:, t], state)
+                logits.append(step_logits)
+                attn.append(state.get("attention"))
+            logits = torch.stack(logits, 1)
+            attention = torch.stack(attn, 1) if self.context == "attention" else None
+        if return_attention:
+            return logits, attention
+        return logits
+
+    def _forward_parallel(self, tgt_in: Tensor, state: DecoderState) -> tuple[Tensor, Tensor | None]:
+        """When the RNN input does not depend on the previous output, run it over all steps at
+        once (one fused call: cuDNN on a GPU); the result equals stepping."""
+        e = self.dropout(self.embedding(tgt_in))  # (B, T, E)
+        T = tgt_in.shape[1]
+        if self.context == "fixed":
+            ctx = state["context"].unsqueeze(1).expand(-1, T, -1)
+            s, _ = self.rnn(torch.cat([e, ctx], -1), state=self._rnn_state(state))
+            o = torch.tanh(self.pre_output(torch.cat([s, ctx, e], -1)))
+            return self.output(self.dropout(o)), None
+        s, _ = self.rnn(e, state=self._rnn_state(state))  # Luong without input feeding
+        scores = torch.bmm(s, state["keys"].transpose(1, 2))  # (B, T, S)
+        weights = masked_softmax(scores, state["mask"].unsqueeze(1))
+        ctx = torch.bmm(weights, state["memory"])  # (B, T, M)
+        o = torch.tanh(self.pre_output(torch.cat([s, ctx], -1)))
+        return self.output(self.dropout(o)), weights

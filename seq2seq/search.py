@@ -1,0 +1,224 @@
+"""Decoding over any step function: greedy, beam search and sampling (seed 002 Algorithm 8-1).
+
+A step function maps the previous tokens and a state to next-token logits and the next state:
+
+    step_fn(tokens: (N,) long, state) -> (logits: (N, V), state)
+
+The state is a dict (or tuple/list) of tensors with the batch in dim 0, so search can repeat it
+for beams and reorder it. If the state holds "attention" (N, S) after a step, it is collected
+when `return_attention=True`. Every function decodes N inputs in one batched pass, and each
+input's result is the one it would get alone. Tokens returned exclude <bos> and <eos>.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+StepFn = Callable[[Tensor, object], tuple[Tensor, object]]
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]
+    score: float  # sum of log-probabilities (divided by the length penalty in beam search)
+    attention: Tensor | None = None  # (len(tokens), S) when requested
+
+
+def map_state(fn: Callable[[Tensor], Tensor], state):
+    """Applies fn to every tensor in a nested dict/tuple/list state."""
+    if isinstance(state, Tensor):
+        return fn(state)
+    if isinstance(state, dict):
+        return {k: map_state(fn, v) for k, v in state.items()}
+    if isinstance(state, (tuple, list)):
+        return type(state)(map_state(fn, v) for v in state)
+    return state
+
+
+def reorder_state(state, index: Tensor):
+    """Selects rows `index` (N',) of every tensor in the state."""
+    return map_state(lambda t: t.index_select(0, index), state)
+
+
+def _max_lengths(max_len: int | Tensor, n: int, device) -> Tensor:
+    if isinstance(max_len, Tensor):
+        if max_len.shape != (n,):
+            raise ValueError(f"max_len must be an int or a ({n},) tensor, got {tuple(max_len.shape)}")
+        return max_len.to(device=device, dtype=torch.long)
+    return torch.full((n,), int(max_len), dtype=torch.long, device=device)
+
+
+def _device(state) -> torch.device:
+    found = []
+    map_state(lambda t: found.append(t.device) or t, state)
+    return found[0] if found else torch.device("cpu")
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT (Wu et al. 2016): lp(Y) = ((5 + |Y|) / 6)^alpha; alpha=0 gives 1."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def _one_best(step_fn, state, batch_size, bos, eos, max_len, pick, return_attention):
+    """Shared loop of greedy and sampling: one hypothesis per input, `pick(logits) -> tokens`."""
+    device = _device(state)
+    limit = _max_lengths(max_len, batch_size, device)
+    tokens = torch.full((batch_size,), bos, dtype=torch.long, device=device)
+    scores = torch.zeros(batch_size, device=device)
+    done = limit <= 0
+    out, attn = [], []
+    for t in range(int(limit.max().item()) if batch_size else 0):
+        if done.all():
+            break
+        logits, state = step_fn(tokens, state)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        tokens = pick(logits)
+        scores = scores + torch.where(done, 0.0, log_probs.gather(1, tokens[:, None]).squeeze(1))
+        out.append(torch.where(done, eos, tokens))
+        if return_attention and isinstance(state, dict) and "attention" in state:
+            attn.append(state["attention"])
+        done = done | (tokens == eos) | (t + 1 >= limit)
+    hyps = []
+    seq = torch.stack(out, 1).tolist() if out else [[] for _ in range(batch_size)]
+    for b in range(batch_size):
+        toks = seq[b]
+        n = toks.index(eos) if eos in toks else len(toks)
+        a = torch.stack([w[b] for w in attn[:n]]) if attn and n else None
+        hyps.append(Hypothesis(toks[:n], float(scores[b]), a))
+    return hyps
+
+
+def greedy(
+    step_fn: StepFn,
+    state,
+    batch_size: int,
+    bos: int,
+    eos: int,
+    max_len: int | Tensor = 100,
+    return_attention: bool = False,
+) -> list[Hypothesis]:
+    """The most probable next word at every step, until <eos> or max_len words."""
+    return _one_best(
+        step_fn, state, batch_size, bos, eos, max_len, lambda lg: lg.argmax(-1), return_attention
+    )
+
+
+def sample(
+    step_fn: StepFn,
+    state,
+    batch_size: int,
+    bos: int,
+    eos: int,
+    max_len: int | Tensor = 100,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    generator: torch.Generator | None = None,
+    return_attention: bool = False,
+) -> list[Hypothesis]:
+    """Seed 002 Algorithm 8-1: start at <bos>, draw each word from p(z_t | z_<t) until <eos>.
+
+    `temperature` divides the logits (0 means greedy); `top_k > 0` keeps the k likeliest words.
+    Scores are log-probabilities under the model itself (temperature 1).
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0:
+        return greedy(step_fn, state, batch_size, bos, eos, max_len, return_attention)
+
+    def pick(logits: Tensor) -> Tensor:
+        logits = logits.float() / temperature
+        if top_k > 0:
+            kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+    return _one_best(step_fn, state, batch_size, bos, eos, max_len, pick, return_attention)
+
+
+def beam_search(
+    step_fn: StepFn,
+    state,
+    batch_size: int,
+    bos: int,
+    eos: int,
+    beam_size: int = 5,
+    max_len: int | Tensor = 100,
+    alpha: float = 0.0,
+    n_best: int = 1,
+    return_attention: bool = False,
+) -> list[list[Hypothesis]]:
+    """Beam search with the GNMT length penalty; returns n_best hypotheses per input, best first.
+
+    Each step ranks the 2K best continuations of the K live beams: those ending in <eos> within
+    the first K become finished hypotheses (score / lp(length)), the best K others live on, so
+    a finished hypothesis never stops the others. An input is done once it has K finished
+    hypotheses; at max_len its K best continuations are finished as they are.
+    """
+    if beam_size < 1 or not 1 <= n_best <= beam_size:
+        raise ValueError(f"need beam_size >= 1 and 1 <= n_best <= beam_size, got {beam_size}, {n_best}")
+    B, K = batch_size, beam_size
+    device = _device(state)
+    limit = _max_lengths(max_len, B, device)
+    state = reorder_state(state, torch.arange(B, device=device).repeat_interleave(K))
+    tokens = torch.full((B * K,), bos, dtype=torch.long, device=device)
+    beam_scores = torch.full((B, K), float("-inf"), device=device)
+    beam_scores[:, 0] = 0.0  # all beams start identical: keep one alive
+    history = torch.zeros(B * K, 0, dtype=torch.long, device=device)
+    attn_history = None
+    finished: list[list[Hypothesis]] = [[] for _ in range(B)]
+    done = (limit <= 0).tolist()
+    base = (torch.arange(B, device=device) * K)[:, None]
+
+    for t in range(int(limit.max().item()) if B else 0):
+        if all(done):
+            break
+        logits, state = step_fn(tokens, state)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B*K, V)
+        V = log_probs.shape[-1]
+        candidates = (beam_scores.view(-1, 1) + log_probs).view(B, K * V)
+        top_scores, top_index = candidates.topk(min(2 * K, K * V), dim=1)  # (B, 2K)
+        top_beam, top_token = top_index // V, top_index % V
+        step_attn = state.get("attention") if return_attention and isinstance(state, dict) else None
+        if step_attn is not None:
+            step_attn = step_attn[:, None]
+            attn_history = step_attn if attn_history is None else torch.cat([attn_history, step_attn], 1)
+
+        # finish: <eos> among the K best, or every one of the K best at the last step
+        is_eos = top_token == eos
+        last = t + 1 >= limit
+        finish = (is_eos | last[:, None]) & torch.isfinite(top_scores)
+        finish[:, K:] = False
+        if finish.any():
+            hist, top_s, rows = history.tolist(), top_scores.tolist(), (base + top_beam).tolist()
+            for b, j in finish.nonzero().tolist():
+                if done[b]:
+                    continue
+                row, tok = rows[b][j], int(top_token[b, j])
+                toks = hist[row] + ([] if tok == eos else [tok])
+                lp = length_penalty(t + 1, alpha)
+                att = attn_history[row][: len(toks)] if attn_history is not None else None
+                finished[b].append(Hypothesis(toks, top_s[b][j] / lp, att))
+        for b in range(B):
+            if not done[b] and (len(finished[b]) >= K or bool(last[b])):
+                done[b] = True
+
+        # live on: the K best continuations that do not end in <eos> (at most K of 2K do)
+        keep = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :K]
+        beam_scores = top_scores.gather(1, keep)
+        rows = (base + top_beam.gather(1, keep)).view(-1)
+        tokens = top_token.gather(1, keep).view(-1)
+        history = torch.cat([history.index_select(0, rows), tokens[:, None]], 1)
+        if attn_history is not None:
+            attn_history = attn_history.index_select(0, rows)
+        state = reorder_state(state, rows)
+
+    results = []
+    for hyps in finished:
+        hyps.sort(key=lambda h: h.score, reverse=True)
+        results.append(hyps[:n_best])
+    return results

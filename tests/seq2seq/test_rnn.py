@@ -1,0 +1,115 @@
+"""The RNN layer: fused (torch.nn / cuDNN) and unrolled cells agree; padding is masked."""
+
+import pytest
+import torch
+
+from seq2seq.modules.rnn import RNN
+
+VARIANTS = [("rnn", {}), ("lstm", {}), ("gru", {"reset_after": True})]
+
+
+def pair(cell, opts, **kw):
+    torch.manual_seed(0)
+    fused = RNN(cell, 5, 6, impl="fused", **kw, **opts)
+    cells = RNN(cell, 5, 6, impl="cells", **kw, **opts)
+    cells.load_state_dict(fused.state_dict())
+    return fused, cells
+
+
+def assert_state_close(a, b):
+    if isinstance(a, tuple):
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
+    else:
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("cell, opts", VARIANTS)
+def test_fused_equals_cells_two_layers_bidirectional_ragged(cell, opts):
+    fused, cells = pair(cell, opts, num_layers=2, bidirectional=True)
+    x = torch.randn(4, 9, 5)
+    lengths = torch.tensor([9, 4, 1, 6])
+    out_f, state_f = fused(x, lengths)
+    out_c, state_c = cells(x, lengths)
+    assert out_f.shape == out_c.shape == (4, 9, 12)
+    torch.testing.assert_close(out_c, out_f, atol=1e-5, rtol=0)
+    assert_state_close(state_c, state_f)
+    # without lengths, and from a given initial state
+    h0 = torch.randn(4, 4, 6)
+    s0 = (h0, torch.randn(4, 4, 6)) if cell == "lstm" else h0
+    out_f, state_f = fused(x, None, s0)
+    out_c, state_c = cells(x, None, s0)
+    torch.testing.assert_close(out_c, out_f, atol=1e-5, rtol=0)
+    assert_state_close(state_c, state_f)
+
+
+CELLS_ONLY = [("lstm", {"peephole": True}), ("gru", {"reset_after": False})]
+BOTH = [(impl, c, o) for impl in ("fused", "cells") for c, o in VARIANTS]
+
+
+@pytest.mark.parametrize("impl, cell, opts", BOTH + [("cells", c, o) for c, o in CELLS_ONLY])
+def test_padding_invariance_and_final_state_at_own_length(impl, cell, opts):
+    torch.manual_seed(0)
+    rnn = RNN(cell, 5, 6, num_layers=2, bidirectional=True, impl=impl, **opts)
+    x = torch.randn(3, 8, 5)
+    lengths = torch.tensor([8, 3, 5])
+    out, state = rnn(x, lengths)
+    h = state[0] if isinstance(state, tuple) else state
+    for b, n in enumerate(lengths.tolist()):
+        alone, s_alone = rnn(x[b : b + 1, :n])
+        h_alone = s_alone[0] if isinstance(s_alone, tuple) else s_alone
+        torch.testing.assert_close(out[b, :n], alone[0], atol=1e-5, rtol=0)
+        assert (out[b, n:] == 0).all()  # padded steps give zero output
+        torch.testing.assert_close(h[:, b], h_alone[:, 0], atol=1e-5, rtol=0)
+    # the backward direction's final state is its output at the first token
+    torch.testing.assert_close(h[-1], out[:, 0, 6:], atol=1e-6, rtol=0)
+    # the forward direction's final state is its output at the last real token
+    last = out[torch.arange(3), lengths - 1, :6]
+    torch.testing.assert_close(h[-2], last, atol=1e-6, rtol=0)
+
+
+def test_dropout_between_layers_only_in_training():
+    torch.manual_seed(0)
+    rnn = RNN("lstm", 4, 8, num_layers=2, dropout=0.5, impl="cells")
+    x = torch.randn(2, 5, 4)
+    rnn.eval()
+    assert torch.equal(rnn(x)[0], rnn(x)[0])
+    rnn.train()
+    assert not torch.equal(rnn(x)[0], rnn(x)[0])
+    single = RNN("lstm", 4, 8, num_layers=1, dropout=0.5, impl="cells").train()
+    assert torch.equal(single(x)[0], single(x)[0])  # one layer: nothing between layers
+
+
+def test_state_dict_names_are_torch_names_and_move_between_impls():
+    fused = RNN("lstm", 3, 4, num_layers=2, bidirectional=True)
+    reference = torch.nn.LSTM(3, 4, 2, bidirectional=True, batch_first=True)
+    assert set(fused.state_dict()) == set(reference.state_dict())
+    cells = RNN("lstm", 3, 4, num_layers=2, bidirectional=True, impl="cells")
+    assert set(cells.state_dict()) == set(reference.state_dict())
+    cells.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 5, 3)
+    torch.testing.assert_close(cells(x)[0], reference(x)[0], atol=1e-5, rtol=0)
+    peep = RNN("lstm", 3, 4, impl="cells", peephole=True)
+    assert {"weight_ci_l0", "weight_cf_l0", "weight_co_l0"} <= set(peep.state_dict())
+    with pytest.raises(RuntimeError, match="weight_ci_l0"):
+        peep.load_state_dict(RNN("lstm", 3, 4).state_dict())  # strict: peepholes missing
+
+
+def test_gradients_flow_through_both_impls():
+    for impl in ("fused", "cells"):
+        rnn = RNN("gru", 3, 4, bidirectional=True, impl=impl)
+        x = torch.randn(2, 5, 3, requires_grad=True)
+        rnn(x, torch.tensor([5, 2]))[0].sum().backward()
+        assert x.grad[1, 2:].abs().sum() == 0  # padding gets no gradient
+        assert x.grad[0].abs().sum() > 0
+
+
+def test_bad_arguments_give_clear_errors():
+    with pytest.raises(ValueError, match="impl='cells'"):
+        RNN("lstm", 3, 4, peephole=True)
+    with pytest.raises(ValueError, match="reset_after"):
+        RNN("gru", 3, 4, reset_after=False)
+    with pytest.raises(ValueError, match="unknown cell"):
+        RNN("transformer", 3, 4)
+    with pytest.raises(ValueError, match=r"expected input \(B, T, 3\)"):
+        RNN("rnn", 3, 4)(torch.randn(2, 5, 7))
