@@ -6,8 +6,9 @@ A step function maps the previous tokens and a state to next-token logits and th
 
 The state is a dict (or tuple/list) of tensors with the batch in dim 0, so search can repeat it
 for beams and reorder it. If the state holds "attention" (N, S) after a step, it is collected
-when `return_attention=True`. Every function decodes N inputs in one batched pass, and each
-input's result is the one it would get alone. Tokens returned exclude <bos> and <eos>.
+when `return_attention=True`. Every function decodes N inputs in one batched pass; greedy and
+beam search give each input the result it would get alone (sampling draws from one generator
+for the whole batch). Tokens returned exclude <bos> and <eos>.
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ def _one_best(step_fn, state, batch_size, bos, eos, max_len, pick, return_attent
     for b in range(batch_size):
         toks = seq[b]
         n = toks.index(eos) if eos in toks else len(toks)
-        a = torch.stack([w[b] for w in attn[:n]]) if attn and n else None
+        a = torch.stack([w[b] for w in attn[:n]]) if n and attn else None
+        if a is None and return_attention and attn:
+            a = attn[0].new_zeros(0, attn[0].shape[-1])
         hyps.append(Hypothesis(toks[:n], float(scores[b]), a))
     return hyps
 
@@ -219,6 +222,8 @@ def beam_search(
 
     results = []
     for hyps in finished:
+        if not hyps:  # max_len 0: the empty hypothesis, as greedy gives
+            hyps.append(Hypothesis([], 0.0))
         hyps.sort(key=lambda h: h.score, reverse=True)
         results.append(hyps[:n_best])
     return results

@@ -134,27 +134,32 @@ class RecurrentDecoder(nn.Module):
     # -- one step -----------------------------------------------------------------------------
     def step(self, prev: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """prev: (B,) long, the previous word -> logits (B, V) and the next state."""
-        e = self.dropout(self.embedding(prev))  # (B, E)
+        o, state = self._features(self.dropout(self.embedding(prev)), state)
+        return self.output(self.dropout(o)), state
+
+    def _features(self, e: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """e: (B, E) the embedded previous word -> o_t (B, O), the input of the output layer."""
         weights = None
         if self.luong:
             x = torch.cat([e, state["feed"]], -1) if self.input_feeding else e
             s, rnn_state = self.rnn(x.unsqueeze(1), state=self._rnn_state(state))
             s = s.squeeze(1)
             ctx, weights = self._attend(s, state)  # attention after the step
-            o = torch.tanh(self.pre_output(torch.cat([s, ctx], -1)))
+            o = torch.tanh(self.pre_output(torch.cat([s, ctx], -1)))  # õ_t = tanh(W_c [s_t; c_t])
         else:
             if self.context == "fixed":
                 ctx = state["context"]
             else:  # Bahdanau: the previous top-layer state is the query
                 ctx, weights = self._attend(state["h"][:, -1], state)
-            s, rnn_state = self.rnn(torch.cat([e, ctx], -1).unsqueeze(1), state=self._rnn_state(state))
+            x = torch.cat([e, ctx], -1).unsqueeze(1)
+            s, rnn_state = self.rnn(x, state=self._rnn_state(state))
             o = torch.tanh(self.pre_output(torch.cat([s.squeeze(1), ctx, e], -1)))
         new = self._store(state, rnn_state)
         if self.input_feeding:
             new["feed"] = o
         if weights is not None:
             new["attention"] = weights
-        return self.output(self.dropout(o)), new
+        return o, new
 
     # -- teacher forcing ----------------------------------------------------------------------
     def forward(
@@ -166,35 +171,35 @@ class RecurrentDecoder(nn.Module):
         return_attention: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """tgt_in: (B, T) long (<bos> y_1 ... y_{T-1}), memory: (B, S, M), src_mask: (B, S),
-        init: the summary vector (B, M) -> logits (B, T, V) [, attention (B, T, S)]."""
+        init: the summary vector (B, M) -> logits (B, T, V) [, attention (B, T, S)].
+
+        Embeddings and the output layer run once over all steps; only the recurrence loops."""
         state = self.init_state(memory, src_mask, init)
+        e = self.dropout(self.embedding(tgt_in))  # (B, T, E)
         if self.context == "fixed" or (self.luong and not self.input_feeding):
-            logits, attention = self._forward_parallel(tgt_in, state)
+            o, attention = self._features_parallel(e, state)
         else:
-            logits, attn = [], []
+            outs, attn = [], []
             for t in range(tgt_in.shape[1]):
-                step_logits, state = self.step(tgt_in[:, t], state)
-                logits.append(step_logits)
-                attn.append(state.get("attention"))
-            logits = torch.stack(logits, 1)
-            attention = torch.stack(attn, 1) if self.context == "attention" else None
+                o_t, state = self._features(e[:, t], state)
+                outs.append(o_t)
+                attn.append(state["attention"])
+            o, attention = torch.stack(outs, 1), torch.stack(attn, 1)
+        logits = self.output(self.dropout(o))  # (B, T, V)
         if return_attention:
             return logits, attention
         return logits
 
-    def _forward_parallel(self, tgt_in: Tensor, state: DecoderState) -> tuple[Tensor, Tensor | None]:
+    def _features_parallel(self, e: Tensor, state: DecoderState) -> tuple[Tensor, Tensor | None]:
         """When the RNN input does not depend on the previous output, run it over all steps at
-        once (one fused call: cuDNN on a GPU); the result equals stepping."""
-        e = self.dropout(self.embedding(tgt_in))  # (B, T, E)
-        T = tgt_in.shape[1]
+        once (one fused call: cuDNN on a GPU); the result equals stepping. e: (B, T, E)."""
+        T = e.shape[1]
         if self.context == "fixed":
             ctx = state["context"].unsqueeze(1).expand(-1, T, -1)
             s, _ = self.rnn(torch.cat([e, ctx], -1), state=self._rnn_state(state))
-            o = torch.tanh(self.pre_output(torch.cat([s, ctx, e], -1)))
-            return self.output(self.dropout(o)), None
+            return torch.tanh(self.pre_output(torch.cat([s, ctx, e], -1))), None
         s, _ = self.rnn(e, state=self._rnn_state(state))  # Luong without input feeding
         scores = torch.bmm(s, state["keys"].transpose(1, 2))  # (B, T, S)
         weights = masked_softmax(scores, state["mask"].unsqueeze(1))
         ctx = torch.bmm(weights, state["memory"])  # (B, T, M)
-        o = torch.tanh(self.pre_output(torch.cat([s, ctx], -1)))
-        return self.output(self.dropout(o)), weights
+        return torch.tanh(self.pre_output(torch.cat([s, ctx], -1))), weights
