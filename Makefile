@@ -23,3 +23,9 @@ lint: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+.PHONY: quickstart
+# The main job: build the gettext en-de corpus, train the attention translator (about 8 minutes
+# on a 2-core CPU), print test BLEU beside the copy baseline and example translations.
+quickstart: $(STAMP)
+	$(PY) -m seq2seq.quickstart

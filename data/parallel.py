@@ -1,0 +1,97 @@
+"""Reading parallel text: two line-aligned files (train.en + train.de) or one TSV (src<TAB>tgt).
+
+Bad input gets an error that names the file and line: line counts that differ, bytes that are
+not UTF-8, a TSV line without a tab. Pairs with an empty side are skipped and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """A problem with the user's data files; the message says which file and line."""
+
+
+@dataclass
+class ParallelText:
+    src: list[str]
+    tgt: list[str]
+    skipped_empty: int = 0
+    origin: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """All lines of a UTF-8 text file without their line ends; errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    lines = []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                lines.append(raw.decode("utf-8").rstrip("\r\n"))
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"{path}, line {number}: not valid UTF-8 ({e.reason} at byte {e.start}); "
+                    "convert the file to UTF-8, e.g. with `iconv -f LATIN1 -t UTF-8`"
+                ) from None
+    return lines
+
+
+def read_parallel(src_path: str | Path, tgt_path: str | Path) -> ParallelText:
+    """Two line-aligned files; pairs where either side is empty are skipped and counted."""
+    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    if len(src) != len(tgt):
+        raise DataError(
+            f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}: parallel files must "
+            "have one sentence per line, line by line translations of each other"
+        )
+    return _drop_empty(src, tgt, f"{src_path} + {tgt_path}")
+
+
+def read_tsv(path: str | Path) -> ParallelText:
+    """One `source<TAB>target` pair a line."""
+    src, tgt = [], []
+    for number, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            src.append("")
+            tgt.append("")
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2:
+            raise DataError(
+                f"{path}, line {number}: expected 'source<TAB>target', found {len(parts) - 1} tabs"
+            )
+        src.append(parts[0])
+        tgt.append(parts[1])
+    return _drop_empty(src, tgt, str(path))
+
+
+def _drop_empty(src: list[str], tgt: list[str], origin: str) -> ParallelText:
+    keep = [i for i, (s, t) in enumerate(zip(src, tgt)) if s.strip() and t.strip()]
+    return ParallelText(
+        [src[i].strip() for i in keep],
+        [tgt[i].strip() for i in keep],
+        skipped_empty=len(src) - len(keep),
+        origin=origin,
+    )
+
+
+def find_split(data_dir: str | Path, split: str, src_lang: str, tgt_lang: str) -> ParallelText | None:
+    """`split.src_lang` + `split.tgt_lang`, or `split.tsv`, in data_dir; None when neither exists."""
+    d = Path(data_dir)
+    src, tgt, tsv = d / f"{split}.{src_lang}", d / f"{split}.{tgt_lang}", d / f"{split}.tsv"
+    if src.exists() or tgt.exists():
+        if not (src.exists() and tgt.exists()):
+            missing = tgt if src.exists() else src
+            raise DataError(f"{missing}: no such file (its parallel side exists)")
+        return read_parallel(src, tgt)
+    if tsv.exists():
+        return read_tsv(tsv)
+    return None

@@ -1,0 +1,190 @@
+"""ParallelTextDataModule: train/dev/test parallel text -> bucketed batches of token ids.
+
+Reads DATA_DIR/{train,dev,test}.{src_lang,tgt_lang} (or {split}.tsv), tokenizes (words with
+nltk, or sentencepiece trained on the training side), builds the vocabularies from train only,
+drops training pairs longer than `max_len` tokens (counted and reported), and batches by length.
+Tokenizers and vocabularies are built on first use, so LightningCLI can link the vocabulary
+sizes into the model, and `vocab_state()` puts them into the checkpoint as plain lists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Dataset
+
+from .batching import BucketBatchSampler, collate_pairs
+from .parallel import DataError, ParallelText, find_split
+from .tokenizers import Tokenizer, build_tokenizer
+from .vocab import Vocabulary
+
+
+class PairDataset(Dataset):
+    """Token-id pairs with their raw text (for BLEU against the untouched references)."""
+
+    def __init__(self, src_ids: list[list[int]], tgt_ids: list[list[int]], text: ParallelText):
+        self.src_ids, self.tgt_ids, self.text = src_ids, tgt_ids, text
+
+    def __len__(self) -> int:
+        return len(self.src_ids)
+
+    def __getitem__(self, i: int) -> dict:
+        return {
+            "index": i,
+            "src": self.src_ids[i],
+            "tgt": self.tgt_ids[i],
+            "src_text": self.text.src[i],
+            "tgt_text": self.text.tgt[i],
+        }
+
+
+class ParallelTextDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        data_dir: str,
+        src_lang: str = "en",
+        tgt_lang: str = "de",
+        tokenizer: Literal["word", "sentencepiece"] = "word",
+        word_tokenizer: Literal["toktok", "treebank", "wordpunct", "space"] = "toktok",
+        lowercase: bool = False,
+        sp_vocab_size: int = 8000,
+        sp_model_type: Literal["bpe", "unigram"] = "bpe",
+        min_freq: int = 1,
+        max_vocab_size: int | None = 8000,
+        max_len: int = 100,
+        batch_size: int = 64,
+        batch_by: Literal["sentences", "tokens"] = "sentences",
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+        seed: int = 0,
+        train_split: str = "train",
+        dev_split: str = "dev",
+        test_split: str = "test",
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir)
+        self._built = False
+        self.datasets: dict[str, PairDataset] = {}
+
+    # -- tokenizers and vocabularies (built once, on first use) -------------------------------
+    def _read(self, split: str) -> ParallelText | None:
+        hp = self.hparams
+        return find_split(self.data_dir, split, hp.src_lang, hp.tgt_lang)
+
+    def _tokenizer(self, sentences: list[str]) -> Tokenizer:
+        hp = self.hparams
+        if hp.tokenizer == "sentencepiece":
+            return build_tokenizer(
+                "sentencepiece", sentences, vocab_size=hp.sp_vocab_size,
+                model_type=hp.sp_model_type, lowercase=hp.lowercase, seed=hp.seed,
+            )  # fmt: skip
+        return build_tokenizer("word", lowercase=hp.lowercase, kind=hp.word_tokenizer)
+
+    def build(self) -> None:
+        if self._built:
+            return
+        hp = self.hparams
+        if not self.data_dir.is_dir():
+            raise DataError(f"{self.data_dir}: no such data directory (data.data_dir)")
+        train = self._read(hp.train_split)
+        if train is None:
+            raise DataError(
+                f"{self.data_dir}: no training data; expected {hp.train_split}.{hp.src_lang} + "
+                f"{hp.train_split}.{hp.tgt_lang} or {hp.train_split}.tsv"
+            )
+        if len(train) == 0:
+            raise DataError(f"{train.origin}: the training set is empty (after skipping empty lines)")
+        self.src_tokenizer = self._tokenizer(train.src)
+        self.tgt_tokenizer = self._tokenizer(train.tgt)
+        src_tok = [self.src_tokenizer.tokenize(s) for s in train.src]
+        tgt_tok = [self.tgt_tokenizer.tokenize(s) for s in train.tgt]
+        keep = [
+            i for i, (s, t) in enumerate(zip(src_tok, tgt_tok)) if max(len(s), len(t)) <= hp.max_len
+        ]
+        dropped = len(src_tok) - len(keep)
+        if not keep:
+            raise DataError(f"{train.origin}: every training pair is longer than max_len={hp.max_len}")
+        train = ParallelText(
+            [train.src[i] for i in keep], [train.tgt[i] for i in keep], train.skipped_empty, train.origin
+        )
+        src_tok, tgt_tok = [src_tok[i] for i in keep], [tgt_tok[i] for i in keep]
+        limit = None if hp.tokenizer == "sentencepiece" else hp.max_vocab_size
+        self.src_vocab = Vocabulary.build(src_tok, hp.min_freq, limit)
+        self.tgt_vocab = Vocabulary.build(tgt_tok, hp.min_freq, limit)
+        self.datasets["train"] = PairDataset(
+            [self.src_vocab.encode(s) for s in src_tok], [self.tgt_vocab.encode(t) for t in tgt_tok], train
+        )
+        rank_zero_info(
+            f"[data] {train.origin}: {len(train)} training pairs; {dropped} longer than "
+            f"max_len={hp.max_len} dropped, {train.skipped_empty} with an empty side skipped; "
+            f"vocabularies {len(self.src_vocab)} ({hp.src_lang}) / {len(self.tgt_vocab)} ({hp.tgt_lang})"
+        )
+        for name, split in (("dev", hp.dev_split), ("test", hp.test_split)):
+            text = self._read(split)
+            if text is not None:
+                self.datasets[name] = self.encode_text(text)
+                rank_zero_info(f"[data] {text.origin}: {len(text)} {name} pairs")
+        self._built = True
+
+    def encode_text(self, text: ParallelText) -> PairDataset:
+        """Raw pairs -> a dataset with this module's tokenizers and vocabularies (no filtering)."""
+        src = [self.src_vocab.encode(self.src_tokenizer.tokenize(s)) for s in text.src]
+        tgt = [self.tgt_vocab.encode(self.tgt_tokenizer.tokenize(t)) for t in text.tgt]
+        return PairDataset(src, tgt, text)
+
+    @property
+    def src_vocab_size(self) -> int:
+        self.build()
+        return len(self.src_vocab)
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        self.build()
+        return len(self.tgt_vocab)
+
+    def vocab_state(self) -> dict:
+        """Everything inference needs besides the weights, as plain types."""
+        self.build()
+        return {
+            "src_vocab": self.src_vocab.to_list(),
+            "tgt_vocab": self.tgt_vocab.to_list(),
+            "src_tokenizer": self.src_tokenizer.state(),
+            "tgt_tokenizer": self.tgt_tokenizer.state(),
+            "max_len": self.hparams.max_len,
+            "src_lang": self.hparams.src_lang,
+            "tgt_lang": self.hparams.tgt_lang,
+        }
+
+    # -- Lightning hooks ----------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        self.build()
+        if stage in ("fit", "validate") and "dev" not in self.datasets:
+            raise DataError(f"{self.data_dir}: no {self.hparams.dev_split} split for validation")
+        if stage == "test" and "test" not in self.datasets:
+            raise DataError(f"{self.data_dir}: no {self.hparams.test_split} split to test on")
+
+    def _loader(self, name: str, train: bool) -> DataLoader:
+        hp = self.hparams
+        ds = self.datasets[name]
+        lengths = [max(len(s), len(t)) + 1 for s, t in zip(ds.src_ids, ds.tgt_ids)]
+        sampler = BucketBatchSampler(
+            lengths, hp.batch_size if train else hp.eval_batch_size,
+            hp.batch_by if train else "sentences", shuffle=train, seed=hp.seed, even=train,
+        )  # fmt: skip
+        return DataLoader(
+            ds, batch_sampler=sampler, collate_fn=collate_pairs, num_workers=hp.num_workers,
+            persistent_workers=hp.num_workers > 0,
+        )  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("dev", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
