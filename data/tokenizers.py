@@ -187,6 +187,17 @@ class _Toktok(ToktokTokenizer):
     ]
 
 
+_WORD_PERIOD = re.compile(r"^([^\W\d_][\w-]*[^\W\d_])\.$")
+
+
+def _split_inner_period(token: str) -> list[str]:
+    """NLTK splits only the text's final period; a sentence end inside the text ("Datei
+    gelöscht. Neu starten") stays glued to its word and doubles the vocabulary. A word of letters
+    ending in "." becomes word + "." (abbreviations like "etc." too: detokenizing joins them back)."""
+    match = _WORD_PERIOD.match(token)
+    return [match.group(1), "."] if match else [token]
+
+
 class WordTokenizer(Tokenizer):
     """Word-level tokenizer on NLTK's data-free tokenizers; detokenizes with ``TreebankWordDetokenizer``.
 
@@ -274,7 +285,8 @@ class WordTokenizer(Tokenizer):
         else:
             tokens = wordpunct_tokenize(text)
         # Sentinels restore one by one, in place (a token may hold several next to other text).
-        return [protector.restore(token) for token in tokens]
+        tokens = [protector.restore(token) for token in tokens]
+        return [part for token in tokens for part in _split_inner_period(token)]
 
     def detokenize(self, tokens: list[str]) -> str:
         tokens = [token for token in tokens if token and not token.isspace()]

@@ -49,11 +49,17 @@ class SeqCapCLI(LightningCLI):
                 "checkpoint.mode": "max",
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best-{epoch:02d}-{val_bleu:.2f}",
+                "checkpoint.save_on_train_epoch_end": False,  # after validation, where val_bleu is
             }
         )
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
         parser.set_defaults(
-            {"early_stopping.monitor": "val_bleu", "early_stopping.mode": "max", "early_stopping.patience": 5}
+            {
+                "early_stopping.monitor": "val_bleu",
+                "early_stopping.mode": "max",
+                "early_stopping.patience": 5,
+                "early_stopping.check_on_train_epoch_end": False,
+            }
         )
         parser.link_arguments(
             "data.src_vocab_size", "model.init_args.src_vocab_size", apply_on="instantiate"

@@ -6,7 +6,9 @@
 Reads one sentence a line (stdin by default), writes detokenized translations in input order
 (stdout by default). An empty line gives an empty line; a sentence longer than the model's
 maximum length is truncated with a warning on stderr. With --n-best N > 1 each input gives N
-lines `INDEX ||| TRANSLATION ||| SCORE`. The checkpoint is loaded with weights_only=True.
+lines `INDEX ||| TRANSLATION ||| SCORE`. With an attention model, an <unk> in the output is
+replaced by the source word it attends to most (--no-unk-replace keeps it). The checkpoint is
+loaded with weights_only=True.
 """
 
 from __future__ import annotations
@@ -43,6 +45,18 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: not a loadable seqcap checkpoint ({type(e).__name__}: {e})") from None
 
 
+def replace_unknowns(
+    tokens: list[str], attention: torch.Tensor | None, src_tokens: list[str], unk: str = "<unk>"
+) -> list[str]:
+    """Each <unk> in the output becomes the source token it attends to most (Luong et al. 2015,
+    "Addressing the rare word problem"): names, placeholders and numbers pass through.
+    tokens: T output tokens, attention: (T, S) or None (then nothing changes)."""
+    if attention is None or unk not in tokens or not src_tokens:
+        return tokens
+    best = attention[: len(tokens), : len(src_tokens)].argmax(-1).tolist()
+    return [src_tokens[best[t]] if tok == unk else tok for t, tok in enumerate(tokens)]
+
+
 @dataclass
 class Translation:
     text: str
@@ -54,7 +68,10 @@ class Translation:
 class Translator:
     """A Seq2Seq with its vocabularies and tokenizers: raw text in, raw text out."""
 
-    def __init__(self, model: Seq2Seq, vocab_state: dict, device: str | torch.device = "cpu"):
+    def __init__(
+        self, model: Seq2Seq, vocab_state: dict, device: str | torch.device = "cpu", unk_replace: bool = True
+    ):
+        self.unk_replace = unk_replace
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.src_vocab = Vocabulary.from_list(vocab_state["src_vocab"])
@@ -64,7 +81,7 @@ class Translator:
         self.max_len = int(vocab_state.get("max_len", 100))
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Translator:
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", unk_replace: bool = True) -> Translator:
         ckpt = load_checkpoint(path)
         if "seqcap" not in ckpt or not ckpt["seqcap"] or "state_dict" not in ckpt:
             raise CheckpointError(f"{path}: holds no seqcap translation model (no vocabularies inside)")
@@ -75,7 +92,7 @@ class Translator:
         model.load_state_dict(state)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        return cls(model, ckpt["seqcap"], device)
+        return cls(model, ckpt["seqcap"], device, unk_replace)
 
     def encode(self, sentence: str) -> tuple[list[int], list[str], bool]:
         """-> ids, tokens (both cut to max_len) and whether the sentence was truncated."""
@@ -108,12 +125,14 @@ class Translator:
             src, lengths = pad_batch([encoded[i][0] for i in batch])
             hyps = self.model.translate(
                 src.to(self.device), lengths.to(self.device), method="beam", beam_size=beam_size,
-                alpha=alpha, n_best=n_best, return_attention=return_attention,
+                alpha=alpha, n_best=n_best, return_attention=return_attention or self.unk_replace,
             )  # fmt: skip
             for i, options in zip(batch, hyps):
                 results[i] = []
                 for h in options:
                     tokens = self.tgt_vocab.decode(h.tokens)
+                    if self.unk_replace:
+                        tokens = replace_unknowns(tokens, h.attention, encoded[i][1])
                     text = self.tgt_tokenizer.detokenize(tokens)
                     results[i].append(Translation(text, h.score, tokens, h.attention))
         return results
@@ -130,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--attention-plot", metavar="DIR", help="write an attention heatmap PNG per sentence")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--no-unk-replace", action="store_true",
+        help="keep <unk> in the output instead of copying the source word it attends to most",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.beam_size < 1 or not 1 <= args.n_best <= args.beam_size:
         parser.error(
@@ -138,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.output and args.input and Path(args.output).resolve() == Path(args.input).resolve():
         parser.error("--output must not be the --input file: it would overwrite your input")
     try:
-        translator = Translator.from_checkpoint(args.checkpoint, args.device)
+        translator = Translator.from_checkpoint(args.checkpoint, args.device, not args.no_unk_replace)
         lines = read_lines(args.input) if args.input else sys.stdin.read().splitlines()
     except (CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)

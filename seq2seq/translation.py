@@ -24,6 +24,7 @@ from data.vocab import PAD, Vocabulary
 from .metrics import sacre_bleu
 from .model import Seq2Seq
 from .plots import attention_heatmap
+from .translate import replace_unknowns
 
 
 class TranslationModule(pl.LightningModule):
@@ -51,6 +52,7 @@ class TranslationModule(pl.LightningModule):
         beam_size: int = 5,
         alpha: float = 0.6,
         num_samples: int = 5,
+        unk_replace: bool = True,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -112,9 +114,12 @@ class TranslationModule(pl.LightningModule):
     def _eval_step(self, batch: dict, prefix: str, method: str) -> None:
         loss, tokens = self._loss(batch, 0.0)
         self.log(f"{prefix}_loss", loss, batch_size=tokens, sync_dist=True)
-        hyps = self.decode_batch(batch, method, return_attention=prefix == "val")
+        hyps = self.decode_batch(batch, method, return_attention=prefix == "val" or self.hparams.unk_replace)
         for b, h in enumerate(hyps):
             tokens_out = self.tgt_vocab.decode(h.tokens)
+            if self.hparams.unk_replace:
+                src_tokens = self.src_tokenizer.tokenize(batch["src_text"][b])
+                tokens_out = replace_unknowns(tokens_out, h.attention, src_tokens)
             self._outputs.append(
                 {
                     "index": batch["index"][b],
