@@ -106,4 +106,9 @@ def main(args: list[str] | None = None) -> SeqCapCLI:
 
 
 if __name__ == "__main__":
-    main()
+    from data.parallel import DataError
+
+    try:
+        main()
+    except DataError as e:  # the user's data: say which file and line, without a traceback
+        raise SystemExit(f"error: {e}") from None

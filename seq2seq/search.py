@@ -40,9 +40,15 @@ def map_state(fn: Callable[[Tensor], Tensor], state):
     return state
 
 
-def reorder_state(state, index: Tensor):
-    """Selects rows `index` (N',) of every tensor in the state."""
-    return map_state(lambda t: t.index_select(0, index), state)
+def reorder_state(state, index: Tensor, static: set[int] = frozenset()):
+    """Selects rows `index` (N',) of every tensor in the state, except those in `static` (by id)."""
+    return map_state(lambda t: t if id(t) in static else t.index_select(0, index), state)
+
+
+def _tensors_by_id(state) -> dict[int, Tensor]:
+    found: dict[int, Tensor] = {}
+    map_state(lambda t: found.setdefault(id(t), t), state)
+    return found
 
 
 def _max_lengths(max_len: int | Tensor, n: int, device) -> Tensor:
@@ -167,25 +173,29 @@ def beam_search(
     B, K = batch_size, beam_size
     device = _device(state)
     limit = _max_lengths(max_len, B, device)
-    state = reorder_state(state, torch.arange(B, device=device).repeat_interleave(K))
-    tokens = torch.full((B * K,), bos, dtype=torch.long, device=device)
-    beam_scores = torch.full((B, K), float("-inf"), device=device)
-    beam_scores[:, 0] = 0.0  # all beams start identical: keep one alive
-    history = torch.zeros(B * K, 0, dtype=torch.long, device=device)
-    attn_history = None
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
-    done = (limit <= 0).tolist()
-    base = (torch.arange(B, device=device) * K)[:, None]
+    active = [b for b in range(B) if limit[b] > 0]  # inputs still decoding: rows of what follows
+    state = reorder_state(state, torch.tensor(active, dtype=torch.long, device=device).repeat_interleave(K))
+    # A tensor the step function passes through untouched (the same object, e.g. the encoder
+    # memory) holds K identical rows per input: reordering beams within an input cannot change it.
+    # `initial` keeps the tensors alive, so their ids cannot be reused by new ones.
+    initial = _tensors_by_id(state)
+    limit = limit[active]
+    A = len(active)
+    tokens = torch.full((A * K,), bos, dtype=torch.long, device=device)
+    beam_scores = torch.full((A, K), float("-inf"), device=device)
+    beam_scores[:, 0] = 0.0  # all beams start identical: keep one alive
+    history = torch.zeros(A * K, 0, dtype=torch.long, device=device)
+    attn_history = None
 
-    for t in range(int(limit.max().item()) if B else 0):
-        if all(done):
-            break
+    for t in range(int(limit.max().item()) if A else 0):
         logits, state = step_fn(tokens, state)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B*K, V)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (A*K, V)
         V = log_probs.shape[-1]
-        candidates = (beam_scores.view(-1, 1) + log_probs).view(B, K * V)
-        top_scores, top_index = candidates.topk(min(2 * K, K * V), dim=1)  # (B, 2K)
+        candidates = (beam_scores.view(-1, 1) + log_probs).view(A, K * V)
+        top_scores, top_index = candidates.topk(min(2 * K, K * V), dim=1)  # (A, 2K)
         top_beam, top_token = top_index // V, top_index % V
+        base = (torch.arange(A, device=device) * K)[:, None]
         step_attn = state.get("attention") if return_attention and isinstance(state, dict) else None
         if step_attn is not None:
             step_attn = step_attn[:, None]
@@ -198,27 +208,35 @@ def beam_search(
         finish[:, K:] = False
         if finish.any():
             hist, top_s, rows = history.tolist(), top_scores.tolist(), (base + top_beam).tolist()
-            for b, j in finish.nonzero().tolist():
-                if done[b]:
-                    continue
-                row, tok = rows[b][j], int(top_token[b, j])
+            lp = length_penalty(t + 1, alpha)
+            for a, j in finish.nonzero().tolist():
+                row, tok = rows[a][j], int(top_token[a, j])
                 toks = hist[row] + ([] if tok == eos else [tok])
-                lp = length_penalty(t + 1, alpha)
                 att = attn_history[row][: len(toks)] if attn_history is not None else None
-                finished[b].append(Hypothesis(toks, top_s[b][j] / lp, att))
-        for b in range(B):
-            if not done[b] and (len(finished[b]) >= K or bool(last[b])):
-                done[b] = True
+                finished[active[a]].append(Hypothesis(toks, top_s[a][j] / lp, att))
+        still = [a for a in range(A) if len(finished[active[a]]) < K and not bool(last[a])]
+        if not still:
+            break
 
-        # live on: the K best continuations that do not end in <eos> (at most K of 2K do)
+        # live on: the K best continuations that do not end in <eos> (at most K of 2K do);
+        # inputs that are done leave the batch, so later steps only compute what is needed
         keep = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :K]
+        static = initial.keys() & _tensors_by_id(state).keys()
+        if len(still) < A:
+            sel = torch.tensor(still, device=device, dtype=torch.long)
+            keep, top_scores, top_beam, top_token = keep[sel], top_scores[sel], top_beam[sel], top_token[sel]
+            base, limit = base[sel], limit[sel]
+            active = [active[a] for a in still]
+            A, static = len(still), set()
         beam_scores = top_scores.gather(1, keep)
         rows = (base + top_beam.gather(1, keep)).view(-1)
         tokens = top_token.gather(1, keep).view(-1)
         history = torch.cat([history.index_select(0, rows), tokens[:, None]], 1)
         if attn_history is not None:
             attn_history = attn_history.index_select(0, rows)
-        state = reorder_state(state, rows)
+        state = reorder_state(state, rows, static)
+        if not static:
+            initial = _tensors_by_id(state)
 
     results = []
     for hyps in finished:

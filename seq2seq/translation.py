@@ -67,24 +67,28 @@ class TranslationModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "vocab_state"):
-            state = dm.vocab_state()
-            if self.vocab_state is not None and self.vocab_state["tgt_vocab"] != state["tgt_vocab"]:
-                raise ValueError(
-                    "the data's vocabulary differs from the checkpoint's: use the data_dir and "
-                    "tokenizer options the checkpoint was trained with"
-                )
-            self.vocab_state = state
+            self._set_vocab_state(dm.vocab_state())
+
+    def _set_vocab_state(self, state: dict) -> None:
         if self.vocab_state is not None:
-            self.src_vocab = Vocabulary.from_list(self.vocab_state["src_vocab"])
-            self.tgt_vocab = Vocabulary.from_list(self.vocab_state["tgt_vocab"])
-            self.src_tokenizer: Tokenizer = tokenizer_from_state(self.vocab_state["src_tokenizer"])
-            self.tgt_tokenizer: Tokenizer = tokenizer_from_state(self.vocab_state["tgt_tokenizer"])
+            for side in ("src_vocab", "tgt_vocab"):
+                if self.vocab_state[side] != state[side]:
+                    raise ValueError(
+                        f"the data's {side.replace('_', ' ')}ulary differs from the checkpoint's: "
+                        "use the data_dir and tokenizer options the checkpoint was trained with"
+                    )
+        self.vocab_state = state
+        self.src_vocab = Vocabulary.from_list(state["src_vocab"])
+        self.tgt_vocab = Vocabulary.from_list(state["tgt_vocab"])
+        self.src_tokenizer: Tokenizer = tokenizer_from_state(state["src_tokenizer"])
+        self.tgt_tokenizer: Tokenizer = tokenizer_from_state(state["tgt_tokenizer"])
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["seqcap"] = self.vocab_state
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.vocab_state = checkpoint.get("seqcap")
+        if checkpoint.get("seqcap"):
+            self._set_vocab_state(checkpoint["seqcap"])
 
     # -- training -----------------------------------------------------------------------------
     def _loss(self, batch: dict, label_smoothing: float) -> tuple[Tensor, int]:
