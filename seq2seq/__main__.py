@@ -18,6 +18,8 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 WandbMode = Literal["off", "auto", "offline", "online"]
 
@@ -35,6 +37,23 @@ def wandb_logged_in() -> bool:
         return netrc.netrc().authenticators("api.wandb.ai") is not None
     except (FileNotFoundError, netrc.NetrcParseError):
         return False
+
+
+class _AppendingWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        """Lightning deletes an existing metrics.csv here; a resumed run appends to it instead."""
+
+
+class ResumableCSVLogger(CSVLogger):
+    """CSVLogger that keeps (appends to) the metrics of the run it resumes."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 class SeqCapCLI(LightningCLI):
@@ -71,7 +90,15 @@ class SeqCapCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         root = Path(cfg.trainer.default_root_dir or "runs")
-        loggers = [CSVLogger(save_dir=str(root), name=cfg.run_name)]
+        version = None
+        if self.subcommand == "fit" and cfg.get("ckpt_path") == "last":
+            # resume: log into the latest run's folder, where its last.ckpt is found
+            versions = sorted(
+                int(p.name.split("_")[1]) for p in (root / cfg.run_name).glob("version_*")
+                if p.name.split("_")[1].isdigit() and (p / "checkpoints" / "last.ckpt").exists()
+            )  # fmt: skip
+            version = versions[-1] if versions else None
+        loggers = [ResumableCSVLogger(save_dir=str(root), name=cfg.run_name, version=version)]
         mode = cfg.wandb
         if mode == "auto":
             mode = "online" if wandb_logged_in() else "offline"
