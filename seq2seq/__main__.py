@@ -86,6 +86,9 @@ class SeqCapCLI(LightningCLI):
         parser.link_arguments(
             "data.tgt_vocab_size", "model.init_args.tgt_vocab_size", apply_on="instantiate"
         )
+        # Links whose source or target the chosen classes lack are skipped by jsonargparse, so
+        # one CLI serves translation (src/tgt sizes) and language models (one vocab_size).
+        parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
