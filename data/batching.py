@@ -17,6 +17,17 @@ from torch.utils.data import Sampler
 from .vocab import BOS, EOS, PAD
 
 
+class _EpochSetter:
+    """Lightning calls `dataloader.batch_sampler.sampler.set_epoch(epoch)` at each epoch start
+    (also after a resume); this forwards it to the batch sampler, whose shuffle depends on it."""
+
+    def __init__(self, owner: BucketBatchSampler):
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)
+
+
 class BucketBatchSampler(Sampler[list[int]]):
     """lengths: one size per example -> lists of indices, each a batch of similar lengths."""
 
@@ -40,6 +51,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.shuffle, self.seed, self.bucket_batches = shuffle, seed, bucket_batches
         self.rank, self.world_size, self.even = rank, world_size, even
         self.epoch = 0
+        self.sampler = _EpochSetter(self)
+
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -56,12 +56,26 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
 
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose last.ckpt is rewritten after every validation. Lightning >= 2.6
+    rewrites it only when a top-k checkpoint is saved too, so without this `--ckpt_path last`
+    would resume from the best epoch rather than the latest one."""
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._should_skip_saving_checkpoint(trainer) or self._should_save_on_train_epoch_end(trainer):
+            return
+        candidates = self._monitor_candidates(trainer)
+        if self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0:
+            self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
+
+
 class SeqCapCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run_name", type=str, default="run", help="name of the run's log folder")
         parser.add_argument("--wandb", type=WandbMode, default="off", help="wandb logging mode")
         parser.add_argument("--wandb_project", type=str, default="seqcap")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val_bleu",

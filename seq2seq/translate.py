@@ -118,7 +118,7 @@ class Translator:
             if cut and warn is not None:
                 warn(f"line {i + 1}: {len(self.src_tokenizer.tokenize(sentences[i]))} tokens, "
                      f"truncated to the model's maximum of {self.max_len}")
-        results: list[list[Translation]] = [[Translation("", 0.0, [])] for _ in sentences]
+        results: list[list[Translation]] = [[Translation("", 0.0, [])] * n_best for _ in sentences]
         todo = sorted((i for i, (ids, _, _) in enumerate(encoded) if ids), key=lambda i: len(encoded[i][0]))
         batches = [todo[k : k + batch_size] for k in range(0, len(todo), batch_size)]
         for batch in tqdm(batches, desc="translating", unit="batch", disable=not progress, file=sys.stderr):
