@@ -143,6 +143,8 @@ def main(args: list[str] | None = None) -> SeqCapCLI:
             "precision": default_precision(),
             "callbacks": [LearningRateMonitor(logging_interval="epoch")],
             "default_root_dir": "runs",
+            # our batch samplers shard by rank themselves; Lightning's injection would fail
+            "use_distributed_sampler": False,
         },
         save_config_kwargs={"overwrite": True},
         args=args,

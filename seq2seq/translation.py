@@ -46,7 +46,7 @@ class TranslationModule(pl.LightningModule):
         label_smoothing: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        lr_patience: int = 2,
+        lr_patience: int = 2,  # validations without a better val BLEU before the LR is cut
         lr_factor: float = 0.5,
         val_decode: Literal["greedy", "beam"] = "greedy",
         beam_size: int = 5,
@@ -159,6 +159,7 @@ class TranslationModule(pl.LightningModule):
         return sorted(outputs, key=lambda o: o["index"])
 
     def _eval_epoch_end(self, prefix: str) -> None:
+        local = sorted(self._outputs, key=lambda o: o["index"])  # this process's, with attention
         outputs = self._gather()
         if not outputs:
             return
@@ -175,8 +176,9 @@ class TranslationModule(pl.LightningModule):
         else:
             copy, _ = sacre_bleu([o["src"] for o in outputs], refs)
             self.log("test_copy_bleu", copy, rank_zero_only=True)
+        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # all ranks: a broadcast
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            self._log_samples(prefix, outputs[: self.hparams.num_samples])
+            self._log_samples(prefix, local[: self.hparams.num_samples], out_dir)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
@@ -184,8 +186,7 @@ class TranslationModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
 
-    def _log_samples(self, prefix: str, samples: list[dict]) -> None:
-        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+    def _log_samples(self, prefix: str, samples: list[dict], out_dir: Path) -> None:
         epoch = self.current_epoch
         rows = [[o["src"], o["hyp"], o["ref"]] for o in samples]
         text = "\n\n".join(f"SRC {s}\nHYP {h}\nREF {r}" for s, h, r in rows)
