@@ -178,7 +178,8 @@ class TranslationModule(pl.LightningModule):
             self.log("test_copy_bleu", copy, rank_zero_only=True)
         out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # all ranks: a broadcast
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            self._log_samples(prefix, local[: self.hparams.num_samples], out_dir)
+            header = f"{prefix} BLEU {bleu:.2f} on {len(outputs)} sentences; sacreBLEU {signature}"
+            self._log_samples(prefix, local[: self.hparams.num_samples], out_dir, header)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
@@ -186,10 +187,10 @@ class TranslationModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
 
-    def _log_samples(self, prefix: str, samples: list[dict], out_dir: Path) -> None:
+    def _log_samples(self, prefix: str, samples: list[dict], out_dir: Path, header: str) -> None:
         epoch = self.current_epoch
         rows = [[o["src"], o["hyp"], o["ref"]] for o in samples]
-        text = "\n\n".join(f"SRC {s}\nHYP {h}\nREF {r}" for s, h, r in rows)
+        text = "\n\n".join([header] + [f"SRC {s}\nHYP {h}\nREF {r}" for s, h, r in rows])
         (out_dir / "samples").mkdir(parents=True, exist_ok=True)
         (out_dir / "samples" / f"{prefix}_epoch{epoch:03d}.txt").write_text(text + "\n", encoding="utf-8")
         plots = []
