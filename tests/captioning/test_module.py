@@ -1,0 +1,133 @@
+"""CaptioningModule and `python -m captioning`: a CLI fit on a tiny shapes set, the frozen backbone,
+the two learning rates, and validation BLEU against nltk computed by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
+
+from captioning.module import CaptioningModule
+from data.captions import CaptionDataModule
+from data.shapes import build_shapes_dataset
+from tests.conftest import REPO, explain, metric_values, read_metrics, run_python
+
+SHOWTELL_CONFIG = "configs/captioning/shapes_showtell.yaml"
+TINY = {"embed_dim": 16, "hidden_size": 16, "dropout": 0.0, "pretrained": False}
+
+
+@pytest.fixture(scope="module")
+def shapes_json(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shapes")
+    build_shapes_dataset(out, n_train=8, n_val=2, n_test=2, size=64, progress=False)
+    return out / "dataset_shapes.json"
+
+
+@pytest.fixture
+def datamodule(shapes_json) -> CaptionDataModule:
+    dm = CaptionDataModule(str(shapes_json), min_freq=1, batch_size=8, eval_batch_size=2, image_size=32)
+    dm.setup("fit")
+    return dm
+
+
+def test_cli_fit_writes_checkpoint_metrics_and_vocab(shapes_json, tmp_path):
+    args = [
+        "-m", "captioning", "fit", "-c", SHOWTELL_CONFIG,
+        "--data.init_args.source", str(shapes_json),
+        "--data.init_args.batch_size", "16",  # 40 training pairs: 3 steps, one epoch
+        "--data.init_args.image_size", "64",
+        "--trainer.max_steps", "3",
+        "--trainer.limit_val_batches", "1",
+        "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.enable_progress_bar", "false",
+        "--model.init_args.pretrained", "false",
+        "--model.init_args.embed_dim", "16",
+        "--model.init_args.hidden_size", "16",
+        "--model.init_args.max_len", "8",
+    ]  # fmt: skip
+    result = run_python(args, cwd=REPO)
+    assert result.returncode == 0, explain(result)
+    run = tmp_path / "shapes_showtell" / "version_0"
+    last = run / "checkpoints" / "last.ckpt"
+    assert last.exists(), explain(result)
+    rows = read_metrics(run / "metrics.csv")
+    bleu4 = metric_values(rows, "val_bleu4")
+    assert bleu4 and all(0.0 <= b <= 100.0 for b in bleu4)
+    assert metric_values(rows, "val_bleu") == bleu4
+    assert metric_values(rows, "val_loss")
+    assert list((run / "samples").glob("val_epoch*.txt"))
+
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    vocab = ckpt["seqcap"]["vocab"]
+    assert all(isinstance(w, str) for w in vocab) and len(vocab) == ckpt["hyper_parameters"]["vocab_size"]
+    assert "circle" in vocab or "square" in vocab
+    module = CaptioningModule.load_from_checkpoint(last, map_location="cpu")
+    assert module.vocab is not None and module.vocab.to_list() == vocab
+
+
+def test_frozen_backbone_stays_put_while_the_rest_trains(datamodule):
+    torch.manual_seed(0)
+    module = CaptioningModule(datamodule.vocab_size, train_backbone="none", **TINY)
+    module.train()
+    optimizer = module.configure_optimizers()
+    cnn_before = {k: v.clone() for k, v in module.encoder.cnn.state_dict().items()}  # BN stats too
+    rest_before = {k: v.clone() for k, v in module.model.state_dict().items()}
+    batch = next(iter(datamodule.train_dataloader()))
+    loss, tokens = module._loss(batch)
+    assert tokens == int(batch["lengths"].sum())
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    for k, v in module.encoder.cnn.state_dict().items():
+        assert torch.equal(v, cnn_before[k]), k
+    changed = [k for k, v in module.model.state_dict().items() if not torch.equal(v, rest_before[k])]
+    assert "image_proj.weight" in changed and "output.weight" in changed
+
+
+@pytest.mark.parametrize("train_backbone", ["none", "top"])
+def test_param_groups_have_the_two_learning_rates(datamodule, train_backbone):
+    module = CaptioningModule(
+        datamodule.vocab_size, train_backbone=train_backbone, lr=3e-3, backbone_lr=2e-5, **TINY
+    )
+    groups = module.configure_optimizers().param_groups
+    assert [g["lr"] for g in groups] == [2e-5, 3e-3]
+    backbone, rest = ({id(p) for p in g["params"]} for g in groups)
+    cnn = {id(p) for p in module.encoder.cnn.parameters()}
+    assert backbone <= cnn and not rest & cnn
+    assert rest == {id(p) for p in module.model.parameters()}
+    if train_backbone == "none":
+        assert not backbone
+    else:
+        top = {id(p) for p in module.encoder.cnn.blocks[-1].parameters()}
+        assert backbone and top <= backbone and backbone != cnn
+
+
+@pytest.mark.parametrize("model", ["showtell", "attention"])
+def test_validation_bleu_matches_nltk_on_the_decoded_captions(datamodule, model, tmp_path):
+    torch.manual_seed(0)
+    module = CaptioningModule(datamodule.vocab_size, model=model, max_len=6, **TINY)
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.validate(module, datamodule=datamodule)
+    metrics = trainer.callback_metrics
+
+    module.eval()
+    hyps, refs = [], []
+    with torch.no_grad():
+        for batch in datamodule.val_dataloader():
+            hyps += module.decode_batch(batch["images"], "greedy")
+            refs += batch["references"]
+    assert len(hyps) == 2 and all(len(h) <= 6 for h in hyps)
+    smooth = SmoothingFunction().method1
+    weights = {1: (1.0,), 2: (0.5, 0.5), 3: (1 / 3,) * 3, 4: (0.25,) * 4}
+    for n, w in weights.items():
+        expected = 100.0 * corpus_bleu(refs, hyps, weights=w, smoothing_function=smooth)
+        assert float(metrics[f"val_bleu{n}"]) == pytest.approx(expected, abs=1e-4)
+    assert float(metrics["val_bleu"]) == pytest.approx(float(metrics["val_bleu4"]))
+    assert "val_loss" in metrics
+    assert (tmp_path / "samples" / "val_epoch000.txt").read_text().startswith("val BLEU-1")
