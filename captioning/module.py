@@ -31,6 +31,7 @@ from torch import Tensor
 
 from data.vocab import PAD, Vocabulary
 from seq2seq.metrics import nltk_bleu
+from seq2seq.plateau import Plateau
 
 from .encoders import ImageEncoder
 from .models import ShowAttendTell, ShowTell
@@ -84,8 +85,7 @@ class CaptioningModule(pl.LightningModule):
             )
         self.vocab_state: dict | None = None
         self.vocab: Vocabulary | None = None
-        self.plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
-        self._plateau_state: dict | None = None
+        self.plateau = Plateau("max", lr_factor, lr_patience)
         self._outputs: list[dict] = []
 
     # -- vocabulary: from the datamodule, then from the checkpoint ---------------------------
@@ -108,15 +108,12 @@ class CaptioningModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["seqcap"] = self.vocab_state
-        if self.plateau is not None:
-            checkpoint["seqcap_plateau"] = self.plateau.state_dict()
+        self.plateau.save(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if checkpoint.get("seqcap"):
             self._set_vocab_state(checkpoint["seqcap"])
-        self._plateau_state = checkpoint.get("seqcap_plateau")
-        if self.plateau is not None and self._plateau_state is not None:
-            self.plateau.load_state_dict(self._plateau_state)
+        self.plateau.load(checkpoint)
 
     # -- training -----------------------------------------------------------------------------
     def forward(self, images: Tensor, captions_in: Tensor) -> Tensor:
@@ -183,8 +180,8 @@ class CaptioningModule(pl.LightningModule):
         for n in range(1, 5):
             self.log(f"{prefix}_bleu{n}", scores[f"bleu{n}"])
         self.log(f"{prefix}_bleu", scores["bleu4"], prog_bar=True)  # every rank: the same value
-        if prefix == "val" and self.plateau is not None and not self.trainer.sanity_checking:
-            self.plateau.step(scores["bleu4"])
+        if prefix == "val":
+            self.plateau.step(self.trainer, scores["bleu4"])
         if prefix == "val":
             loss = self.trainer.callback_metrics.get("val_loss")
             if loss is not None:
@@ -227,13 +224,8 @@ class CaptioningModule(pl.LightningModule):
         ]
 
     def configure_optimizers(self):
-        """Adam; ReduceLROnPlateau on val BLEU is stepped in `_eval_epoch_end`, right after each
-        validation (before its checkpoint is written), not by Lightning."""
+        """Adam; ReduceLROnPlateau on val BLEU-4, stepped by this module (seq2seq/plateau.py)."""
         hp = self.hparams
         optimizer = torch.optim.Adam(self.param_groups(), lr=hp.lr, weight_decay=hp.weight_decay)
-        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=hp.lr_factor, patience=hp.lr_patience
-        )
-        if self._plateau_state is not None:
-            self.plateau.load_state_dict(self._plateau_state)
+        self.plateau.attach(optimizer)
         return optimizer

@@ -14,9 +14,10 @@ Perplexity is ``exp(sum of token losses / number of tokens)`` over the whole spl
 are summed by token counts, not averaged per batch); ``<bos>`` targets (nothing to predict) and
 padding are not counted. Logged: ``train_loss`` (per step and token-weighted per epoch),
 ``train_ppl`` (per step), ``train_epoch_ppl``, ``val_loss``, ``val_ppl``, ``test_loss``, ``test_ppl``.
-Adam with ReduceLROnPlateau on ``val_loss``; gradient clipping is the Trainer's
-(``gradient_clip_val``). The vocabulary and tokenizer travel inside the checkpoint as plain
-types (``checkpoint["seqcap"]``), so it loads with ``torch.load(weights_only=True)``.
+Adam with ReduceLROnPlateau on ``val_loss`` (stepped by the module, see plateau.py); gradient
+clipping is the Trainer's (``gradient_clip_val``). The vocabulary and tokenizer travel inside
+the checkpoint as plain types (``checkpoint["seqcap"]``), so it loads with
+``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from data.vocab import BOS, EOS, PAD, UNK, Vocabulary
 
 from . import search
 from .modules.rnn import RNN
+from .plateau import Plateau
 
 
 def detach_state(state):
@@ -169,6 +171,7 @@ class LanguageModule(pl.LightningModule):
             vocab_size, embed_dim, hidden_size, cell, num_layers, dropout, tie_embeddings, impl
         )
         self.vocab_state: dict | None = None
+        self.plateau = Plateau("min", lr_factor, lr_patience)
         self._states: dict[str, object] = {}  # carried recurrent state per stage (detached)
         self._sums: dict[str, list[Tensor]] = {}  # stage -> [sum of token losses, tokens]
 
@@ -195,10 +198,12 @@ class LanguageModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["seqcap"] = self.vocab_state
+        self.plateau.save(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if checkpoint.get("seqcap"):
             self._set_vocab_state(checkpoint["seqcap"])
+        self.plateau.load(checkpoint)
 
     # -- truncated BPTT -----------------------------------------------------------------------
     def reset_state(self, stage: str) -> None:
@@ -280,6 +285,8 @@ class LanguageModule(pl.LightningModule):
             return
         self.log(f"{stage}_loss", loss, prog_bar=stage == "val")
         self.log(f"{stage}_ppl", math.exp(min(loss, 50.0)), prog_bar=True)
+        if stage == "val":
+            self.plateau.step(self.trainer, loss)
         if stage == "val" and self.trainer.is_global_zero and not self.trainer.sanity_checking:
             self._write_samples()
 
@@ -323,13 +330,8 @@ class LanguageModule(pl.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=hp.lr_factor, patience=hp.lr_patience
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss", "strict": False},
-        }
+        self.plateau.attach(optimizer)  # on val_loss, stepped by this module (seq2seq/plateau.py)
+        return optimizer
 
 
 def sample_texts(

@@ -23,6 +23,7 @@ from data.vocab import PAD, Vocabulary
 
 from .metrics import sacre_bleu
 from .model import Seq2Seq
+from .plateau import Plateau
 from .plots import attention_heatmap
 from .translate import replace_unknowns
 
@@ -61,8 +62,7 @@ class TranslationModule(pl.LightningModule):
             context, attention, input_feeding, dropout, impl, tie_embeddings,
         )  # fmt: skip
         self.vocab_state: dict | None = None
-        self.plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
-        self._plateau_state: dict | None = None
+        self.plateau = Plateau("max", lr_factor, lr_patience)
         self._outputs: list[dict] = []
 
     # -- vocabularies and tokenizers: from the datamodule, then from the checkpoint -----------
@@ -87,15 +87,12 @@ class TranslationModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["seqcap"] = self.vocab_state
-        if self.plateau is not None:
-            checkpoint["seqcap_plateau"] = self.plateau.state_dict()
+        self.plateau.save(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if checkpoint.get("seqcap"):
             self._set_vocab_state(checkpoint["seqcap"])
-        self._plateau_state = checkpoint.get("seqcap_plateau")
-        if self.plateau is not None and self._plateau_state is not None:
-            self.plateau.load_state_dict(self._plateau_state)
+        self.plateau.load(checkpoint)
 
     # -- training -----------------------------------------------------------------------------
     def _loss(self, batch: dict, label_smoothing: float) -> tuple[Tensor, int]:
@@ -167,8 +164,8 @@ class TranslationModule(pl.LightningModule):
         bleu, signature = sacre_bleu(hyps, refs)
         self.bleu_signature = signature
         self.log(f"{prefix}_bleu", bleu, prog_bar=True)  # every rank has all outputs: same BLEU
-        if prefix == "val" and self.plateau is not None and not self.trainer.sanity_checking:
-            self.plateau.step(bleu)
+        if prefix == "val":
+            self.plateau.step(self.trainer, bleu)
         if prefix == "val":
             loss = self.trainer.callback_metrics.get("val_loss")
             if loss is not None:
@@ -207,14 +204,8 @@ class TranslationModule(pl.LightningModule):
 
     # -- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):
-        """Adam; ReduceLROnPlateau on val BLEU is stepped here, right after each validation,
-        not by Lightning: Lightning steps it after the checkpoint of that validation is written,
-        so a resumed run would lose one step of its state."""
+        """Adam; ReduceLROnPlateau on val BLEU, stepped by this module (see seq2seq/plateau.py)."""
         hp = self.hparams
         optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=hp.lr_factor, patience=hp.lr_patience
-        )
-        if self._plateau_state is not None:
-            self.plateau.load_state_dict(self._plateau_state)
+        self.plateau.attach(optimizer)
         return optimizer
