@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 from torchvision import transforms as T
+
+from data.captions import ImageFileError as ImageReadError  # noqa: F401 - re-exported
+from data.captions import load_rgb as load_image  # noqa: F401 - the one image loader
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,25 +40,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TIMM_BACKBONES = ("efficientnet_lite0",)
 
 
-class ImageReadError(ValueError):
-    """An image file that is missing, unreadable or corrupt (the message names the file)."""
-
-
 class WeightsError(RuntimeError):
     """Backbone weights that cannot be found, read or matched to the model (the message says why)."""
-
-
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image file as RGB, decoding it fully so that a truncated file fails here, not later."""
-    path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"image not found: {path}")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageReadError(f"cannot read image {path}: {err}") from err
 
 
 def _file_digest(path: str | os.PathLike) -> str:

@@ -278,9 +278,9 @@ def read_source(
 def load_rgb(path: str | Path) -> Image.Image:
     """Open and fully decode an image as RGB; ImageFileError naming the file if that fails."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ImageFileError(f"image not found: {path}")
-    try:
+    try:  # a directory or a non-image fails here, with the file named
         with Image.open(path) as img:
             img.load()
             return img.convert("RGB")
