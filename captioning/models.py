@@ -75,20 +75,10 @@ class _Captioner(nn.Module):
         attends, attention (len(tokens), HW). Call `eval()` first to switch dropout off."""
         if method not in ("beam", "greedy", "sample"):
             raise ValueError(f"method must be 'greedy', 'beam' or 'sample', got {method!r}")
-        state = self.init_state(features)
-        B = features.shape[0]
-        if method == "beam":
-            return search.beam_search(
-                self.step, state, B, BOS, EOS, beam_size, max_len, alpha, n_best, return_attention
-            )
-        if method == "greedy":
-            hyps = search.greedy(self.step, state, B, BOS, EOS, max_len, return_attention)
-        else:
-            hyps = search.sample(
-                self.step, state, B, BOS, EOS, max_len, temperature, top_k, generator,
-                return_attention,
-            )  # fmt: skip
-        return [[h] for h in hyps]
+        return search.decode(
+            self.step, self.init_state(features), features.shape[0], BOS, EOS, method, max_len,
+            beam_size, alpha, n_best, temperature, top_k, generator, return_attention,
+        )  # fmt: skip
 
 
 class ShowTell(_Captioner):

@@ -80,21 +80,10 @@ class Seq2Seq(nn.Module):
         state = self.decoder.init_state(memory, mask, summary)
         B = src.shape[0]
         limit = max_len if max_len is not None else 2 * src_lengths.to(src.device) + 10
-        if method == "beam":
-            return search.beam_search(
-                self.decoder.step, state, B, BOS, EOS, beam_size, limit, alpha, n_best,
-                return_attention,
-            )  # fmt: skip
-        if method == "greedy":
-            hyps = search.greedy(self.decoder.step, state, B, BOS, EOS, limit, return_attention)
-        elif method == "sample":
-            hyps = search.sample(
-                self.decoder.step, state, B, BOS, EOS, limit, temperature, top_k, generator,
-                return_attention,
-            )  # fmt: skip
-        else:
-            raise ValueError(f"method must be 'greedy', 'beam' or 'sample', got {method!r}")
-        return [[h] for h in hyps]
+        return search.decode(
+            self.decoder.step, state, B, BOS, EOS, method, limit, beam_size, alpha, n_best,
+            temperature, top_k, generator, return_attention,
+        )  # fmt: skip
 
 
 def pad_batch(seqs: list[list[int]], pad: int = PAD) -> tuple[Tensor, Tensor]:

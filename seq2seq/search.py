@@ -245,3 +245,36 @@ def beam_search(
         hyps.sort(key=lambda h: h.score, reverse=True)
         results.append(hyps[:n_best])
     return results
+
+
+def decode(
+    step_fn: StepFn,
+    state,
+    batch_size: int,
+    bos: int,
+    eos: int,
+    method: str = "beam",
+    max_len: int | Tensor = 100,
+    beam_size: int = 5,
+    alpha: float = 0.0,
+    n_best: int = 1,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    generator: torch.Generator | None = None,
+    return_attention: bool = False,
+) -> list[list[Hypothesis]]:
+    """One entry for the three methods: per input a list of hypotheses (n_best for "beam", one
+    for "greedy" and "sample")."""
+    if method == "beam":
+        return beam_search(
+            step_fn, state, batch_size, bos, eos, beam_size, max_len, alpha, n_best, return_attention
+        )
+    if method == "greedy":
+        hyps = greedy(step_fn, state, batch_size, bos, eos, max_len, return_attention)
+    elif method == "sample":
+        hyps = sample(
+            step_fn, state, batch_size, bos, eos, max_len, temperature, top_k, generator, return_attention
+        )
+    else:
+        raise ValueError(f"method must be 'greedy', 'beam' or 'sample', got {method!r}")
+    return [[h] for h in hyps]
