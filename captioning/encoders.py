@@ -266,6 +266,15 @@ class ImageEncoder(nn.Module):
     def input_size(self) -> int:
         return self._input_size
 
+    def fingerprint(self) -> str:
+        """What the CNN's features depend on: backbone, output kind and a digest of every CNN tensor
+        (weights and BatchNorm statistics); the key of the feature cache (data/features.py)."""
+        h = hashlib.sha256()
+        for name, tensor in self.cnn.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return f"{self.backbone_name}:{self.output}:{h.hexdigest()[:16]}"
+
     # ------------------------------------------------------------------ training
     def train(self, mode: bool = True) -> ImageEncoder:
         super().train(mode)

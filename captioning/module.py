@@ -11,6 +11,14 @@ mean/std) matches efficientnet_lite0's input (224, ImageNet mean/std) except for
 interpolation (bilinear there, bicubic in `ImageEncoder.transform`), which is immaterial here;
 the configs set `image_size: 224`. Any torchvision backbone of ImageEncoder uses the same mean/std.
 
+Feature cache: with a frozen CNN (train_backbone="none", cache_features=True, the default) `setup`
+asks the datamodule to serve CNN features instead of images (`CaptionDataModule.use_features`,
+data/features.py): the CNN runs once per image and transform -- on the trainer's device, with a
+progress bar -- and every later epoch and run reads the features from disk. The cache key covers the
+backbone, a digest of its weights, the output kind (global/grid), the transform and the image files.
+A random (augmenting) transform is not cached. The model is the same either way: `features(batch)`
+takes the cached features when the batch has them, else runs the encoder.
+
 Optimisation: Adam with two parameter groups, the CNN's trainable parameters at `backbone_lr`
 (an empty group with train_backbone="none") and everything else at `lr`; ReduceLROnPlateau on
 val BLEU, stepped right after each validation (as in TranslationModule). The vocabulary travels in
@@ -61,6 +69,7 @@ class CaptioningModule(pl.LightningModule):
         beam_size: int = 3,
         max_len: int = 20,
         num_samples: int = 5,
+        cache_features: bool = True,  # frozen CNN (train_backbone="none"): features once, from disk after
     ):
         super().__init__()
         if model not in ("showtell", "attention"):
@@ -93,6 +102,53 @@ class CaptioningModule(pl.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "vocab_state"):
             self._set_vocab_state(dm.vocab_state())
+        if dm is not None and hasattr(dm, "use_features") and self.caches_features:
+            self._use_feature_cache(dm, stage)
+
+    # -- the feature cache (data/features.py) -------------------------------------------------
+    @property
+    def caches_features(self) -> bool:
+        """Whether batches may carry cached CNN features: only while the CNN cannot change."""
+        return self.hparams.cache_features and self.hparams.train_backbone == "none"
+
+    def _use_feature_cache(self, dm, stage: str) -> None:
+        """Rank 0 reads or builds the cache first; the other ranks then read it."""
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ())
+        fingerprint = self.encoder.fingerprint()
+        first = self.trainer.is_global_zero
+        if first:
+            dm.use_features(self.extract_features, fingerprint, splits)
+        self.trainer.strategy.barrier("seqcap_feature_cache")
+        if not first:
+            dm.use_features(self.extract_features, fingerprint, splits)
+
+    @torch.inference_mode()
+    def extract_features(self, loader, split: str = "") -> Tensor:
+        """The frozen CNN over a loader of image batches -> (N, C) or (N, HW, C) features on the CPU,
+        run on the trainer's device (a GPU when it has one), with a progress bar."""
+        from tqdm.auto import tqdm
+
+        trainer = getattr(self, "_trainer", None)
+        device = trainer.strategy.root_device if trainer is not None else self.device
+        home = next(self.encoder.parameters()).device
+        was_training = self.encoder.training
+        self.encoder.to(device).eval()
+        try:
+            bar = tqdm(loader, desc=f"CNN features ({split})", unit="batch", disable=not self._show_bars())
+            features = [self.encoder(images.to(device)).float().cpu() for images in bar]
+        finally:
+            self.encoder.to(home).train(was_training)
+        return torch.cat(features)
+
+    def _show_bars(self) -> bool:
+        trainer = getattr(self, "_trainer", None)
+        return trainer is None or (trainer.is_global_zero and trainer.progress_bar_callback is not None)
+
+    def features(self, batch: dict) -> Tensor:
+        """The CNN features of a batch: cached ones when the batch carries them, else the encoder's."""
+        if "features" in batch:
+            return batch["features"]
+        return self.encoder(batch["images"])
 
     def _set_vocab_state(self, state: dict) -> None:
         if self.vocab_state is not None and self.vocab_state["vocab"] != state["vocab"]:
@@ -121,25 +177,25 @@ class CaptioningModule(pl.LightningModule):
         return self.model(self.encoder(images), captions_in)
 
     def _loss(self, batch: dict) -> tuple[Tensor, int]:
-        logits = self(batch["images"], batch["captions_in"])  # (B, T, V)
+        logits = self.model(self.features(batch), batch["captions_in"])  # (B, T, V)
         target = batch["captions_out"]
         loss = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=PAD)
         return loss, int((target != PAD).sum())
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         loss, _ = self._loss(batch)
-        B = batch["images"].shape[0]
+        B = batch["captions_in"].shape[0]
         self.log("train_loss", loss, prog_bar=True, batch_size=B)
         self.log("train_ppl", math.exp(min(loss.item(), 50.0)), batch_size=B)
         return loss
 
     # -- validation and test: real decoding ---------------------------------------------------
-    def decode_batch(self, images: Tensor, method: str) -> list[list[str]]:
-        """images -> one caption (a token list, no specials) per image."""
+    def decode_batch(self, batch: dict, method: str) -> list[list[str]]:
+        """A batch (images or cached features) -> one caption (a token list, no specials) per image."""
         if self.vocab is None:
             raise RuntimeError("no vocabulary: fit/validate with a CaptionDataModule or load a checkpoint")
         hyps = self.model.caption(
-            self.encoder(images), method=method, beam_size=self.hparams.beam_size,
+            self.features(batch), method=method, beam_size=self.hparams.beam_size,
             max_len=self.hparams.max_len,
         )  # fmt: skip
         return [self.vocab.decode(h[0].tokens) for h in hyps]
@@ -147,7 +203,7 @@ class CaptioningModule(pl.LightningModule):
     def _eval_step(self, batch: dict, prefix: str, method: str) -> None:
         loss, tokens = self._loss(batch)
         self.log(f"{prefix}_loss", loss, batch_size=tokens, sync_dist=True)
-        for b, hyp in enumerate(self.decode_batch(batch["images"], method)):
+        for b, hyp in enumerate(self.decode_batch(batch, method)):
             self._outputs.append(
                 {
                     "image_id": batch["image_ids"][b],

@@ -36,13 +36,17 @@ Bad images: ``setup()`` checks, once per split it uses, that every image file ex
 a warning giving the count and the first few files (``skipped_images`` keeps the counts per split).
 A file that passes the check but fails to decode later still raises :class:`ImageFileError` naming
 it, from the dataset's ``__getitem__``.
+
+Feature cache: :meth:`CaptionDataModule.use_features` (called by a captioning module whose CNN is
+frozen) swaps the images of the given splits for CNN features computed once and kept on disk
+(data/features.py); batches then carry ``features`` instead of ``images``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +58,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from .features import FeatureCache, cache_key, is_deterministic
 from .parallel import DataError, read_lines
 from .vocab import BOS, EOS, PAD, Vocabulary
 
@@ -305,11 +310,25 @@ def check_image(path: str | Path) -> str | None:
 # datasets and batches
 
 
-class CaptionTrainDataset(Dataset):
-    """One item per (image, caption): ``{"image", "caption" (ids, no specials), "image_id", "path"}``."""
+def _image_or_features(dataset, i: int) -> dict:
+    """``{"features": row i}`` when the dataset has cached features, else ``{"image": tensor}``."""
+    if dataset.features is not None:
+        return {"features": dataset.features[i]}
+    return {"image": dataset.transform(load_rgb(dataset.images[i].path))}
 
-    def __init__(self, images: list[CaptionImage], ids: list[list[list[int]]], transform: Callable):
-        self.images, self.ids, self.transform = images, ids, transform
+
+class CaptionTrainDataset(Dataset):
+    """One item per (image, caption): ``{"image" (or "features", from the cache), "caption" (ids, no
+    specials), "image_id", "path"}``."""
+
+    def __init__(
+        self,
+        images: list[CaptionImage],
+        ids: list[list[list[int]]],
+        transform: Callable,
+        features: Tensor | None = None,
+    ):
+        self.images, self.ids, self.transform, self.features = images, ids, transform, features
         self.pairs = [(i, k) for i, caps in enumerate(ids) for k in range(len(caps))]
 
     def __len__(self) -> int:
@@ -319,7 +338,7 @@ class CaptionTrainDataset(Dataset):
         i, k = self.pairs[n]
         image = self.images[i]
         return {
-            "image": self.transform(load_rgb(image.path)),
+            **_image_or_features(self, i),
             "caption": self.ids[i][k],
             "image_id": image.image_id,
             "path": image.path,
@@ -330,8 +349,14 @@ class CaptionEvalDataset(Dataset):
     """One item per image, with all its references (token lists, untruncated) for corpus BLEU;
     ``caption`` holds the ids of the first (truncated) caption, for a validation loss."""
 
-    def __init__(self, images: list[CaptionImage], ids: list[list[list[int]]], transform: Callable):
-        self.images, self.ids, self.transform = images, ids, transform
+    def __init__(
+        self,
+        images: list[CaptionImage],
+        ids: list[list[list[int]]],
+        transform: Callable,
+        features: Tensor | None = None,
+    ):
+        self.images, self.ids, self.transform, self.features = images, ids, transform, features
 
     def __len__(self) -> int:
         return len(self.images)
@@ -339,7 +364,7 @@ class CaptionEvalDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         image = self.images[i]
         return {
-            "image": self.transform(load_rgb(image.path)),
+            **_image_or_features(self, i),
             "caption": self.ids[i][0],
             "references": [list(c) for c in image.captions],
             "image_id": image.image_id,
@@ -347,8 +372,22 @@ class CaptionEvalDataset(Dataset):
         }
 
 
+class _ImageDataset(Dataset):
+    """Transformed images only, in order (what the feature extractor reads)."""
+
+    def __init__(self, paths: list[str], transform: Callable):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.transform(load_rgb(self.paths[i]))
+
+
 def collate_captions(items: list[dict]) -> dict:
-    """Items -> ``images (B, 3, H, W)``, ``captions_in (B, T) = <bos> w``, ``captions_out (B, T) = w <eos>``
+    """Items -> ``images (B, 3, H, W)`` (or ``features`` (B, ...) float32 from the feature cache),
+    ``captions_in (B, T) = <bos> w``, ``captions_out (B, T) = w <eos>``
     (PAD after), ``lengths (B,)`` = tokens + 1 (the non-pad positions of each row), ``image_ids`` and
     ``paths`` (lists), and ``references`` (list of lists of token lists) when the items carry them."""
     B = len(items)
@@ -359,8 +398,12 @@ def collate_captions(items: list[dict]) -> dict:
         c = list(it["caption"])
         captions_in[b, : len(c) + 1] = torch.tensor([BOS] + c, dtype=torch.long)
         captions_out[b, : len(c) + 1] = torch.tensor(c + [EOS], dtype=torch.long)
+    if "features" in items[0]:
+        pixels = {"features": torch.stack([it["features"] for it in items]).float()}
+    else:
+        pixels = {"images": torch.stack([it["image"] for it in items])}
     batch = {
-        "images": torch.stack([it["image"] for it in items]),
+        **pixels,
         "captions_in": captions_in,
         "captions_out": captions_out,
         "lengths": torch.tensor([len(it["caption"]) + 1 for it in items], dtype=torch.long),
@@ -400,6 +443,8 @@ class CaptionDataModule(pl.LightningDataModule):
         image_size: side of the default transform's output.
         skip_bad_images: drop (and count) missing/unreadable images instead of raising.
         seed: training shuffle order.
+        cache_dir: where :meth:`use_features` keeps CNN features (default: ``feature_cache/`` beside
+            the source file); see data/features.py.
     """
 
     def __init__(
@@ -418,6 +463,7 @@ class CaptionDataModule(pl.LightningDataModule):
         eval_transform: Callable[[Image.Image], Tensor] | None = None,
         skip_bad_images: bool = False,
         seed: int = 0,
+        cache_dir: str | None = None,
     ):
         super().__init__()
         if isinstance(max_caption_len, bool) or not isinstance(max_caption_len, int) or max_caption_len < 1:
@@ -432,6 +478,7 @@ class CaptionDataModule(pl.LightningDataModule):
         self.skipped_images: dict[str, int] = {}
         self.empty_captions = 0
         self._checked: set[str] = set()
+        self.features: dict[str, Tensor] = {}  # split -> (N, ...) cached CNN features
 
     # -- reading and the vocabulary (once, on first use; no image is opened) --------------------
     def build(self) -> None:
@@ -483,6 +530,7 @@ class CaptionDataModule(pl.LightningDataModule):
             "vocab": self.vocab.to_list(),
             "tokenizer": TOKENIZER_NAME,
             "max_caption_len": int(self.hparams.max_caption_len),
+            "image_size": int(self.hparams.image_size),
         }
 
     # -- images ----------------------------------------------------------------------------------
@@ -519,9 +567,54 @@ class CaptionDataModule(pl.LightningDataModule):
             raise DataError(f"{self.hparams.source}: no {split} split")
         self.check_images(split)
         train_tf, eval_tf = self._transforms()
+        features = self.features.get(split)
         if split == "train":
-            return CaptionTrainDataset(self.images[split], self.ids[split], train_tf)
-        return CaptionEvalDataset(self.images[split], self.ids[split], eval_tf)
+            return CaptionTrainDataset(self.images[split], self.ids[split], train_tf, features)
+        return CaptionEvalDataset(self.images[split], self.ids[split], eval_tf, features)
+
+    # -- the feature cache -----------------------------------------------------------------------
+    def use_features(
+        self, extract: Callable[[DataLoader, str], Tensor], encoder: str, splits: Iterable[str]
+    ) -> dict[str, bool]:
+        """Serve cached CNN features instead of images for ``splits``: from the cache when its key
+        (``encoder`` fingerprint, transform, image files) matches, else ``extract(loader, split)``
+        -- (N, ...) features of the loader's images, in order -- computed once and stored.
+
+        A split whose transform is random (augmentation) keeps images, with a warning. Returns
+        {split: True for a cache hit, False for features just computed}.
+        """
+        self.build()
+        cache = FeatureCache(self._cache_dir())
+        train_tf, eval_tf = self._transforms()
+        hits = {}
+        for split in splits:
+            if split not in self.images:
+                continue
+            self.check_images(split)
+            images = self.images[split]
+            transform = train_tf if split == "train" else eval_tf
+            if not is_deterministic(transform, load_rgb(images[0].path)):
+                rank_zero_warn(
+                    f"[features] the {split} transform is random (augmentation): its features cannot be "
+                    f"cached, so the CNN runs on every {split} batch"
+                )
+                continue
+            key = cache_key([im.path for im in images], encoder, transform)
+
+            def compute(split=split, transform=transform, images=images) -> Tensor:
+                dataset = _ImageDataset([im.path for im in images], transform)
+                loader = DataLoader(
+                    dataset, batch_size=self.hparams.eval_batch_size, num_workers=self.hparams.num_workers
+                )
+                return extract(loader, split)
+
+            self.features[split], hits[split] = cache.get(split, key, compute)
+        return hits
+
+    def _cache_dir(self) -> Path:
+        if self.hparams.cache_dir is not None:
+            return Path(self.hparams.cache_dir)
+        return Path(self.hparams.source).parent / "feature_cache"
 
     # -- Lightning hooks -------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:

@@ -120,7 +120,7 @@ def test_validation_bleu_matches_nltk_on_the_decoded_captions(datamodule, model,
     hyps, refs = [], []
     with torch.no_grad():
         for batch in datamodule.val_dataloader():
-            hyps += module.decode_batch(batch["images"], "greedy")
+            hyps += module.decode_batch(batch, "greedy")
             refs += batch["references"]
     assert len(hyps) == 2 and all(len(h) <= 6 for h in hyps)
     smooth = SmoothingFunction().method1
@@ -131,3 +131,27 @@ def test_validation_bleu_matches_nltk_on_the_decoded_captions(datamodule, model,
     assert float(metrics["val_bleu"]) == pytest.approx(float(metrics["val_bleu4"]))
     assert "val_loss" in metrics
     assert (tmp_path / "samples" / "val_epoch000.txt").read_text().startswith("val BLEU-1")
+
+
+def test_feature_cache_gives_the_same_loss_and_only_for_a_frozen_cnn(shapes_json, tmp_path):
+    def validate(**kw) -> tuple[float, CaptionDataModule]:
+        dm = CaptionDataModule(
+            str(shapes_json), min_freq=1, eval_batch_size=2, image_size=32, cache_dir=str(tmp_path / "cache")
+        )
+        torch.manual_seed(0)
+        module = CaptioningModule(dm.vocab_size, max_len=6, **TINY, **kw)
+        trainer = pl.Trainer(
+            accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, default_root_dir=tmp_path,
+        )  # fmt: skip
+        return float(trainer.validate(module, datamodule=dm, verbose=False)[0]["val_loss"]), dm
+
+    plain, dm = validate(cache_features=False)
+    assert not dm.features and not (tmp_path / "cache").exists()
+    cached, dm = validate()
+    assert set(dm.features) == {"val"} and len(list((tmp_path / "cache").glob("val-*.pt"))) == 1
+    assert cached == pytest.approx(plain, rel=1e-3)  # float16 features, same model
+    again, dm = validate()  # a cache hit: same features, same loss
+    assert again == cached and len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    _, dm = validate(train_backbone="top")  # a CNN that trains cannot be cached
+    assert not dm.features

@@ -240,6 +240,7 @@ def test_vocabulary_from_train_only_with_min_freq(karpathy):
         "vocab": SPECIALS + ["a", "circle", "red", "blue", "square"],
         "tokenizer": "caption-regex-lower",
         "max_caption_len": 30,
+        "image_size": 224,
     }
     assert dm.vocab_size == 9
     assert module(karpathy, min_freq=1).vocab_size == 4 + 7
