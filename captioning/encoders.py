@@ -4,8 +4,10 @@ seed 002 §8.5.3).
 
     images: (B, 3, H, W) float, normalised with the backbone's mean/std (see `ImageEncoder.transform`)
     output="global" -> (B, C)       (average-pooled last conv feature map)
+                       (B, C*k*k)   with global_pool=k > 1: average-pooled to a k x k grid, flattened
+                                    (channel-major), so the one vector keeps a coarse layout
     output="grid"   -> (B, h*w, C)  (last conv feature map, row-major over h, w)
-    with embed_dim  -> C is replaced by embed_dim (a trainable nn.Linear(C, embed_dim))
+    with embed_dim  -> the last dimension becomes embed_dim (a trainable nn.Linear)
 
 Backbones:
 
@@ -191,8 +193,14 @@ class ImageEncoder(nn.Module):
         output: Literal["global", "grid"] = "global",
         embed_dim: int | None = None,
         weights_path: str | None = None,
+        global_pool: int = 1,
     ) -> None:
         super().__init__()
+        if isinstance(global_pool, bool) or not isinstance(global_pool, int) or global_pool < 1:
+            raise ValueError(f"global_pool must be an int >= 1, got {global_pool!r}")
+        if global_pool > 1 and output != "global":
+            raise ValueError("global_pool applies to output='global' only")
+        self.global_pool = global_pool
         if train_backbone not in ("none", "top", "all"):
             raise ValueError(f"train_backbone must be 'none', 'top' or 'all', not {train_backbone!r}")
         if output not in ("global", "grid"):
@@ -238,7 +246,7 @@ class ImageEncoder(nn.Module):
                 for p in m.parameters():
                     p.requires_grad_(True)
 
-        self.proj = nn.Linear(self._channels, embed_dim) if embed_dim is not None else None
+        self.proj = nn.Linear(self.feature_dim, embed_dim) if embed_dim is not None else None
         self.train(self.training)
 
     def _probe_channels(self) -> int:
@@ -258,9 +266,14 @@ class ImageEncoder(nn.Module):
         return self._channels
 
     @property
+    def feature_dim(self) -> int:
+        """Size of each feature vector before any projection: C, or C*k*k with global_pool=k."""
+        return self._channels * self.global_pool**2 if self.output == "global" else self._channels
+
+    @property
     def out_dim(self) -> int:
-        """Size of each output vector: embed_dim when projecting, else out_channels."""
-        return self.proj.out_features if self.proj is not None else self._channels
+        """Size of each output vector: embed_dim when projecting, else feature_dim."""
+        return self.proj.out_features if self.proj is not None else self.feature_dim
 
     @property
     def input_size(self) -> int:
@@ -273,7 +286,8 @@ class ImageEncoder(nn.Module):
         for name, tensor in self.cnn.state_dict().items():
             h.update(name.encode())
             h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        return f"{self.backbone_name}:{self.output}:{h.hexdigest()[:16]}"
+        pool = f"-pool{self.global_pool}" if self.global_pool > 1 else ""
+        return f"{self.backbone_name}:{self.output}{pool}:{h.hexdigest()[:16]}"
 
     # ------------------------------------------------------------------ training
     def train(self, mode: bool = True) -> ImageEncoder:
@@ -328,5 +342,10 @@ class ImageEncoder(nn.Module):
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         fmap = self.feature_map(images)
-        feats = fmap.mean(dim=(2, 3)) if self.output == "global" else fmap.flatten(2).transpose(1, 2)
+        if self.output == "grid":
+            feats = fmap.flatten(2).transpose(1, 2)
+        elif self.global_pool == 1:
+            feats = fmap.mean(dim=(2, 3))
+        else:
+            feats = nn.functional.adaptive_avg_pool2d(fmap, self.global_pool).flatten(1)
         return self.proj(feats) if self.proj is not None else feats

@@ -59,6 +59,7 @@ class CaptioningModule(pl.LightningModule):
         dropout: float = 0.3,
         tie_embeddings: bool = False,
         image_every_step: bool = False,  # ShowTell only
+        global_pool: int = 1,  # ShowTell only: the image vector pools the CNN map to k x k (C*k*k values)
         lr: float = 1e-3,
         backbone_lr: float = 1e-4,
         weight_decay: float = 0.0,
@@ -76,13 +77,15 @@ class CaptioningModule(pl.LightningModule):
             raise ValueError(f"model must be 'showtell' or 'attention', got {model!r}")
         if image_every_step and model != "showtell":
             raise ValueError("image_every_step applies to model='showtell' only")
+        if global_pool != 1 and model != "showtell":
+            raise ValueError("global_pool applies to model='showtell' only (attention reads the whole grid)")
         self.save_hyperparameters()
         # ShowTell projects the global vector into E's space itself (image_proj): no encoder proj
         self.encoder = ImageEncoder(
             backbone, pretrained, train_backbone, "global" if model == "showtell" else "grid",
-            embed_dim=None, weights_path=weights_path,
+            embed_dim=None, weights_path=weights_path, global_pool=global_pool,
         )  # fmt: skip
-        C = self.encoder.out_channels
+        C = self.encoder.feature_dim
         if model == "showtell":
             self.model = ShowTell(
                 vocab_size, C, embed_dim, hidden_size, dropout=dropout,

@@ -226,3 +226,25 @@ def test_load_image_ok_and_errors_name_the_file(tmp_path):
         load_image(cut)
     with pytest.raises(ImageReadError, match="cannot read image"):
         load_image(tmp_path)  # a directory
+
+
+def test_global_pool_keeps_a_coarse_layout_in_one_vector():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    enc = ImageEncoder("resnet18", pretrained=False, global_pool=2, embed_dim=None).eval()
+    plain = ImageEncoder("resnet18", pretrained=False).eval()
+    plain.load_state_dict(enc.state_dict())
+    assert enc.feature_dim == 4 * 512 and enc.out_dim == 2048 and plain.feature_dim == 512
+    with torch.no_grad():
+        fmap = enc.feature_map(x)  # (2, 512, 2, 2) for a 64 x 64 input: one cell per quadrant
+        out = enc(x)
+        assert out.shape == (2, 2048)
+        torch.testing.assert_close(out, fmap.flatten(1))  # channel-major: [c0 q0..q3, c1 q0..q3, ...]
+        torch.testing.assert_close(out.view(2, 512, 4).mean(-1), plain(x))
+    assert enc.fingerprint() != plain.fingerprint()  # the cache keeps them apart
+    projected = ImageEncoder("resnet18", pretrained=False, global_pool=3, embed_dim=8)
+    assert projected.proj.in_features == 9 * 512
+    with pytest.raises(ValueError, match="global_pool"):
+        ImageEncoder("resnet18", pretrained=False, output="grid", global_pool=2)
+    with pytest.raises(ValueError, match="global_pool"):
+        ImageEncoder("resnet18", pretrained=False, global_pool=0)
