@@ -14,9 +14,10 @@ transform in its config is not recorded in the checkpoint).
 A bad image (missing, a directory, not an image) stops the run before anything is printed, with
 `error: cannot read image PATH: ...` and exit status 2; with --skip-bad it is left out with a warning
 on stderr and the others are captioned. --attention-plot DIR writes DIR/<image stem>.png per image
-(the attention over the CNN's feature grid for every generated word); it needs an attention
-(ShowAttendTell, model="attention") checkpoint: a ShowTell checkpoint has no attention to plot and
-is refused before any work.
+(the attention over the CNN's feature grid for every generated word; -2, -3, ... after a stem that
+is already taken); it needs an attention (ShowAttendTell, model="attention") checkpoint: a ShowTell
+checkpoint has no attention to plot and is refused before any work, and so is a plot file that
+exists already (nothing the user has is overwritten).
 """
 
 from __future__ import annotations
@@ -90,9 +91,14 @@ def load_captioning_checkpoint(path: str | Path) -> dict:
     if (
         not isinstance(hparams, dict)
         or "vocab_size" not in hparams
-        or not any(k.startswith(("encoder.cnn.", "model.")) for k in ckpt["state_dict"])
+        or hparams.get("model") not in ("showtell", "attention")
+        or not any(k.startswith("encoder.cnn.") for k in ckpt["state_dict"])
     ):
-        raise CheckpointError(f"{path}: holds no captioning model (no vocab_size or CNN/decoder weights)")
+        kind = hparams.get("model") if isinstance(hparams, dict) else None
+        raise CheckpointError(
+            f"{path}: holds no captioning model (model={kind!r}, expected 'showtell' or 'attention' with "
+            "CNN weights under encoder.cnn.; a translation or language model checkpoint?)"
+        )
     return ckpt
 
 
@@ -234,11 +240,17 @@ class Captioner:
         return results
 
 
-def plot_name(paths: Sequence[str], i: int) -> str:
-    """DIR/<stem>.png names; an image whose stem an earlier one already took gets <stem>-<i+1>."""
-    stem = Path(paths[i]).stem or f"image{i + 1}"
-    earlier = {Path(p).stem for p in paths[:i]}
-    return f"{stem}-{i + 1}.png" if stem in earlier else f"{stem}.png"
+def plot_names(paths: Sequence[str]) -> list[str]:
+    """One distinct <stem>.png per image; a name already given out gets -2, -3, ... after the stem."""
+    names: list[str] = []
+    for i, path in enumerate(paths):
+        stem = Path(path).stem or f"image{i + 1}"
+        name, k = f"{stem}.png", 1
+        while name in names:
+            k += 1
+            name = f"{stem}-{k}.png"
+        names.append(name)
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,6 +298,14 @@ def main(argv: list[str] | None = None) -> int:
         todo = [i for i, why in problems if why is None]
         if not todo:
             raise ImageFileError("no readable image among the inputs")
+        plots = [Path(args.attention_plot or ".") / name for name in plot_names(paths)]
+        taken = [str(plots[i]) for i in todo if args.attention_plot and plots[i].exists()]
+        if taken:  # nothing the user had is overwritten, an input image least of all
+            more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+            raise DataError(
+                f"--attention-plot {args.attention_plot}: {taken[0]} exists{more}; "
+                "choose a new or empty folder for the plots"
+            )
         captioner = Captioner.from_checkpoint(args.checkpoint, args.device)
         if args.attention_plot and not captioner.has_attention:
             raise CheckpointError(
@@ -312,14 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.attention_plot:
         from .visualize import attention_overlay
 
-        out = Path(args.attention_plot)
         for i, c in zip(todo, captions):
             if c is None or c.attention is None:
                 continue
             try:
-                attention_overlay(
-                    load_rgb(paths[i]), c.tokens, c.attention, out / plot_name(paths, i), title=c.text
-                )
+                attention_overlay(load_rgb(paths[i]), c.tokens, c.attention, plots[i], title=c.text)
             except ImageFileError as e:  # changed since it was captioned
                 warn(f"no attention plot: {e}")
     return 0

@@ -75,8 +75,16 @@ class _Captioner(nn.Module):
         attends, attention (len(tokens), HW). Call `eval()` first to switch dropout off."""
         if method not in ("beam", "greedy", "sample"):
             raise ValueError(f"method must be 'greedy', 'beam' or 'sample', got {method!r}")
+
+        def step(prev: Tensor, state: CaptionState) -> tuple[Tensor, CaptionState]:
+            # <pad> and <bos> are never outputs: every word decoded is a word of the caption, so
+            # its attention rows stay one per word
+            logits, state = self.step(prev, state)
+            never = torch.tensor((PAD, BOS), device=logits.device)
+            return logits.index_fill(-1, never, float("-inf")), state
+
         return search.decode(
-            self.step, self.init_state(features), features.shape[0], BOS, EOS, method, max_len,
+            step, self.init_state(features), features.shape[0], BOS, EOS, method, max_len,
             beam_size, alpha, n_best, temperature, top_k, generator, return_attention,
         )  # fmt: skip
 
