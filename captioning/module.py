@@ -35,6 +35,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from data.vocab import PAD, Vocabulary
@@ -193,26 +194,30 @@ class CaptioningModule(pl.LightningModule):
         return loss
 
     # -- validation and test: real decoding ---------------------------------------------------
-    def decode_batch(self, batch: dict, method: str) -> list[list[str]]:
-        """A batch (images or cached features) -> one caption (a token list, no specials) per image."""
+    def decode_batch(self, batch: dict, method: str, return_attention: bool = False) -> list:
+        """A batch (images or cached features) -> one hypothesis per image (seq2seq.search.Hypothesis:
+        token ids without specials, score, and with return_attention (attention model only) the
+        attention (len(tokens), HW) over the feature grid)."""
         if self.vocab is None:
             raise RuntimeError("no vocabulary: fit/validate with a CaptionDataModule or load a checkpoint")
         hyps = self.model.caption(
             self.features(batch), method=method, beam_size=self.hparams.beam_size,
-            max_len=self.hparams.max_len,
+            max_len=self.hparams.max_len, return_attention=return_attention,
         )  # fmt: skip
-        return [self.vocab.decode(h[0].tokens) for h in hyps]
+        return [h[0] for h in hyps]
 
     def _eval_step(self, batch: dict, prefix: str, method: str) -> None:
         loss, tokens = self._loss(batch)
         self.log(f"{prefix}_loss", loss, batch_size=tokens, sync_dist=True)
-        for b, hyp in enumerate(self.decode_batch(batch, method)):
+        attends = self.hparams.model == "attention"  # kept for the attention overlays of the samples
+        for b, h in enumerate(self.decode_batch(batch, method, return_attention=attends)):
             self._outputs.append(
                 {
                     "image_id": batch["image_ids"][b],
                     "path": batch["paths"][b],
-                    "hyp": hyp,
+                    "hyp": self.vocab.decode(h.tokens),
                     "refs": batch["references"][b],
+                    "attention": None if h.attention is None else h.attention.float().cpu(),
                 }
             )
 
@@ -225,13 +230,15 @@ class CaptioningModule(pl.LightningModule):
     def _gather(self) -> list[dict]:
         outputs, self._outputs = self._outputs, []
         if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            light = [{k: v for k, v in o.items() if k != "attention"} for o in outputs]
             everything: list = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(everything, outputs)
+            torch.distributed.all_gather_object(everything, light)
             outputs = [o for part in everything for o in part]
         unique = {o["path"]: o for o in outputs}  # a padded DDP shard may repeat images
         return sorted(unique.values(), key=lambda o: o["path"])
 
     def _eval_epoch_end(self, prefix: str) -> None:
+        local = sorted(self._outputs, key=lambda o: o["path"])  # this process's, with attention
         outputs = self._gather()
         if not outputs:
             return
@@ -249,7 +256,7 @@ class CaptioningModule(pl.LightningModule):
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             bleus = " ".join(f"BLEU-{n} {scores[f'bleu{n}']:.2f}" for n in range(1, 5))
             header = f"{prefix} {bleus} on {len(outputs)} images (nltk corpus BLEU)"
-            self._log_samples(prefix, outputs[: self.hparams.num_samples], out_dir, header)
+            self._log_samples(prefix, local[: self.hparams.num_samples], out_dir, header)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
@@ -258,11 +265,28 @@ class CaptioningModule(pl.LightningModule):
         self._eval_epoch_end("test")
 
     def _log_samples(self, prefix: str, samples: list[dict], out_dir: Path, header: str) -> None:
+        """samples/{prefix}_epochNNN.txt and .png (the images with their captions and first
+        reference); for an attention model attention/{prefix}_epochNNN_i.png per sample (where
+        each word looks on the image); wandb tables and images when a WandbLogger is attached."""
+        from .visualize import attention_overlay, caption_grid
+
+        epoch = self.current_epoch
         rows = [[o["path"], " ".join(o["hyp"]), " | ".join(" ".join(r) for r in o["refs"])] for o in samples]
         text = "\n\n".join([header] + [f"IMG {p}\nHYP {h}\nREF {r}" for p, h, r in rows])
-        path = out_dir / "samples" / f"{prefix}_epoch{self.current_epoch:03d}.txt"
+        path = out_dir / "samples" / f"{prefix}_epoch{epoch:03d}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n", encoding="utf-8")
+        grid = caption_grid(rows, path.with_suffix(".png"), title=header) if rows else None
+        plots = []
+        for i, o in enumerate(samples[:3]):
+            if o["attention"] is None or not o["hyp"]:
+                continue
+            try:
+                png = out_dir / "attention" / f"{prefix}_epoch{epoch:03d}_{i}.png"
+                title = Path(o["path"]).name
+                plots.append(attention_overlay(o["path"], o["hyp"], o["attention"], png, title=title))
+            except (OSError, ValueError) as e:  # an image gone since it was read: the run goes on
+                rank_zero_warn(f"no attention plot for {o['path']}: {e}")
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):
                 import wandb
@@ -270,6 +294,10 @@ class CaptioningModule(pl.LightningModule):
                 data = [[wandb.Image(p), h, r] for p, h, r in rows]
                 columns = ["image", "output", "references"]
                 logger.log_table(key=f"{prefix}_samples", columns=columns, data=data)
+                if grid is not None:
+                    logger.log_image(key=f"{prefix}_captions", images=[str(grid)])
+                if plots:
+                    logger.log_image(key=f"{prefix}_attention", images=[str(p) for p in plots])
 
     # -- optimisation -------------------------------------------------------------------------
     def param_groups(self) -> list[dict]:

@@ -9,6 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
+from PIL import Image
 
 from captioning.module import CaptioningModule
 from data.captions import CaptionDataModule
@@ -120,7 +121,7 @@ def test_validation_bleu_matches_nltk_on_the_decoded_captions(datamodule, model,
     hyps, refs = [], []
     with torch.no_grad():
         for batch in datamodule.val_dataloader():
-            hyps += module.decode_batch(batch, "greedy")
+            hyps += [module.vocab.decode(h.tokens) for h in module.decode_batch(batch, "greedy")]
             refs += batch["references"]
     assert len(hyps) == 2 and all(len(h) <= 6 for h in hyps)
     smooth = SmoothingFunction().method1
@@ -131,6 +132,15 @@ def test_validation_bleu_matches_nltk_on_the_decoded_captions(datamodule, model,
     assert float(metrics["val_bleu"]) == pytest.approx(float(metrics["val_bleu4"]))
     assert "val_loss" in metrics
     assert (tmp_path / "samples" / "val_epoch000.txt").read_text().startswith("val BLEU-1")
+    # what people would rather see than read: the images with their captions, and where each word looks
+    grid = Image.open(tmp_path / "samples" / "val_epoch000.png")
+    assert grid.format == "PNG" and grid.width > 200
+    overlays = sorted((tmp_path / "attention").glob("val_epoch000_*.png")) if model == "attention" else []
+    if model == "attention":
+        expected = [f"val_epoch000_{i}.png" for i, h in enumerate(hyps) if h]
+        assert overlays and [p.name for p in overlays] == expected
+    else:
+        assert not (tmp_path / "attention").exists()
 
 
 def test_feature_cache_gives_the_same_loss_and_only_for_a_frozen_cnn(shapes_json, tmp_path):
