@@ -8,8 +8,8 @@ Prints `path<TAB>caption` a line per image, in input order (the caption's words 
 an empty caption gives an empty field). The checkpoint (from `python -m captioning fit`) is loaded
 with torch.load(weights_only=True); it holds the CNN's weights, the decoder's and the vocabulary, so
 no dataset and no network are needed. Images get the training pipeline's preprocessing
-(data.captions.default_transform at the checkpoint's image_size; a datamodule given a custom
-transform in its config is not recorded in the checkpoint).
+(data.captions.default_transform at the checkpoint's image_size and the backbone's mean/std; a
+datamodule given a custom transform in its config is not recorded in the checkpoint).
 
 A bad image (missing, a directory, not an image) stops the run before anything is printed, with
 `error: cannot read image PATH: ...` and exit status 2; with --skip-bad it is left out with a warning
@@ -138,7 +138,7 @@ class Captioner:
         self.module = module.to(self.device).eval()
         self.vocab = module.vocab
         self.image_size = int(image_size)
-        self.transform = default_transform(self.image_size)
+        self.transform = default_transform(self.image_size, module.encoder.mean, module.encoder.std)
         self.checkpoint: str | None = None
 
     @classmethod

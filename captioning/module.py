@@ -6,10 +6,10 @@ Loss (seed 002 eq. 8.51): J = -sum_t log y~_t(z_t), the mean cross-entropy over 
 each image (`seq2seq.metrics.nltk_bleu`); `val_bleu` / `test_bleu` are BLEU-4, so the CLI's default
 checkpoint and early-stopping monitor (val_bleu) work unchanged.
 
-Images: the datamodule's default transform (Resize to image_size x image_size, ToTensor, ImageNet
-mean/std) matches efficientnet_lite0's input (224, ImageNet mean/std) except for the resize
-interpolation (bilinear there, bicubic in `ImageEncoder.transform`), which is immaterial here;
-the configs set `image_size: 224`. Any torchvision backbone of ImageEncoder uses the same mean/std.
+Images: the datamodule's default transform (Resize to image_size x image_size, ToTensor, Normalize)
+takes the backbone's mean/std (`setup` calls `CaptionDataModule.use_normalization`): (x - 127) / 128
+for the packaged EfficientNet-Lite0 weights, ImageNet mean/std for torchvision backbones. The configs
+set `image_size: 224`, the backbones' own input size.
 
 Feature cache: with a frozen CNN (train_backbone="none", cache_features=True, the default) `setup`
 asks the datamodule to serve CNN features instead of images (`CaptionDataModule.use_features`,
@@ -104,6 +104,8 @@ class CaptioningModule(pl.LightningModule):
     # -- vocabulary: from the datamodule, then from the checkpoint ---------------------------
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and hasattr(dm, "use_normalization"):
+            dm.use_normalization(self.encoder.mean, self.encoder.std)  # preprocessing follows the backbone
         if dm is not None and hasattr(dm, "vocab_state"):
             self._set_vocab_state(dm.vocab_state())
         if dm is not None and hasattr(dm, "use_features") and self.caches_features:

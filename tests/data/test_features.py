@@ -116,3 +116,21 @@ def test_corrupt_or_foreign_cache_file_is_rebuilt(tmp_path):
     assert not hit and features.tolist() == [[3.0] * 4]
     assert cache.get("val", key, lambda: torch.zeros(1, 4))[1] is True
     assert not list((tmp_path / "cache").glob("*.tmp*"))  # no leftovers of the atomic write
+
+
+def test_normalization_shapes_the_default_transform_and_the_cache_key(shapes_json, tmp_path):
+    extract = Extractor()
+    imagenet = datamodule(shapes_json, tmp_path)
+    imagenet.use_features(extract, "cnn-a", ["val"])
+    half = datamodule(shapes_json, tmp_path)
+    half.use_normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    assert half.use_features(extract, "cnn-a", ["val"]) == {"val": False}  # other inputs, other features
+    path = half.dataset("val").images[0].path
+    pixels = T.ToTensor()(Image.open(path).convert("RGB").resize((16, 16), Image.BILINEAR))
+    plain = datamodule(shapes_json, tmp_path)
+    plain.use_normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    torch.testing.assert_close(plain.dataset("val")[0]["image"], (pixels - 0.5) / 0.25, atol=0.05, rtol=0)
+    mine = T.Compose([T.Resize((16, 16)), T.ToTensor()])
+    given = datamodule(shapes_json, tmp_path, transform=mine)
+    given.use_normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))  # a transform of one's own stays as it is
+    torch.testing.assert_close(given.dataset("val")[0]["image"], mine(Image.open(path).convert("RGB")))
