@@ -61,6 +61,7 @@ def build_cache(args, source: str, cache_dir: str) -> float:
     module = CaptioningModule(dm.vocab_size, model=args.model, backbone=args.backbone)
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     module.to(device)
+    dm.use_normalization(module.encoder.mean, module.encoder.std)  # as the module's setup does: same key
     start = time.perf_counter()
     dm.use_features(module.extract_features, module.encoder.fingerprint(), ["train"])
     return time.perf_counter() - start
