@@ -76,11 +76,12 @@ class _Captioner(nn.Module):
         if method not in ("beam", "greedy", "sample"):
             raise ValueError(f"method must be 'greedy', 'beam' or 'sample', got {method!r}")
 
+        never = torch.tensor((PAD, BOS), device=features.device)  # made once, not in the step
+
         def step(prev: Tensor, state: CaptionState) -> tuple[Tensor, CaptionState]:
             # <pad> and <bos> are never outputs: every word decoded is a word of the caption, so
             # its attention rows stay one per word
             logits, state = self.step(prev, state)
-            never = torch.tensor((PAD, BOS), device=logits.device)
             return logits.index_fill(-1, never, float("-inf")), state
 
         return search.decode(
