@@ -50,8 +50,6 @@ config.json. Deterministic under fixed seeds (one CPU thread by default).
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 import time
 from pathlib import Path
@@ -62,6 +60,8 @@ from torch import Tensor, nn
 
 from seq2seq.modules.cells import CELLS, State
 from seq2seq.modules.rnn import RNN
+
+from .cli import int_at_least, int_list, positive_float, prepare_out, write_config, write_csv
 
 N_SYMBOLS = 8  # ids 0..7: what must be remembered
 N_NOISE = 8  # ids 8..15: distractors in the gap
@@ -184,7 +184,7 @@ def run_long_dependency(
     }  # fmt: skip
 
 
-# -- command line helpers (shared with gradient_flow) ----------------------------------------------
+# -- command line ------------------------------------------------------------------------------------
 
 
 def cell_list(text: str) -> list[str]:
@@ -197,70 +197,6 @@ def cell_list(text: str) -> list[str]:
     if len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(f"cell named twice in {text!r}")
     return names
-
-
-def int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def int_list(minimum: int, what: str):
-    def parse(text: str) -> list[int]:
-        try:
-            values = [int(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-        if not values:
-            raise argparse.ArgumentTypeError(f"give at least one {what}")
-        bad = [v for v in values if v < minimum]
-        if bad:
-            raise argparse.ArgumentTypeError(f"every {what} must be >= {minimum}, got {bad[0]}")
-        return sorted(set(values))
-
-    return parse
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def prepare_out(parser: argparse.ArgumentParser, out: str, files: list[str], overwrite: bool) -> Path:
-    """Creates DIR; refuses (parser.error) to replace earlier results unless --overwrite."""
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        parser.error(f"--out {out}: exists and is not a directory")
-    existing = [f for f in files if (path / f).exists()]
-    if existing and not overwrite:
-        parser.error(f"--out {out} already holds {', '.join(existing)}; pass --overwrite to replace them")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def write_config(path: Path, args: argparse.Namespace, seconds: float) -> None:
-    config = dict(vars(args))
-    config.update(torch_version=torch.__version__, seconds=round(seconds, 1))
-    path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 # -- this experiment's table and plot ---------------------------------------------------------------
