@@ -9,10 +9,11 @@ The claim tested (Vinyals et al. 2015, §3; seed 002 §8.5.3): the image enters 
 first input z~_{-1} = W_I cnn(x); "feeding the image at each time step as an extra input yields
 inferior results, as the network can explicitly exploit noise in the image and overfits more
 easily". The variant is ShowTell(image_every_step=True): every LSTM input is [E z_t; z~_{-1}].
-For each seed both variants train from the same config (seed_everything = the seed, max_epochs =
---epochs or the config's, the config's early stopping on val BLEU-4) through the same LightningCLI as
-`python -m captioning fit`; the best checkpoint (val BLEU-4) is then tested: BLEU-1..4 (nltk corpus
-BLEU over all references, beam search as the config says). The frozen CNN's features come from the
+For each seed both variants train from the same config (seed_everything and the data order's seed
+= the seed, max_epochs = --epochs or the config's, one device, the config's early stopping on
+val BLEU-4) through the same LightningCLI as `python -m captioning fit`; the best checkpoint
+(val BLEU-4) is then tested: BLEU-1..4 (nltk corpus BLEU over all references, beam search as the
+config says). The frozen CNN's features come from the
 feature cache, so the CNN runs once for all the trainings. The shapes set is drawn with its
 defaults (6000/500/500 images, seed 0) where --source does not exist yet.
 
@@ -30,12 +31,16 @@ import os
 import sys
 import time
 from pathlib import Path
-from statistics import mean, pstdev
+from statistics import mean, stdev
 
+from data.corpus_io import CorpusError
 from data.parallel import DataError
-from seq2seq.experiments.cli import int_at_least, prepare_out, write_csv
+from seq2seq.experiments.cli import int_at_least, lightning_overrides, prepare_out, write_csv
 
 VARIANTS = {"image_once": False, "image_every_step": True}  # name: ShowTell(image_every_step=...)
+# set by the experiment for every run: an override would make the two variants' runs differ
+RESERVED = ("--data.init_args.source", "--data.init_args.seed", "--model.init_args.image_every_step",
+            "--trainer.default_root_dir", "--trainer.max_epochs")  # fmt: skip
 FILES = ["image_input.csv", "image_input.png", "config.json"]
 COLUMNS = ["variant", "seed", "bleu1", "bleu2", "bleu3", "bleu4", "best_val_bleu4", "epochs", "train_seconds"]
 
@@ -71,7 +76,8 @@ def train_and_test(variant: str, seed: int, args: argparse.Namespace, out: Path,
         "fit", "-c", args.config, "--seed_everything", str(seed),
         *(["--trainer.max_epochs", str(args.epochs)] if args.epochs else []),
         "--trainer.default_root_dir", str(out / "runs"), "--run_name", f"{variant}_seed{seed}",
-        "--data.init_args.source", str(args.source),
+        "--data.init_args.source", str(args.source), "--data.init_args.seed", str(seed),
+        "--trainer.devices", "1",
         "--model.init_args.image_every_step", str(VARIANTS[variant]).lower(), *extra,
     ])  # fmt: skip
     trainer, callback = run.trainer, run.trainer.checkpoint_callback
@@ -97,7 +103,7 @@ def format_table(rows: list[dict]) -> str:
         cells = []
         for n in range(1, 5):
             values = [r[f"bleu{n}"] for r in mine]
-            cells.append(f"{mean(values):.1f}" + (f"±{pstdev(values):.1f}" if len(values) > 1 else ""))
+            cells.append(f"{mean(values):.1f}" + (f"±{stdev(values):.1f}" if len(values) > 1 else ""))
         lines.append(f"{variant:<18}" + "".join(f"{c:>13}" for c in cells) + f"{len(mine):>7}")
     return "\n".join(lines)
 
@@ -155,11 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    unknown = [
-        a for a in extra if a.startswith("-") and not a.startswith(("--model.", "--trainer.", "--data."))
-    ]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    lightning_overrides(parser, extra, RESERVED)
     if not Path(args.config).is_file():
         parser.error(f"--config {args.config}: no such file; run from the repository root or give the path")
     model = config_model(args.config)
@@ -180,14 +182,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     f"[image_input] {variant} seed {seed}: test BLEU-4 {rows[-1]['bleu4']:.2f}",
                     file=sys.stderr,
                 )
+    except CorpusError as e:  # a shapes folder left half-drawn by an interrupted run
+        raise SystemExit(
+            f"error: {e}; draw it again with `python -m data.shapes --out DIR --force`"
+        ) from None
     except DataError as e:
         raise SystemExit(f"error: {e}") from None
     seconds = time.perf_counter() - start
     write_csv(out / "image_input.csv", [{k: r[k] for k in COLUMNS} for r in rows], COLUMNS)
+    epochs = max(r["epochs"] for r in rows)
     plot(
         rows,
         out / "image_input.png",
-        f"Show and Tell on shapes: image once vs every step ({args.epochs} epochs)",
+        f"Show and Tell on shapes: image once vs every step (<= {epochs} epochs)",
     )
     runs = [{k: r[k] for k in ("variant", "seed", "checkpoint", "train_seconds")} for r in rows]
     config = dict(vars(args), source=str(args.source), lightning_overrides=extra, runs=runs)

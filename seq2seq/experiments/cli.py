@@ -72,3 +72,15 @@ def write_config(path: Path, args: argparse.Namespace, seconds: float) -> None:
     config = dict(vars(args))
     config.update(torch_version=torch.__version__, seconds=round(seconds, 1))
     path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def lightning_overrides(parser: argparse.ArgumentParser, extra: list[str], reserved: tuple[str, ...]) -> None:
+    """Checks the arguments an experiment passes on to LightningCLI: only --model.*, --trainer.* and
+    --data.* ones, none of those the experiment sets itself (parser.error otherwise)."""
+    flags = [a.split("=")[0] for a in extra if a.startswith("-")]
+    unknown = [f for f in flags if not f.startswith(("--model.", "--trainer.", "--data."))]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    taken = [f for f in flags if f in reserved]
+    if taken:
+        parser.error(f"{' '.join(taken)}: set by the experiment itself for every run; see --help")

@@ -9,12 +9,15 @@ The claim tested (seed 002 §8.5.2, Fig. 8-21 vs 8-22; Bahdanau et al. 2015, Fig
 sees the source only through one fixed-length vector loses long sentences, while one that attends
 over all encoder states does not. For each seed, `configs/translation/{task}_fixed.yaml` and
 `{task}_attention.yaml` (identical sizes; only `context` differs) are trained through the same
-LightningCLI as `python -m seq2seq fit` (seed_everything = the seed, max_epochs = --epochs or the
-config's, best checkpoint on dev BLEU), or --checkpoints gives the two trained models. Each
-decodes the test set with beam search (--beam-size 5, GNMT length penalty 0.6); test sentences are
-grouped into buckets of --bucket-width source lengths (a bucket with fewer than --min-count
-sentences joins the next longer one), and each bucket gets sacreBLEU and the exact-match rate
-(output == reference). The copy baseline scores the source itself as the output.
+LightningCLI as `python -m seq2seq fit` (seed_everything and the data order's seed = the seed,
+max_epochs = --epochs or the config's, one device, best checkpoint on dev BLEU), or --checkpoints
+gives the two trained models (checked: their `context` and languages). Each decodes the test set
+with beam search (--beam-size 5, GNMT length penalty 0.6), without <unk> replacement (only the
+attention model could use it) and without cutting sources at the model's max_len. Test sentences
+are grouped into buckets of --bucket-width source lengths in words (a bucket with fewer than
+--min-count sentences joins the next longer one), the same buckets for every model, and each
+bucket gets sacreBLEU and the exact-match rate (output == reference, compared as sacreBLEU's 13a
+tokens). The copy baseline scores the source itself as the output.
 
 Tasks. reverse: the synthetic reversal corpus (data.synthetic, vocabulary 20) with training and dev
 sources of 5-20 tokens and test sources of 5-60, so the curve goes past the training lengths;
@@ -38,15 +41,17 @@ import os
 import sys
 import time
 from pathlib import Path
-from statistics import mean, pstdev
+from statistics import mean, stdev
+
+from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
 from data.corpus_io import CorpusError
 from data.parallel import DataError, ParallelText, find_split
 from data.synthetic import build_synthetic_corpus
 
 from ..metrics import sacre_bleu
-from ..translate import CheckpointError, Translator
-from .cli import int_at_least, prepare_out, write_csv
+from ..translate import CheckpointError, Translator, load_checkpoint
+from .cli import int_at_least, lightning_overrides, prepare_out, write_csv
 
 MODELS = ("fixed", "attention")
 TASKS = {
@@ -55,6 +60,14 @@ TASKS = {
     "gettext": (("en", "de"), Path("data/corpora/gettext-en-de")),
 }
 SYNTHETIC = {"vocab": 20, "train_len": (5, 20), "test_len": (5, 60)}
+# set by the experiment for every run (use --epochs, --data-dir and --out instead)
+RESERVED = (
+    "--data.init_args.data_dir",
+    "--data.init_args.seed",
+    "--trainer.default_root_dir",
+    "--trainer.max_epochs",
+)
+_TOKENIZE_13A = Tokenizer13a()
 FILES = ["length_curve.csv", "length_curve.png", "config.json"]
 COLUMNS = [
     "task",
@@ -98,8 +111,8 @@ def bucket_by_length(lengths: list[int], width: int, min_count: int = 1) -> list
 
 
 def same_text(a: str, b: str) -> bool:
-    """Exact match up to runs of whitespace."""
-    return a.split() == b.split()
+    """Exact match of the tokens sacreBLEU counts (13a tokenization): spacing does not matter."""
+    return _TOKENIZE_13A(a).split() == _TOKENIZE_13A(b).split()
 
 
 def score(hyps: list[str], refs: list[str]) -> tuple[float, float]:
@@ -151,6 +164,13 @@ def prepare_data(args: argparse.Namespace, out: Path) -> tuple[Path, ParallelTex
         raise DataError(f"{data_dir}: no test.{src_lang} + test.{tgt_lang} to measure the length curve on")
     stats_file = data_dir / "stats.json"
     stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+    if args.task == "reverse" and not args.data_dir:  # DIR/data is ours: it must be what was asked for
+        asked = {"train": args.n_train, "dev": args.n_dev, "test": args.n_test}
+        if stats.get("pairs") != asked or stats.get("seed") != args.data_seed:
+            raise DataError(
+                f"{data_dir} holds a corpus of {stats.get('pairs')} pairs (seed {stats.get('seed')}), "
+                f"not the {asked} (seed {args.data_seed}) asked for: use another --out, or delete {data_dir}"
+            )
     return data_dir, test, stats
 
 
@@ -167,20 +187,40 @@ def train(
         "fit", "-c", str(config), "--seed_everything", str(seed),
         *(["--trainer.max_epochs", str(args.epochs)] if args.epochs else []),
         "--trainer.default_root_dir", str(out / "runs"), "--run_name", f"{task}_{model}_seed{seed}",
-        "--data.init_args.data_dir", str(data_dir), *extra,
+        "--data.init_args.data_dir", str(data_dir), "--data.init_args.seed", str(seed),
+        "--trainer.devices", "1", *extra,
     ])  # fmt: skip
     callback = run.trainer.checkpoint_callback
     return callback.best_model_path or callback.last_model_path
 
 
-def decode(checkpoint: str, test: ParallelText, args: argparse.Namespace) -> tuple[list[str], list[int]]:
-    """Beam-search translations of the test sources and the sources' lengths in the model's tokens."""
-    translator = Translator.from_checkpoint(checkpoint, args.device)
+def check_checkpoint(path: str, model: str, task: str) -> None:
+    """A checkpoint given as --checkpoints FIXED ATTENTION must be that model, trained on the task's
+    languages; CheckpointError naming the file otherwise."""
+    ckpt = load_checkpoint(path)
+    context = ckpt.get("hyper_parameters", {}).get("context")
+    if context != model:
+        raise CheckpointError(
+            f"{path}: a {context!r} model, given as the {model!r} one; order: FIXED ATTENTION"
+        )
+    languages = (ckpt.get("seqcap") or {}).get("src_lang"), (ckpt.get("seqcap") or {}).get("tgt_lang")
+    if languages != TASKS[task][0]:
+        raise CheckpointError(
+            f"{path}: trained on {'-'.join(map(str, languages))}, not the {task} task's data"
+        )
+
+
+def decode(checkpoint: str, test: ParallelText, args: argparse.Namespace) -> list[str]:
+    """Beam-search translations of the test sources. No <unk> replacement (only the attention
+    model could use it) and no cut at the model's max_len: the long buckets measure the model."""
+    translator = Translator.from_checkpoint(checkpoint, args.device, unk_replace=False)
+    translator.max_len = max(
+        translator.max_len, *(len(translator.src_tokenizer.tokenize(s)) for s in test.src)
+    )
     results = translator.translate(
         test.src, args.beam_size, args.alpha, batch_size=args.batch_size, progress=True
     )
-    lengths = [len(translator.src_tokenizer.tokenize(s)) for s in test.src]
-    return [r[0].text for r in results], lengths
+    return [r[0].text for r in results]
 
 
 # -- table and plot --------------------------------------------------------------------------------
@@ -200,7 +240,7 @@ def summarize(rows: list[dict]) -> dict[tuple[str, str], dict]:
 
 
 def _mean_sd(values: list[float]) -> str:
-    return f"{mean(values):.1f}" + (f"±{pstdev(values):.1f}" if len(values) > 1 else "")
+    return f"{mean(values):.1f}" + (f"±{stdev(values):.1f}" if len(values) > 1 else "")
 
 
 def format_table(rows: list[dict]) -> str:
@@ -314,11 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    unknown = [
-        a for a in extra if a.startswith("-") and not a.startswith(("--model.", "--trainer.", "--data."))
-    ]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    lightning_overrides(parser, extra, RESERVED)
     if args.checkpoints and extra:
         parser.error("--checkpoints evaluates trained models: LightningCLI overrides do not apply")
     for checkpoint in args.checkpoints or []:
@@ -328,8 +364,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     os.environ.setdefault("WANDB_MODE", "offline")
     start = time.perf_counter()
     try:
+        for model, checkpoint in zip(MODELS, args.checkpoints or []):
+            check_checkpoint(checkpoint, model, args.task)
         data_dir, test, stats = prepare_data(args, out)
         refs = test.tgt
+        lengths = [len(s.split()) for s in test.src]  # words: the same buckets for every model
+        groups = bucket_by_length(lengths, args.bucket_width, args.min_count)
         runs, rows = [], []
         plan = [("given", m, c) for m, c in zip(MODELS, args.checkpoints)] if args.checkpoints else [
             (seed, m, None) for seed in range(args.seeds) for m in MODELS
@@ -339,8 +379,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if checkpoint is None:
                 checkpoint = train(args.task, model, seed, args, data_dir, out, extra)
             trained = time.perf_counter()
-            hyps, lengths = decode(checkpoint, test, args)
-            groups = bucket_by_length(lengths, args.bucket_width, args.min_count)
+            hyps = decode(checkpoint, test, args)
             rows += bucket_rows(args.task, model, seed, hyps, refs, lengths, groups)
             decoded = time.perf_counter()
             runs.append({
@@ -353,8 +392,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise SystemExit(f"error: {e}") from None
     seconds = time.perf_counter() - start
     write_csv(out / "length_curve.csv", rows, COLUMNS)
-    train_max = stats.get("train_len", [None, None])[1] if args.task == "reverse" else None
-    title = {"reverse": "Reversal (train 5-20 tokens, test 5-60)", "gettext": "gettext en-de"}[args.task]
+    if args.task == "reverse" and "train_len" in stats:
+        (lo, hi), (tlo, thi) = stats["train_len"], stats["test_len"]
+        title, train_max = f"Reversal (train {lo}-{hi} tokens, test {tlo}-{thi})", hi
+    else:
+        title, train_max = f"{args.task} ({len(test)} test sentences, lengths in words)", None
     plot(rows, out / "length_curve.png", f"{title}, beam {args.beam_size}", train_max)
     config = dict(vars(args), lightning_overrides=extra, data_dir=str(data_dir), data_stats=stats, runs=runs)
     config["seconds"] = round(seconds, 1)

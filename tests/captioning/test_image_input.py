@@ -12,7 +12,7 @@ import torch
 from captioning.experiments import image_input
 from captioning.experiments.image_input import COLUMNS
 from data.shapes import build_shapes_dataset
-from tests.conftest import REPO, explain, run_python
+from tests.conftest import REPO, explain, metric_values, read_metrics, run_python
 
 TINY = (
     "--data.init_args.batch_size", "16", "--data.init_args.eval_batch_size", "4",
@@ -61,6 +61,14 @@ def test_both_variants_per_seed_give_test_bleu_rows_a_plot_and_the_configs(exper
     for run, seed in (("image_once_seed0", 0), ("image_every_step_seed1", 1)):
         saved = (out / "runs" / run / "version_0" / "config.yaml").read_text()
         assert f"seed_everything: {seed}" in saved and "hidden_size: 16" in saved
+        assert f"  seed: {seed}" in saved  # the datamodule's shuffle seed follows the run's seed
+    # the CSV holds the test BLEU each run logged
+    for r in rows:
+        metrics = read_metrics(out / "runs" / f"{r['variant']}_seed{r['seed']}" / "version_0" / "metrics.csv")
+        for n in range(1, 5):
+            assert float(r[f"bleu{n}"]) == pytest.approx(
+                metric_values(metrics, f"test_bleu{n}")[-1], abs=0.006
+            )
 
 
 def test_the_variant_is_showtell_with_the_image_at_every_step_and_nothing_else_differs(experiment):
@@ -77,6 +85,11 @@ def test_the_variant_is_showtell_with_the_image_at_every_step_and_nothing_else_d
     differ = {k for k in shapes["image_once"] if shapes["image_once"][k] != shapes["image_every_step"][k]}
     assert differ and all(k.startswith("model.rnn.") for k in differ)
     assert shapes["image_once"].keys() == shapes["image_every_step"].keys()
+    # another seed: another model
+    other = next(r for r in json.loads((out / "config.json").read_text())["runs"] if r["seed"] == 1)
+    w1 = torch.load(other["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    key = "model.embedding.weight"
+    assert not torch.equal(w1[key], ckpts[other["variant"]]["state_dict"][key])
 
 
 def test_both_variants_of_a_seed_read_the_same_cached_features(experiment):
@@ -106,6 +119,7 @@ def test_a_config_of_another_model_is_refused(experiment, tmp_path):
         (["--config", "nope.yaml"], "--config nope.yaml: no such file"),
         (["--seeds", "0"], "must be >= 1"),
         (["--hidden", "3"], "unrecognized arguments: --hidden"),
+        (["--model.init_args.image_every_step", "true"], "image_every_step: set by the experiment itself"),
     ],
 )
 def test_bad_arguments_exit_with_a_message(tmp_path, capsys, args, message):

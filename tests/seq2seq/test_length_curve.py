@@ -8,6 +8,7 @@ import json
 import random
 
 import pytest
+import torch
 
 from data.parallel import read_lines
 from seq2seq.experiments import length_curve
@@ -64,8 +65,9 @@ def test_bucket_rows_score_each_bucket_and_the_whole_set():
     assert set(rows[0]) == set(COLUMNS)
 
 
-def test_exact_match_ignores_runs_of_whitespace_only():
+def test_exact_match_compares_the_tokens_bleu_counts_so_spacing_does_not_matter():
     assert score(["a  b ", "a b"], ["a b", "b a"])[1] == 50.0
+    assert score(["Datei öffnen ?", "Fehler:%s"], ["Datei öffnen?", "Fehler: %s"])[1] == 100.0
 
 
 # -- the command ------------------------------------------------------------------------------------
@@ -136,10 +138,16 @@ def test_length_curve_trains_both_models_per_seed_and_writes_csv_png_and_configs
         ("fixed", 1),
         ("attention", 1),
     ]
+    # each label is its model, and the seeds give different models (weights and data order)
+    ckpts = {(r["model"], r["seed"]): torch.load(r["checkpoint"], weights_only=True) for r in config["runs"]}
+    assert all(c["hyper_parameters"]["context"] == model for (model, _), c in ckpts.items())
+    w0, w1 = (ckpts[("attention", s)]["state_dict"]["model.encoder.embedding.weight"] for s in (0, 1))
+    assert not torch.equal(w0, w1)
     # the exact configuration of each training lies beside its logs, with the shared sizes
     for run in ("reverse_fixed_seed0", "reverse_attention_seed1"):
         saved = (out / "runs" / run / "version_0" / "config.yaml").read_text()
         assert "hidden_size: 16" in saved and "seed_everything: " + run[-1] in saved
+        assert f"  seed: {run[-1]}" in saved  # the datamodule's shuffle seed
     assert "fixed" in result.stdout and "BLEU by source length" in result.stdout
 
 
@@ -168,6 +176,32 @@ def test_checkpoints_are_evaluated_without_training_and_give_the_same_scores(tra
         assert now == before
 
 
+def test_checkpoints_in_the_wrong_order_or_of_another_task_are_refused(trained, tmp_path, capsys):
+    out, _ = trained
+    fixed, attention = (r["checkpoint"] for r in json.loads((out / "config.json").read_text())["runs"][:2])
+    for given, task, message in (
+        ((attention, fixed), "reverse", "a 'attention' model, given as the 'fixed' one"),
+        ((fixed, attention), "gettext", "trained on src-tgt, not the gettext task's data"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            length_curve.main([
+                "--out", str(tmp_path / task), "--task", task, "--data-dir", str(out / "data"),
+                "--checkpoints", *given,
+            ])  # fmt: skip
+        assert message in str(exc.value.code)
+        assert not (tmp_path / task / "length_curve.csv").exists()
+
+
+def test_a_corpus_in_out_built_with_other_sizes_is_refused(trained, tmp_path):
+    out, _ = trained
+    with pytest.raises(SystemExit) as exc:
+        length_curve.main(
+            ["--out", str(out), "--overwrite", "--n-test", "61", "--n-train", "200", "--n-dev", "20"]
+        )
+    assert "not the {'train': 200, 'dev': 20, 'test': 61}" in str(exc.value.code)
+    assert "use another --out" in str(exc.value.code)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -176,6 +210,7 @@ def test_checkpoints_are_evaluated_without_training_and_give_the_same_scores(tra
         (["--beam-size", "x"], "expected an integer"),
         (["--task", "sort"], "invalid choice"),
         (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--trainer.max_epochs", "3"], "--trainer.max_epochs: set by the experiment itself"),
     ],
 )
 def test_bad_arguments_exit_with_a_message(tmp_path, capsys, args, message):
