@@ -38,6 +38,8 @@ from data.captions import TOKENIZER_NAME, ImageFileError, check_image, default_t
 from data.parallel import DataError
 from seq2seq.translate import CheckpointError, load_checkpoint
 
+from .encoders import input_normalization
+
 __all__ = ["Caption", "Captioner", "CheckpointError", "image_problem", "load_captioning_checkpoint"]
 
 METHODS = ("greedy", "beam", "sample")
@@ -131,14 +133,22 @@ class Captioner:
     """A CaptioningModule (CNN + ShowTell / ShowAttendTell) with its vocabulary and preprocessing:
     images in, captions out."""
 
-    def __init__(self, module, image_size: int = DEFAULT_IMAGE_SIZE, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        module,
+        image_size: int = DEFAULT_IMAGE_SIZE,
+        device: str | torch.device = "cpu",
+        normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+    ):
+        """normalization: the (mean, std) the CNN was trained with (default: its encoder's)."""
         if module.vocab is None:
             raise ValueError("the module has no vocabulary (load it from a checkpoint)")
         self.device = _resolve_device(device)
         self.module = module.to(self.device).eval()
         self.vocab = module.vocab
         self.image_size = int(image_size)
-        self.transform = default_transform(self.image_size, module.encoder.mean, module.encoder.std)
+        mean, std = normalization or (module.encoder.mean, module.encoder.std)
+        self.transform = default_transform(self.image_size, mean, std)
         self.checkpoint: str | None = None
 
     @classmethod
@@ -152,7 +162,13 @@ class Captioner:
             raise CheckpointError(
                 f"{path}: captions tokenized by {tokenizer!r}, this code knows {TOKENIZER_NAME!r}"
             )
-        captioner = cls(module, int(meta.get("image_size") or DEFAULT_IMAGE_SIZE), device)
+        # rebuilt without loading pretrained weights, the encoder would pick their default mean/std:
+        # the images are normalised as for the CNN that was trained (the checkpoint's hyperparameters)
+        hp = ckpt["hyper_parameters"]
+        normalization = input_normalization(
+            hp.get("backbone", "efficientnet_lite0"), hp.get("pretrained", True), hp.get("weights_path")
+        )
+        captioner = cls(module, int(meta.get("image_size") or DEFAULT_IMAGE_SIZE), device, normalization)
         captioner.checkpoint = str(path)
         return captioner
 

