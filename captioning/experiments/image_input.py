@@ -123,7 +123,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         means = [mean(r[f"bleu{n}"] for r in mine) for n in range(1, 5)]
         label = variant.replace("_", " ") + f" ({len(mine)} seed{'s' * (len(mine) > 1)})"
         bars = ax.bar(xs, means, width * 0.9, color=f"C{i}", label=label)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        ax.bar_label(bars, fmt="%.1f", label_type="center", fontsize=8, color="white")
         for x, n in zip(xs, range(1, 5)):
             ax.plot([x] * len(mine), [r[f"bleu{n}"] for r in mine], "o", color="black", markersize=3)
     ax.set_xticks(range(1, 5), [f"BLEU-{n}" for n in range(1, 5)])
