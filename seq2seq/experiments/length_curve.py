@@ -147,7 +147,8 @@ def prepare_data(args: argparse.Namespace, out: Path) -> tuple[Path, ParallelTex
     """The task's corpus (built when missing) -> its folder, the test split and its statistics."""
     (src_lang, tgt_lang), default = TASKS[args.task]
     data_dir = Path(args.data_dir) if args.data_dir else (default or out / "data")
-    if find_split(data_dir, "train", src_lang, tgt_lang) is None:
+    has_train = (data_dir / f"train.{src_lang}").exists() or (data_dir / "train.tsv").exists()
+    if not has_train:  # (the training split itself is read by the datamodule, once)
         if args.task == "reverse":
             print(f"[length_curve] writing the reversal corpus to {data_dir}", file=sys.stderr)
             build_synthetic_corpus(
