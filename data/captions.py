@@ -1,41 +1,24 @@
-"""Image-captioning data: Karpathy JSON, COCO caption annotations or a TSV -> batches for training and BLEU.
+"""CaptionDataModule: one caption source (data/caption_sources.py) -> batches for training and BLEU.
 
-Readers (all return ``list[CaptionImage]``, each image with its path, split, and captions as token
-lists plus the raw strings):
-
-* :func:`read_karpathy` -- Karpathy's ``dataset_{coco,flickr8k,flickr30k}.json`` (and
-  ``data.shapes``' ``dataset_shapes.json``): ``images[].filename``, optional ``filepath``,
-  ``split`` in train/val/test/restval (``restval`` counts as ``train``), ``sentences[].tokens``
-  (``raw`` when ``tokens`` is absent is tokenized with :func:`tokenize_caption`). Tokens are lowercased.
-* :func:`read_coco` -- a COCO captions annotation file (``captions_train2014.json``):
-  ``images[].id/file_name``, ``annotations[].image_id/caption``; every image gets the one split the
-  caller names. Images without any caption are left out.
-* :func:`read_tsv` -- ``image_path<TAB>caption`` a line, several lines per image allowed; blank lines
-  are skipped; relative paths are resolved against ``image_root``.
-
-Raw captions are tokenized by :func:`tokenize_caption`, which needs no downloaded data: lowercase,
-then words are runs of letters and digits (an inner apostrophe stays: ``man's``); punctuation is
-dropped, as in Karpathy's tokenized splits.
-
-:class:`CaptionDataModule` (a LightningDataModule) reads one source (format detected from the file),
-builds the vocabulary from the training captions only (``min_freq``), truncates captions longer than
-``max_caption_len`` tokens (counted and reported with ``rank_zero_info``), and serves
+The data module reads one source (format detected from the file), builds the vocabulary from the
+training captions only (``min_freq``), truncates captions longer than ``max_caption_len`` tokens
+(counted and reported with ``rank_zero_info``), and serves (data/caption_datasets.py)
 
 * training: one example per (image, caption) pair, shuffled with ``seed``;
 * validation / test: one example per image, with ALL its references (for corpus BLEU).
 
 Image transforms are constructor-time callables (``transform`` / ``eval_transform``: PIL image ->
 (3, H, W) tensor), e.g. ``ImageEncoder.transform(train=...)`` handed in by the captioning code.
-When none is given, a default (Resize to ``image_size`` x ``image_size``, ToTensor, ImageNet
-normalisation) is built lazily with a local torchvision import. This module never imports
+When none is given, :func:`data.images.default_transform` (Resize to ``image_size`` x
+``image_size``, ToTensor, ImageNet normalisation) is built lazily. This module never imports
 ``captioning`` or ``seq2seq`` (dependencies flow ``data`` <- ``seq2seq`` <- ``captioning``).
 
 Bad images: ``setup()`` checks, once per split it uses, that every image file exists and passes
-``PIL.Image.verify()`` (cheap: headers and structure, no full decode). A bad image raises
-:class:`ImageFileError` naming the file, or with ``skip_bad_images=True`` the image is dropped, with
-a warning giving the count and the first few files (``skipped_images`` keeps the counts per split).
-A file that passes the check but fails to decode later still raises :class:`ImageFileError` naming
-it, from the dataset's ``__getitem__``.
+``PIL.Image.verify()`` (:func:`data.images.check_image`). A bad image raises
+:class:`data.images.ImageFileError` naming the file, or with ``skip_bad_images=True`` the image is
+dropped, with a warning giving the count and the first few files (``skipped_images`` keeps the
+counts per split). A file that passes the check but fails to decode later still raises
+``ImageFileError`` naming it, from the dataset's ``__getitem__``.
 
 Feature cache: :meth:`CaptionDataModule.use_features` (called by a captioning module whose CNN is
 frozen) swaps the images of the given splits for CNN features computed once and kept on disk
@@ -44,389 +27,24 @@ frozen) swaps the images of the given splits for CNN features computed once and 
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from .caption_datasets import CaptionEvalDataset, CaptionTrainDataset, ImageDataset, collate_captions
+from .caption_sources import SPLITS, TOKENIZER_NAME, CaptionImage, read_source
 from .features import FeatureCache, cache_key, is_deterministic
-from .parallel import DataError, read_lines
-from .vocab import BOS, EOS, PAD, Vocabulary
-
-__all__ = [
-    "CaptionImage",
-    "ImageFileError",
-    "tokenize_caption",
-    "read_karpathy",
-    "read_coco",
-    "read_tsv",
-    "read_source",
-    "detect_format",
-    "load_rgb",
-    "check_image",
-    "CaptionTrainDataset",
-    "CaptionEvalDataset",
-    "collate_captions",
-    "CaptionDataModule",
-]
-
-SPLITS = ("train", "val", "test")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-TOKENIZER_NAME = "caption-regex-lower"  # goes into vocab_state(); see tokenize_caption
-
-_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
-
-
-class ImageFileError(DataError):
-    """An image file that is missing, unreadable or corrupt; the message names the file."""
-
-
-@dataclass
-class CaptionImage:
-    """One image and its captions. ``captions[k]`` are the tokens of ``raw[k]``."""
-
-    path: str
-    split: str
-    captions: list[list[str]]
-    raw: list[str]
-    image_id: int | str = ""
-    notes: list[str] = field(default_factory=list)
-
-
-def tokenize_caption(text: str) -> list[str]:
-    """Lowercase; words are runs of letters/digits (inner apostrophes kept); punctuation dropped.
-
-    >>> tokenize_caption("A man's dog, jumping!  Over 2 logs.")
-    ['a', "man's", 'dog', 'jumping', 'over', '2', 'logs']
-    """
-    return _WORD.findall(text.lower())
-
-
-# ---------------------------------------------------------------------------------------------
-# readers
-
-
-def _load_json(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
-
-
-def _require(obj: Any, key: str, kind: type | tuple[type, ...], where: str, path: Path) -> Any:
-    if not isinstance(obj, dict) or key not in obj:
-        raise DataError(f"{path}: {where} has no key {key!r}")
-    value = obj[key]
-    if not isinstance(value, kind):
-        names = "/".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise DataError(f"{path}: {where}[{key!r}] must be a {names}, got {type(value).__name__}")
-    return value
-
-
-def read_karpathy(json_path: str | Path, image_root: str | Path | None = None) -> list[CaptionImage]:
-    """Karpathy-format JSON -> images of all splits (``restval`` becomes ``train``).
-
-    Image path: ``image_root / filepath / filename`` (``filepath`` optional, as in Flickr8k);
-    ``image_root`` defaults to the JSON file's folder.
-    """
-    path = Path(json_path)
-    root = Path(image_root) if image_root is not None else path.parent
-    data = _load_json(path)
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object with an 'images' list (Karpathy format)")
-    entries = _require(data, "images", list, "the top level", path)
-    images = []
-    for i, entry in enumerate(entries):
-        where = f"images[{i}]"
-        filename = _require(entry, "filename", str, where, path)
-        split = _require(entry, "split", str, where, path)
-        if split not in ("train", "val", "test", "restval"):
-            raise DataError(f"{path}: {where} has split {split!r}; expected train, val, test or restval")
-        sentences = _require(entry, "sentences", list, where, path)
-        captions, raws = [], []
-        for k, sentence in enumerate(sentences):
-            swhere = f"{where}['sentences'][{k}]"
-            if isinstance(sentence, dict) and "tokens" in sentence:
-                tokens = _require(sentence, "tokens", list, swhere, path)
-                if not all(isinstance(t, str) for t in tokens):
-                    raise DataError(f"{path}: {swhere}['tokens'] must be a list of strings")
-                tokens = [t.lower() for t in tokens]
-                raw = sentence.get("raw", " ".join(tokens))
-            else:
-                if not isinstance(sentence, dict) or "raw" not in sentence:
-                    raise DataError(f"{path}: {swhere} has neither 'tokens' nor 'raw'")
-                raw = _require(sentence, "raw", str, swhere, path)
-                tokens = tokenize_caption(raw)
-            captions.append(tokens)
-            raws.append(str(raw))
-        filepath = entry.get("filepath", "")
-        images.append(
-            CaptionImage(
-                path=str(root / str(filepath) / filename),
-                split="train" if split == "restval" else split,
-                captions=captions,
-                raw=raws,
-                image_id=entry.get("imgid", entry.get("cocoid", i)),
-            )
-        )
-    return images
-
-
-def read_coco(annotation_json: str | Path, image_dir: str | Path | None, split: str) -> list[CaptionImage]:
-    """COCO captions annotation file -> images (all in ``split``) with their tokenized captions.
-
-    ``image_dir`` defaults to the annotation file's folder. Images without a caption are left out;
-    an annotation for an image id that is not in ``images`` is an error.
-    """
-    _check_split(split)
-    path = Path(annotation_json)
-    root = Path(image_dir) if image_dir is not None else path.parent
-    data = _load_json(path)
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object with 'images' and 'annotations' (COCO format)")
-    entries = _require(data, "images", list, "the top level", path)
-    annotations = _require(data, "annotations", list, "the top level", path)
-    by_id: dict[Any, CaptionImage] = {}
-    for i, entry in enumerate(entries):
-        image_id = _require(entry, "id", (int, str), f"images[{i}]", path)
-        file_name = _require(entry, "file_name", str, f"images[{i}]", path)
-        by_id[image_id] = CaptionImage(str(root / file_name), split, [], [], image_id)
-    for k, ann in enumerate(annotations):
-        image_id = _require(ann, "image_id", (int, str), f"annotations[{k}]", path)
-        caption = _require(ann, "caption", str, f"annotations[{k}]", path)
-        if image_id not in by_id:
-            raise DataError(f"{path}: annotations[{k}] names image_id {image_id!r}, which is not in 'images'")
-        by_id[image_id].captions.append(tokenize_caption(caption))
-        by_id[image_id].raw.append(caption.strip())
-    return [image for image in by_id.values() if image.captions]
-
-
-def read_tsv(path: str | Path, image_root: str | Path | None, split: str) -> list[CaptionImage]:
-    """``image_path<TAB>caption`` lines -> images (in first-seen order), all in ``split``.
-
-    Relative image paths are resolved against ``image_root`` (default: the TSV's folder). A line
-    without exactly one tab, or with an empty path or caption, is an error naming the line.
-    """
-    _check_split(split)
-    path = Path(path)
-    root = Path(image_root) if image_root is not None else path.parent
-    images: dict[str, CaptionImage] = {}
-    for number, line in enumerate(read_lines(path), start=1):
-        if not line.strip():
-            continue
-        parts = line.split("\t")
-        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
-            raise DataError(
-                f"{path}, line {number}: expected 'image_path<TAB>caption' (one tab, both non-empty), "
-                f"found {len(parts) - 1} tabs: {line[:80]!r}"
-            )
-        image_path = str(root / parts[0].strip())
-        image = images.setdefault(image_path, CaptionImage(image_path, split, [], [], parts[0].strip()))
-        image.captions.append(tokenize_caption(parts[1]))
-        image.raw.append(parts[1].strip())
-    return list(images.values())
-
-
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-
-
-def detect_format(source: str | Path) -> str:
-    """'tsv' for ``.tsv``/``.txt``; for JSON, 'coco' when it has ``annotations``, else 'karpathy'."""
-    path = Path(source)
-    if path.suffix.lower() in (".tsv", ".txt"):
-        return "tsv"
-    if path.suffix.lower() != ".json":
-        raise DataError(
-            f"{path}: unknown caption file type {path.suffix!r}; expected a Karpathy JSON, a COCO "
-            "annotation JSON (.json) or image_path<TAB>caption lines (.tsv)"
-        )
-    data = _load_json(path)
-    if isinstance(data, dict) and "annotations" in data:
-        return "coco"
-    return "karpathy"
-
-
-def read_source(
-    source: str | Path, image_root: str | Path | None, split: str = "train"
-) -> list[CaptionImage]:
-    """Any supported file. A Karpathy JSON gives all its splits; COCO and TSV files give ``split``."""
-    kind = detect_format(source)
-    if kind == "karpathy":
-        return read_karpathy(source, image_root)
-    if kind == "coco":
-        return read_coco(source, image_root, split)
-    return read_tsv(source, image_root, split)
-
-
-# ---------------------------------------------------------------------------------------------
-# images
-
-
-def load_rgb(path: str | Path) -> Image.Image:
-    """Open and fully decode an image as RGB; ImageFileError naming the file if that fails."""
-    path = Path(path)
-    if not path.exists():
-        raise ImageFileError(f"image not found: {path}")
-    try:  # a directory or a non-image fails here, with the file named
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageFileError(f"cannot read image {path}: {err}") from None
-
-
-def check_image(path: str | Path) -> str | None:
-    """Cheap check (existence + ``PIL.Image.verify``): None when fine, else what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        return f"image not found: {path}"
-    try:
-        with Image.open(path) as img:
-            img.verify()
-    except Exception as err:  # PIL raises many kinds here (SyntaxError for some corrupt PNGs)
-        return f"cannot read image {path}: {err}"
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
-# datasets and batches
-
-
-def _image_or_features(dataset, i: int) -> dict:
-    """``{"features": row i}`` when the dataset has cached features, else ``{"image": tensor}``."""
-    if dataset.features is not None:
-        return {"features": dataset.features[i]}
-    return {"image": dataset.transform(load_rgb(dataset.images[i].path))}
-
-
-class CaptionTrainDataset(Dataset):
-    """One item per (image, caption): ``{"image" (or "features", from the cache), "caption" (ids, no
-    specials), "image_id", "path"}``."""
-
-    def __init__(
-        self,
-        images: list[CaptionImage],
-        ids: list[list[list[int]]],
-        transform: Callable,
-        features: Tensor | None = None,
-    ):
-        self.images, self.ids, self.transform, self.features = images, ids, transform, features
-        self.pairs = [(i, k) for i, caps in enumerate(ids) for k in range(len(caps))]
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, n: int) -> dict:
-        i, k = self.pairs[n]
-        image = self.images[i]
-        return {
-            **_image_or_features(self, i),
-            "caption": self.ids[i][k],
-            "image_id": image.image_id,
-            "path": image.path,
-        }
-
-
-class CaptionEvalDataset(Dataset):
-    """One item per image, with all its references (token lists, untruncated) for corpus BLEU;
-    ``caption`` holds the ids of the first (truncated) caption, for a validation loss."""
-
-    def __init__(
-        self,
-        images: list[CaptionImage],
-        ids: list[list[list[int]]],
-        transform: Callable,
-        features: Tensor | None = None,
-    ):
-        self.images, self.ids, self.transform, self.features = images, ids, transform, features
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> dict:
-        image = self.images[i]
-        return {
-            **_image_or_features(self, i),
-            "caption": self.ids[i][0],
-            "references": [list(c) for c in image.captions],
-            "image_id": image.image_id,
-            "path": image.path,
-        }
-
-
-class _ImageDataset(Dataset):
-    """Transformed images only, in order (what the feature extractor reads)."""
-
-    def __init__(self, paths: list[str], transform: Callable):
-        self.paths, self.transform = paths, transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> Tensor:
-        return self.transform(load_rgb(self.paths[i]))
-
-
-def collate_captions(items: list[dict]) -> dict:
-    """Items -> ``images (B, 3, H, W)`` (or ``features`` (B, ...) float32 from the feature cache),
-    ``captions_in (B, T) = <bos> w``, ``captions_out (B, T) = w <eos>``
-    (PAD after), ``lengths (B,)`` = tokens + 1 (the non-pad positions of each row), ``image_ids`` and
-    ``paths`` (lists), and ``references`` (list of lists of token lists) when the items carry them."""
-    B = len(items)
-    T = max(len(it["caption"]) for it in items) + 1
-    captions_in = torch.full((B, T), PAD, dtype=torch.long)
-    captions_out = torch.full((B, T), PAD, dtype=torch.long)
-    for b, it in enumerate(items):
-        c = list(it["caption"])
-        captions_in[b, : len(c) + 1] = torch.tensor([BOS] + c, dtype=torch.long)
-        captions_out[b, : len(c) + 1] = torch.tensor(c + [EOS], dtype=torch.long)
-    if "features" in items[0]:
-        pixels = {"features": torch.stack([it["features"] for it in items]).float()}
-    else:
-        pixels = {"images": torch.stack([it["image"] for it in items])}
-    batch = {
-        **pixels,
-        "captions_in": captions_in,
-        "captions_out": captions_out,
-        "lengths": torch.tensor([len(it["caption"]) + 1 for it in items], dtype=torch.long),
-        "image_ids": [it["image_id"] for it in items],
-        "paths": [it["path"] for it in items],
-    }
-    if "references" in items[0]:
-        batch["references"] = [it["references"] for it in items]
-    return batch
-
-
-# ---------------------------------------------------------------------------------------------
-# the datamodule
-
-
-def default_transform(
-    image_size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-) -> Callable[[Image.Image], Tensor]:
-    """Resize to (image_size, image_size), ToTensor, Normalize(mean, std) (torchvision, imported here);
-    the captioning module passes its backbone's mean/std (`CaptionDataModule.use_normalization`)."""
-    from torchvision import transforms as T
-
-    return T.Compose([T.Resize((image_size, image_size)), T.ToTensor(), T.Normalize(tuple(mean), tuple(std))])
+from .images import IMAGENET_MEAN, IMAGENET_STD, ImageFileError, check_image, default_transform, load_rgb
+from .parallel import DataError
+from .vocab import Vocabulary
+
+__all__ = ["CaptionDataModule"]
 
 
 class CaptionDataModule(pl.LightningDataModule):
@@ -612,7 +230,7 @@ class CaptionDataModule(pl.LightningDataModule):
             key = cache_key([im.path for im in images], encoder, transform)
 
             def compute(split=split, transform=transform, images=images) -> Tensor:
-                dataset = _ImageDataset([im.path for im in images], transform)
+                dataset = ImageDataset([im.path for im in images], transform)
                 loader = DataLoader(
                     dataset, batch_size=self.hparams.eval_batch_size, num_workers=self.hparams.num_workers
                 )

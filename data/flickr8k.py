@@ -52,7 +52,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from data.captions import SPLITS, CaptionImage, check_image, read_karpathy, tokenize_caption
+from data.caption_sources import SPLITS, CaptionImage, read_karpathy, tokenize_caption
+from data.images import check_image
 from data.parallel import DataError, read_lines
 
 __all__ = [

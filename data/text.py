@@ -18,8 +18,10 @@ Units: ``unit="line"`` makes every non-empty line a unit (one sentence a line, a
 hard-wrapped prose such as the licence texts in ``/usr/share/common-licenses``). Whitespace runs
 inside a unit become one space. Each unit is encoded as ``<bos> tokens <eos>``.
 
-Levels: ``word`` (:class:`data.tokenizers.WordTokenizer`), ``char`` (:class:`CharTokenizer`:
-every character, the space included, is a token) or ``sentencepiece`` (trained on train only).
+Levels: ``word`` (:class:`data.tokenizers.WordTokenizer`), ``char``
+(:class:`data.tokenizers.CharTokenizer`: every character, the space included, is a token) or
+``sentencepiece`` (trained on train only); :func:`data.tokenizers.tokenizer_from_state` restores
+any of them from ``vocab_state()["tokenizer"]``.
 The vocabulary is built from train only (``min_freq``, ``max_vocab_size``); rarer words are
 ``<unk>``.
 
@@ -54,16 +56,14 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from .batching import BucketBatchSampler
 from .corpus_io import split_of
 from .parallel import DataError, read_lines
-from .tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state
+from .tokenizers import Tokenizer, build_tokenizer
 from .vocab import BOS, EOS, PAD, UNK, Vocabulary
 
 __all__ = [
-    "CharTokenizer",
     "TextDataModule",
     "batchify",
     "expand_files",
     "read_units",
-    "text_tokenizer_from_state",
 ]
 
 # The chunks come from an IterableDataset with a __len__ (for progress bars), read in the main
@@ -73,38 +73,6 @@ warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` 
 Level = Literal["word", "char", "sentencepiece"]
 Unit = Literal["line", "paragraph"]
 SPLITS = ("train", "valid", "test")
-
-
-class CharTokenizer(Tokenizer):
-    """Character level: every character of the whitespace-normalised text is a token (the space
-    too); ``detokenize`` joins them, an exact inverse."""
-
-    def __init__(self, lowercase: bool = False):
-        self.lowercase = bool(lowercase)
-
-    def __repr__(self) -> str:
-        return f"CharTokenizer(lowercase={self.lowercase})"
-
-    def state(self) -> dict:
-        return {"type": "char", "lowercase": self.lowercase}
-
-    def tokenize(self, text: str) -> list[str]:
-        text = " ".join(text.split())
-        return list(text.lower() if self.lowercase else text)
-
-    def detokenize(self, tokens: list[str]) -> str:
-        return "".join(tokens).strip()
-
-
-def text_tokenizer_from_state(state: dict) -> Tokenizer:
-    """:func:`data.tokenizers.tokenizer_from_state` plus the ``"char"`` type."""
-    if isinstance(state, dict) and state.get("type") == "char":
-        options = {k: v for k, v in state.items() if k != "type"}
-        try:
-            return CharTokenizer(**options)
-        except TypeError as error:
-            raise ValueError(f"bad 'char' tokenizer state {sorted(options)}: {error}") from None
-    return tokenizer_from_state(state)
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -330,7 +298,7 @@ class TextDataModule(pl.LightningDataModule):
     def _tokenizer(self, train: list[str]) -> Tokenizer:
         hp = self.hparams
         if hp.level == "char":
-            return CharTokenizer(lowercase=hp.lowercase)
+            return build_tokenizer("char", lowercase=hp.lowercase)
         if hp.level == "sentencepiece":
             try:
                 return build_tokenizer(

@@ -1,12 +1,14 @@
 """Tokenizers: text <-> list of string tokens, with a plain-typed state for checkpoints.
 
-Two families:
+Three kinds, one registry:
 
-- :class:`WordTokenizer`: rule-based word tokenization with NLTK tokenizers that need no
-  downloaded data (``toktok``, ``treebank``, ``wordpunct``) or plain whitespace splitting
-  (``space``); detokenized with NLTK's ``TreebankWordDetokenizer``.
-- :class:`SentencePieceTokenizer`: a subword model (BPE or unigram) trained in memory with
-  sentencepiece; the model travels as base64 text inside the tokenizer's state.
+- :class:`WordTokenizer` (``"word"``): rule-based word tokenization with NLTK tokenizers that need
+  no downloaded data (``toktok``, ``treebank``, ``wordpunct``) or plain whitespace splitting
+  (``space``); detokenized with NLTK's ``TreebankWordDetokenizer``. Placeholders such as ``%s``
+  stay whole (data/placeholders.py).
+- :class:`CharTokenizer` (``"char"``): every character is a token.
+- :class:`SentencePieceTokenizer` (``"sentencepiece"``): a subword model (BPE or unigram) trained
+  in memory with sentencepiece; the model travels as base64 text inside the tokenizer's state.
 
 Every tokenizer has ``state()``, a dict of plain values (``str``, ``int``, ``float``, ``bool``,
 ``list``, ``dict``) that survives ``torch.save`` + ``torch.load(weights_only=True)``, and
@@ -23,9 +25,12 @@ from typing import Any, Literal, get_args
 
 from nltk.tokenize import ToktokTokenizer, TreebankWordDetokenizer, TreebankWordTokenizer, wordpunct_tokenize
 
+from .placeholders import PLACEHOLDER, Protector
+
 __all__ = [
     "Tokenizer",
     "WordTokenizer",
+    "CharTokenizer",
     "SentencePieceTokenizer",
     "tokenizer_from_state",
     "build_tokenizer",
@@ -67,17 +72,6 @@ class Tokenizer:
 # Word tokenization
 # ---------------------------------------------------------------------------------------------
 
-# Spans that must come out of tokenization as they went in: printf- and strftime-style
-# placeholders (%s, %d, %5.2f, %-10s, %lu, %1$s, %(name)s, %m, %H, %%: "%", optional flags, width,
-# precision and length, then any ASCII letter or %), str.format/brace placeholders ({}, {0}, {name},
-# {0:>10}, {name!r}) and long command-line options (--help, --dry-run, --color=WHEN). Rule-based
-# tokenizers split them ("%", "s") and the Treebank detokenizer then glues "%" to the previous
-# word ("File%s"), which breaks exactly the strings a translation model must copy verbatim.
-_PRINTF = r"%(?:\d+\$)?(?:\([^()\s]+\))?[-+#0']*(?:\d+|\*)?(?:\.(?:\d+|\*))?(?:hh|h|ll|l|L|q|j|z|t)?[A-Za-z%]"
-_BRACE = r"\{[\w.\[\]]*(?:![rsa])?(?::[^{}\s]*)?\}"
-_LONG_OPTION = r"(?<![\w-])--(?:[A-Za-z0-9]|%s)[\w-]*(?:=[\w<>\[\]%-]+)?"
-_PROTECTED = re.compile(f"{_PRINTF}|{_BRACE}|{_LONG_OPTION}")
-
 # toktok only (treebank handles these itself): an apostrophe inside a word (don't, l'homme,
 # geht's) and a colon between digits (3:45) stay in the word, and an opening single quote or
 # backtick stays on the word it opens ('hi' -> "'hi", "'"; `%s' -> "`%s", "'"), which is the form
@@ -89,11 +83,6 @@ _OPENING_SINGLE_QUOTE = re.compile(r"(?<![^\s(\[{<])[`'‘’](?=[^\s`'‘’\"]
 # opening bracket) or '' (closing), the Penn Treebank convention the detokenizer turns back into ".
 _OPENING_DOUBLE_QUOTE = re.compile(r"(?<![^\s(\[{<])\"")
 _DOUBLE_QUOTE = re.compile(r"\"")
-
-# Sentinels stand in for protected spans while a rule-based tokenizer runs: lowercase ASCII
-# letters and digits, so no tokenizer splits them and lowercasing leaves them alone.
-_SENTINEL_MARK = "zqxj"
-_SENTINEL = re.compile(_SENTINEL_MARK + r"(\d+)" + _SENTINEL_MARK[::-1])
 
 _ELLIPSES = {"...", "…"}
 
@@ -138,39 +127,6 @@ def _attach_quotes_and_ellipses(tokens: list[str]) -> list[str]:
     if prefix:
         merged.append(prefix)
     return merged
-
-
-class _Protector:
-    """Replaces spans with sentinel words and puts them back (per call; not thread-shared)."""
-
-    def __init__(self, text: str):
-        # If the text happens to contain the sentinel marker, protection is skipped altogether.
-        self.enabled = _SENTINEL_MARK not in text.lower()
-        self.spans: list[str] = []
-
-    def sentinel(self, span: str) -> str:
-        self.spans.append(span)
-        return f"{_SENTINEL_MARK}{len(self.spans) - 1}{_SENTINEL_MARK[::-1]}"
-
-    def protect(self, pattern: re.Pattern[str], text: str, standalone: bool = False, glue: str = "") -> str:
-        """Replace every match of ``pattern`` with a sentinel.
-
-        ``standalone``: pad the sentinel with spaces so it is a token of its own.
-        ``glue``: store this instead of the match (used to rewrite quotes).
-        """
-        if not self.enabled:
-            return text
-
-        def replace(match: re.Match[str]) -> str:
-            word = self.sentinel(glue or match.group(0))
-            return f" {word} " if standalone else word
-
-        return pattern.sub(replace, text)
-
-    def restore(self, text: str) -> str:
-        if not self.spans:
-            return text
-        return _SENTINEL.sub(lambda m: self.spans[int(m.group(1))], text)
 
 
 _TOKTOK_ESCAPES = (ToktokTokenizer.AMPERCENT, ToktokTokenizer.TAB, ToktokTokenizer.PIPE)
@@ -269,8 +225,8 @@ class WordTokenizer(Tokenizer):
             return []
         if self.kind == "space":
             return (text.lower() if self.lowercase else text).split(" ")
-        protector = _Protector(text)
-        text = protector.protect(_PROTECTED, text)
+        protector = Protector(text)
+        text = protector.protect(PLACEHOLDER, text)
         if self.lowercase:  # after protecting: %S, %M, {Name}, --Foo keep their case
             text = text.lower()
         if self.kind == "toktok":
@@ -292,9 +248,29 @@ class WordTokenizer(Tokenizer):
         tokens = [token for token in tokens if token and not token.isspace()]
         if self.kind == "space":
             return " ".join(tokens)
-        protector = _Protector(" ".join(tokens))
-        merged = [protector.protect(_PROTECTED, token) for token in _attach_quotes_and_ellipses(tokens)]
+        protector = Protector(" ".join(tokens))
+        merged = [protector.protect(PLACEHOLDER, token) for token in _attach_quotes_and_ellipses(tokens)]
         return protector.restore(self._detokenizer.detokenize(merged)).strip()
+
+
+class CharTokenizer(Tokenizer):
+    """Character level: every character of the whitespace-normalised text is a token (the space
+    too); ``detokenize`` joins them, an exact inverse."""
+
+    def __init__(self, lowercase: bool = False):
+        self.lowercase = bool(lowercase)
+
+    def __repr__(self) -> str:
+        return f"CharTokenizer(lowercase={self.lowercase})"
+
+    def state(self) -> dict:
+        return {"type": "char", "lowercase": self.lowercase}
+
+    def tokenize(self, text: str) -> list[str]:
+        return list(_normalize(text, self.lowercase))
+
+    def detokenize(self, tokens: list[str]) -> str:
+        return "".join(tokens).strip()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,35 +422,42 @@ class SentencePieceTokenizer(Tokenizer):
 # ---------------------------------------------------------------------------------------------
 
 
+TokenizerKind = Literal["word", "char", "sentencepiece"]
+_KINDS: dict[str, type[Tokenizer]] = {
+    "word": WordTokenizer,
+    "char": CharTokenizer,
+    "sentencepiece": SentencePieceTokenizer,
+}
+
+
 def tokenizer_from_state(state: dict) -> Tokenizer:
-    """Rebuild a tokenizer from ``Tokenizer.state()`` (e.g. read back from a checkpoint)."""
+    """Rebuild a tokenizer of any kind from ``Tokenizer.state()`` (e.g. read back from a checkpoint)."""
     if not isinstance(state, dict) or "type" not in state:
         raise ValueError(f"tokenizer state must be a dict with a 'type' key, got {state!r:.200}")
     options: dict[str, Any] = {key: value for key, value in state.items() if key != "type"}
     kind = state["type"]
+    if kind not in _KINDS:
+        raise ValueError(f"unknown tokenizer type {kind!r} in state; expected one of {list(_KINDS)}")
     try:
-        if kind == "word":
-            return WordTokenizer(**options)
-        if kind == "sentencepiece":
-            return SentencePieceTokenizer(**options)
+        return _KINDS[kind](**options)
     except TypeError as error:
         raise ValueError(f"bad {kind!r} tokenizer state {sorted(options)}: {error}") from None
-    raise ValueError(f"unknown tokenizer type {kind!r} in state; expected 'word' or 'sentencepiece'")
 
 
 def build_tokenizer(
-    kind: Literal["word", "sentencepiece"], /, sentences: Iterable[str] | None = None, **options: Any
+    kind: TokenizerKind, /, sentences: Iterable[str] | None = None, **options: Any
 ) -> Tokenizer:
-    """Make a tokenizer: ``"word"`` -> ``WordTokenizer(**options)`` (``sentences`` unused);
-    ``"sentencepiece"`` -> ``SentencePieceTokenizer.train(sentences, **options)``.
+    """Make a tokenizer: ``"word"`` / ``"char"`` -> ``WordTokenizer(**options)`` /
+    ``CharTokenizer(**options)`` (``sentences`` unused); ``"sentencepiece"`` ->
+    ``SentencePieceTokenizer.train(sentences, **options)``.
 
     ``kind`` is positional-only, so ``build_tokenizer("word", kind="treebank")`` passes
     ``kind`` on to :class:`WordTokenizer`.
     """
-    if kind == "word":
-        return WordTokenizer(**options)
-    if kind == "sentencepiece":
-        if sentences is None:
-            raise ValueError("build_tokenizer('sentencepiece') needs sentences to train on")
-        return SentencePieceTokenizer.train(sentences, **options)
-    raise ValueError(f"unknown tokenizer kind {kind!r}; expected 'word' or 'sentencepiece'")
+    if kind not in _KINDS:
+        raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {list(_KINDS)}")
+    if kind != "sentencepiece":
+        return _KINDS[kind](**options)
+    if sentences is None:
+        raise ValueError("build_tokenizer('sentencepiece') needs sentences to train on")
+    return SentencePieceTokenizer.train(sentences, **options)

@@ -3,12 +3,16 @@
 Reads DATA_DIR/{train,dev,test}.{src_lang,tgt_lang} (or {split}.tsv), tokenizes (words with
 nltk, or sentencepiece trained on the training side), builds the vocabularies from train only,
 drops training pairs longer than `max_len` tokens (counted and reported), and batches by length.
+`val_size: N` validates on N dev pairs drawn once at random (with `seed`) instead of all of dev:
+the same pairs every validation, of every length (the first batches of a length-sorted dev would
+be its shortest sentences).
 Tokenizers and vocabularies are built on first use, so LightningCLI can link the vocabulary
 sizes into the model, and `vocab_state()` puts them into the checkpoint as plain lists.
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Literal
 
@@ -41,6 +45,13 @@ class PairDataset(Dataset):
         }
 
 
+def fixed_subset(text: ParallelText, size: int, seed: int) -> ParallelText:
+    """`size` pairs of `text` drawn at random with `seed`, in their file order."""
+    keep = sorted(random.Random(seed).sample(range(len(text)), size))
+    src, tgt = [text.src[i] for i in keep], [text.tgt[i] for i in keep]
+    return ParallelText(src, tgt, text.skipped_empty, text.origin)
+
+
 class ParallelTextDataModule(pl.LightningDataModule):
     def __init__(
         self,
@@ -63,8 +74,11 @@ class ParallelTextDataModule(pl.LightningDataModule):
         train_split: str = "train",
         dev_split: str = "dev",
         test_split: str = "test",
+        val_size: int | None = None,
     ):
         super().__init__()
+        if val_size is not None and val_size < 1:
+            raise ValueError(f"data.val_size must be >= 1 dev pairs or null (all of dev), got {val_size}")
         self.save_hyperparameters()
         self.data_dir = Path(data_dir)
         self._built = False
@@ -126,8 +140,12 @@ class ParallelTextDataModule(pl.LightningDataModule):
         for name, split in (("dev", hp.dev_split), ("test", hp.test_split)):
             text = self._read(split)
             if text is not None:
+                note = f"[data] {text.origin}: {len(text)} {name} pairs"
+                if name == "dev" and hp.val_size is not None and hp.val_size < len(text):
+                    note += f"; validating on {hp.val_size} of them, drawn with seed {hp.seed}"
+                    text = fixed_subset(text, hp.val_size, hp.seed)
                 self.datasets[name] = self.encode_text(text)
-                rank_zero_info(f"[data] {text.origin}: {len(text)} {name} pairs")
+                rank_zero_info(note)
         self._built = True
 
     def encode_text(self, text: ParallelText) -> PairDataset:

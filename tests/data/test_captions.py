@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -14,16 +13,10 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from data.captions import (
-    CaptionDataModule,
-    ImageFileError,
-    collate_captions,
-    detect_format,
-    read_coco,
-    read_karpathy,
-    read_tsv,
-    tokenize_caption,
-)
+from data.caption_datasets import collate_captions
+from data.caption_sources import detect_format, read_coco, read_karpathy, read_tsv, tokenize_caption
+from data.captions import CaptionDataModule
+from data.images import ImageFileError
 from data.parallel import DataError
 from data.shapes import build_shapes_dataset
 from data.vocab import BOS, EOS, PAD, SPECIALS, UNK
@@ -80,25 +73,6 @@ def karpathy(tmp_path) -> Path:
     for name, colour in (("a", (200, 30, 30)), ("b", (30, 30, 200)), ("c", (30, 200, 30))):
         write_image(tmp_path / "imgs" / f"{name}.png", colour)
     return path
-
-
-@pytest.fixture
-def messages():
-    """What the datamodule reports through Lightning's rank_zero_info."""
-    records: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record.getMessage())
-
-    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
-    handler = Keep(level=logging.INFO)
-    old_level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
 
 
 def module(source: Path, **kwargs) -> CaptionDataModule:
@@ -302,14 +276,29 @@ def test_collate_exact_tensors():
 
 
 def test_train_loader_shuffles_with_seed(karpathy):
-    def order(seed):
+    """Every epoch is a permutation of the pairs; the seed fixes it, other seeds and later epochs
+    give other orders (4 pairs: a loader that does not shuffle gives the dataset order every time)."""
+
+    def pairs(batch) -> list[tuple]:
+        return [(i, tuple(row)) for i, row in zip(batch["image_ids"], batch["captions_out"].tolist())]
+
+    def epochs(seed: int, n: int = 2) -> list[list[tuple]]:
         dm = module(karpathy, min_freq=1, batch_size=4, seed=seed)
         dm.setup("fit")
-        return next(iter(dm.train_dataloader()))["captions_out"].tolist()
+        loader = dm.train_dataloader()
+        return [pairs(next(iter(loader))) for _ in range(n)]
 
-    first = order(0)
-    assert first == order(0)
-    assert sorted(first) == sorted(order(1))
+    dm = module(karpathy, min_freq=1)
+    dm.setup("fit")
+    in_order = pairs(collate_captions([dm.dataset("train")[n] for n in range(4)]))
+    orders = {seed: epochs(seed) for seed in range(4)}
+    assert epochs(0) == orders[0]  # the seed fixes the order of every epoch
+    for seed_orders in orders.values():
+        assert all(sorted(order) == sorted(in_order) for order in seed_orders)  # each pair once
+    first_epochs = [seed_orders[0] for seed_orders in orders.values()]
+    assert any(order != in_order for order in first_epochs)
+    assert len({tuple(order) for order in first_epochs}) > 1  # the seed matters
+    assert any(seed_orders[1] != seed_orders[0] for seed_orders in orders.values())  # reshuffled per epoch
 
 
 def test_bad_image_error_names_the_file(karpathy, tmp_path):
@@ -362,8 +351,12 @@ def test_tsv_and_coco_sources_with_extra_splits(tmp_path):
 
 
 def test_data_does_not_import_captioning_or_seq2seq():
+    """Every module of the data package, not only the ones data.captions happens to import."""
     code = (
-        "import sys, data.captions; "
+        "import importlib, pkgutil, sys, data; "
+        "names = [m.name for m in pkgutil.iter_modules(data.__path__, 'data.')]; "
+        "assert 'data.captions' in names and 'data.tokenizers' in names, names; "
+        "[importlib.import_module(n) for n in names]; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('captioning', 'seq2seq')]; "
         "assert not bad, bad"
     )

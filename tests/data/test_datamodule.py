@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import logging
 import random
 from pathlib import Path
 
@@ -199,22 +198,6 @@ def datamodule(d: Path, **kwargs) -> ParallelTextDataModule:
     return ParallelTextDataModule(str(d), "en", "de", **kwargs)
 
 
-@pytest.fixture
-def messages():
-    """What the datamodule reports through Lightning's rank_zero_info."""
-    records: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record.getMessage())
-
-    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
-    handler = Keep(level=logging.INFO)
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
-
-
 def test_vocabulary_comes_from_train_only(tmp_path):
     write_split(tmp_path, "train", TRAIN_EN, TRAIN_DE)
     write_split(tmp_path, "dev", ["the zebra runs"], ["das Zebra läuft"])
@@ -239,6 +222,35 @@ def test_max_len_drops_long_training_pairs_and_reports_the_count(tmp_path, messa
     assert long_en not in dm.datasets["train"].text.src
     assert any("2 longer than max_len=5 dropped" in m for m in messages), messages
     assert len(dm.datasets["dev"]) == 1  # dev and test are never filtered
+
+
+def test_val_size_validates_on_a_fixed_random_subset_of_every_length(tmp_path, messages):
+    """Dev sorted by length (shortest first, as the first batches of a length-bucketed dev are):
+    the subset is drawn from all of it, the same for the same seed, and the loader serves it."""
+    dev = [" ".join(["cat"] * n) for n in range(1, 41)]
+    write_split(tmp_path, "train", TRAIN_EN, TRAIN_DE)
+    write_split(tmp_path, "dev", dev, dev)
+    dm = datamodule(tmp_path, val_size=10, seed=3, eval_batch_size=4)
+    dm.setup("fit")
+    chosen = dm.datasets["dev"].text.src
+    assert len(chosen) == 10 and len(set(chosen)) == 10 and set(chosen) <= set(dev)
+    assert chosen == sorted(chosen, key=dev.index)  # file order kept
+    lengths = [len(s.split()) for s in chosen]
+    assert max(lengths) > 20 and min(lengths) <= 20  # not just the shortest sentences
+    again = datamodule(tmp_path, val_size=10, seed=3)
+    again.setup("fit")
+    assert again.datasets["dev"].text.src == chosen
+    other = datamodule(tmp_path, val_size=10, seed=4)
+    other.setup("fit")
+    assert other.datasets["dev"].text.src != chosen
+    served = [t for batch in dm.val_dataloader() for t in batch["src_text"]]
+    assert sorted(served) == sorted(chosen)
+    assert any("40 dev pairs; validating on 10 of them" in m for m in messages), messages
+    everything = datamodule(tmp_path, val_size=100)
+    everything.setup("fit")
+    assert len(everything.datasets["dev"]) == 40  # more than dev has: all of it
+    with pytest.raises(ValueError, match="val_size"):
+        datamodule(tmp_path, val_size=0)
 
 
 def test_all_pairs_too_long_is_a_data_error(tmp_path):

@@ -13,6 +13,7 @@ from torchvision import transforms as T
 
 from data.captions import CaptionDataModule
 from data.features import FeatureCache, cache_key, is_deterministic
+from data.images import load_rgb
 from data.shapes import build_shapes_dataset
 
 
@@ -59,8 +60,14 @@ def test_hit_miss_and_the_features_in_batches(shapes_json, tmp_path):
     batch = next(iter(again.val_dataloader()))
     assert "images" not in batch and batch["features"].dtype == torch.float32
     torch.testing.assert_close(batch["features"], expected, atol=2e-3, rtol=2e-3)  # stored as float16
+    # shuffled training pairs: each row is the features of its own pair's image, whatever the order
     train = next(iter(again.train_dataloader()))
     assert train["features"].shape == (4, 3) and train["captions_in"].shape[0] == 4
+    images = plain.dataset("train").images
+    by_path = {im.path: plain.dataset("train").transform(load_rgb(im.path)).mean(dim=(1, 2)) for im in images}
+    assert len(set(train["paths"])) > 1  # rows of more than one image, so a mix-up shows
+    for row, path in zip(train["features"], train["paths"]):
+        torch.testing.assert_close(row, by_path[path], atol=2e-3, rtol=2e-3)
 
 
 def test_changing_encoder_transform_or_image_rebuilds(shapes_json, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from data.captions import read_karpathy
+from data.caption_sources import read_karpathy
 from data.flickr8k import (
     IMAGES_DIR,
     KARPATHY_JSON,

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from data.tokenizers import (
+    CharTokenizer,
     SentencePieceTokenizer,
     Tokenizer,
     WordTokenizer,
@@ -347,15 +348,17 @@ def checkpoint_round_trip(state: dict) -> dict:
         WordTokenizer(lowercase=True, kind="treebank"),
         WordTokenizer(kind="wordpunct"),
         WordTokenizer(kind="space"),
+        CharTokenizer(),
+        CharTokenizer(lowercase=True),
         SentencePieceTokenizer.train(CORPUS, vocab_size=60, model_type="bpe"),
         SentencePieceTokenizer.train(CORPUS, vocab_size=60, model_type="unigram", lowercase=True),
     ],
-    ids=["toktok", "treebank-lower", "wordpunct", "space", "sp-bpe", "sp-unigram-lower"],
+    ids=["toktok", "treebank-lower", "wordpunct", "space", "char", "char-lower", "sp-bpe", "sp-unigram-low"],
 )
 def test_state_survives_a_weights_only_checkpoint(tokenizer):
     state = tokenizer.state()
     assert_plain(state)
-    assert state["type"] in ("word", "sentencepiece")
+    assert state["type"] in ("word", "char", "sentencepiece")
     loaded = checkpoint_round_trip(state)
     assert loaded == state
     rebuilt = tokenizer_from_state(loaded)
@@ -372,6 +375,16 @@ def test_word_state_values():
     }
 
 
+def test_states_in_existing_checkpoints_restore_the_same_tokenizers():
+    """The states checkpoints hold (word: translation and LM; char: LM) rebuild what they did."""
+    word = tokenizer_from_state({"type": "word", "lowercase": False, "kind": "toktok"})
+    assert type(word) is WordTokenizer and word == WordTokenizer()
+    char = tokenizer_from_state({"type": "char", "lowercase": True})
+    assert type(char) is CharTokenizer and char == CharTokenizer(lowercase=True)
+    assert char.tokenize("  Ab\tc ") == ["a", "b", " ", "c"]
+    assert char.detokenize(["a", "b", " ", "c"]) == "ab c"
+
+
 def test_tokenizer_from_state_errors():
     with pytest.raises(ValueError, match="'bytes'"):
         tokenizer_from_state({"type": "bytes"})
@@ -379,6 +392,8 @@ def test_tokenizer_from_state_errors():
         tokenizer_from_state({"kind": "toktok"})
     with pytest.raises(ValueError, match="word"):
         tokenizer_from_state({"type": "word", "casing": True})
+    with pytest.raises(ValueError, match="'char' tokenizer state"):
+        tokenizer_from_state({"type": "char", "kind": "toktok"})
 
 
 def test_build_tokenizer():
@@ -386,6 +401,7 @@ def test_build_tokenizer():
     assert isinstance(word, WordTokenizer) and isinstance(word, Tokenizer)
     assert word.state() == {"type": "word", "lowercase": True, "kind": "treebank"}
     assert build_tokenizer("word", CORPUS).state() == WordTokenizer().state()
+    assert build_tokenizer("char", lowercase=True) == CharTokenizer(lowercase=True)
 
     sp = build_tokenizer("sentencepiece", CORPUS, vocab_size=55, model_type="bpe")
     assert isinstance(sp, SentencePieceTokenizer) and sp.vocab_size == 55
