@@ -22,11 +22,13 @@ import argparse
 import json
 import sys
 
-from data.captions import CaptionImage, ImageFileError, read_source
+from data.caption_sources import CaptionImage, read_source
+from data.images import ImageFileError
 from data.parallel import DataError
+from seq2seq.checkpoint import CheckpointError
 from seq2seq.metrics import nltk_bleu
 
-from .caption import Captioner, CheckpointError, image_problem
+from .captioner import Captioner, image_problem
 
 
 def split_images(

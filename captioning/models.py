@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from data.vocab import BOS, EOS, PAD
 from seq2seq import search
 from seq2seq.modules.decoder import RecurrentDecoder
-from seq2seq.modules.rnn import RNN
+from seq2seq.modules.rnn import RNN, cell_options
 
 CaptionState = dict[str, Tensor]
 
@@ -76,17 +76,11 @@ class _Captioner(nn.Module):
         if method not in ("beam", "greedy", "sample"):
             raise ValueError(f"method must be 'greedy', 'beam' or 'sample', got {method!r}")
 
-        never = torch.tensor((PAD, BOS), device=features.device)  # made once, not in the step
-
-        def step(prev: Tensor, state: CaptionState) -> tuple[Tensor, CaptionState]:
-            # <pad> and <bos> are never outputs: every word decoded is a word of the caption, so
-            # its attention rows stay one per word
-            logits, state = self.step(prev, state)
-            return logits.index_fill(-1, never, float("-inf")), state
-
+        # <pad> and <bos> are never outputs: every word decoded is a word of the caption, so its
+        # attention rows stay one per word
         return search.decode(
-            step, self.init_state(features), features.shape[0], BOS, EOS, method, max_len,
-            beam_size, alpha, n_best, temperature, top_k, generator, return_attention,
+            self.step, self.init_state(features), features.shape[0], BOS, EOS, method, max_len,
+            beam_size, alpha, n_best, temperature, top_k, generator, return_attention, banned=(PAD, BOS),
         )  # fmt: skip
 
 
@@ -98,7 +92,8 @@ class ShowTell(_Captioner):
     so logits[:, t] predicts captions_out[:, t] (w_1 .. <eos> for captions_in = <bos> w_1 ..).
     With `tie_embeddings` the output layer shares E's weights (through a Linear(H, embed_dim)).
     With `image_every_step` every RNN input is [input; z~_{-1}] (width 2*embed_dim); the image
-    step's input is then [z~_{-1}; z~_{-1}].
+    step's input is then [z~_{-1}; z~_{-1}]. `peephole` (LSTM) and `gru_reset_after` (GRU) are the
+    cell's options (seq2seq.modules.rnn.cell_options).
     """
 
     def __init__(
@@ -112,6 +107,9 @@ class ShowTell(_Captioner):
         dropout: float = 0.3,
         tie_embeddings: bool = False,
         image_every_step: bool = False,
+        impl: Literal["auto", "fused", "cells"] = "auto",
+        peephole: bool = False,
+        gru_reset_after: bool = True,
     ):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
@@ -123,7 +121,10 @@ class ShowTell(_Captioner):
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD)  # E
         self.dropout = nn.Dropout(dropout)
         rnn_in = 2 * embed_dim if image_every_step else embed_dim
-        self.rnn = RNN(cell, rnn_in, hidden_size, num_layers, False, dropout)
+        self.rnn = RNN(
+            cell, rnn_in, hidden_size, num_layers, False, dropout, impl,
+            **cell_options(cell, peephole, gru_reset_after),
+        )  # fmt: skip
         if tie_embeddings:
             self.pre_output = nn.Linear(hidden_size, embed_dim)
             self.output = nn.Linear(embed_dim, vocab_size)
@@ -207,6 +208,9 @@ class ShowAttendTell(_Captioner):
         attention: Literal["bahdanau", "luong_general"] = "bahdanau",
         dropout: float = 0.3,
         tie_embeddings: bool = False,
+        impl: Literal["auto", "fused", "cells"] = "auto",
+        peephole: bool = False,
+        gru_reset_after: bool = True,
     ):
         super().__init__()
         if attention not in ("bahdanau", "luong_general"):
@@ -215,7 +219,8 @@ class ShowAttendTell(_Captioner):
         self.decoder = RecurrentDecoder(
             vocab_size, embed_dim, hidden_size, cell, num_layers, context="attention",
             attention=attention, dropout=dropout, memory_size=feature_dim,
-            tie_embeddings=tie_embeddings,
+            tie_embeddings=tie_embeddings, impl=impl, peephole=peephole,
+            gru_reset_after=gru_reset_after, pad_id=PAD,
         )  # fmt: skip
 
     def init_state(self, features: Tensor) -> CaptionState:

@@ -22,16 +22,15 @@ takes the cached features when the batch has them, else runs the encoder.
 Optimisation: Adam with two parameter groups, the CNN's trainable parameters at `backbone_lr`
 (an empty group with train_backbone="none") and everything else at `lr`; ReduceLROnPlateau on
 val BLEU, stepped right after each validation (as in TranslationModule). The vocabulary travels in
-checkpoint["seqcap"] as plain lists, so `torch.load(..., weights_only=True)` reads it.
+checkpoint["seqcap"] as plain lists, so `torch.load(..., weights_only=True)` reads it (the shared
+layer: seq2seq/lightning.py).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Literal
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.loggers import WandbLogger
@@ -39,14 +38,21 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from data.vocab import PAD, Vocabulary
+from seq2seq.lightning import DecodingModule, perplexity
 from seq2seq.metrics import nltk_bleu
-from seq2seq.plateau import Plateau
 
 from .encoders import ImageEncoder
 from .models import ShowAttendTell, ShowTell
 
 
-class CaptioningModule(pl.LightningModule):
+class CaptioningModule(DecodingModule):
+    """`cell`, `peephole` (LSTM) and `gru_reset_after=False` (GRU) choose the decoder's recurrent
+    cell and the seeds' variants of it (which run on the cell path, impl="auto")."""
+
+    vocab_sizes = {"vocab": "vocab_size"}
+    vocab_hint = "source and min_freq"
+    output_key = "path"  # a padded DDP shard may repeat images: one output per image
+
     def __init__(
         self,
         vocab_size: int,
@@ -61,6 +67,10 @@ class CaptioningModule(pl.LightningModule):
         tie_embeddings: bool = False,
         image_every_step: bool = False,  # ShowTell only
         global_pool: int = 1,  # ShowTell only: the image vector pools the CNN map to k x k (C*k*k values)
+        cell: Literal["lstm", "gru", "rnn"] = "lstm",
+        impl: Literal["auto", "fused", "cells"] = "auto",
+        peephole: bool = False,
+        gru_reset_after: bool = True,
         lr: float = 1e-3,
         backbone_lr: float = 1e-4,
         weight_decay: float = 0.0,
@@ -86,28 +96,23 @@ class CaptioningModule(pl.LightningModule):
             backbone, pretrained, train_backbone, "global" if model == "showtell" else "grid",
             embed_dim=None, weights_path=weights_path, global_pool=global_pool,
         )  # fmt: skip
+        decoder = dict(
+            embed_dim=embed_dim, hidden_size=hidden_size, cell=cell, dropout=dropout,
+            tie_embeddings=tie_embeddings, impl=impl, peephole=peephole, gru_reset_after=gru_reset_after,
+        )  # fmt: skip
         C = self.encoder.feature_dim
         if model == "showtell":
-            self.model = ShowTell(
-                vocab_size, C, embed_dim, hidden_size, dropout=dropout,
-                tie_embeddings=tie_embeddings, image_every_step=image_every_step,
-            )  # fmt: skip
+            self.model = ShowTell(vocab_size, C, image_every_step=image_every_step, **decoder)
         else:
-            self.model = ShowAttendTell(
-                vocab_size, C, embed_dim, hidden_size, dropout=dropout, tie_embeddings=tie_embeddings
-            )
-        self.vocab_state: dict | None = None
+            self.model = ShowAttendTell(vocab_size, C, **decoder)
         self.vocab: Vocabulary | None = None
-        self.plateau = Plateau("max", lr_factor, lr_patience)
-        self._outputs: list[dict] = []
 
     # -- vocabulary: from the datamodule, then from the checkpoint ---------------------------
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "use_normalization"):
             dm.use_normalization(self.encoder.mean, self.encoder.std)  # preprocessing follows the backbone
-        if dm is not None and hasattr(dm, "vocab_state"):
-            self._set_vocab_state(dm.vocab_state())
+        super().setup(stage)  # the vocabulary
         if dm is not None and hasattr(dm, "use_features") and self.caches_features:
             self._use_feature_cache(dm, stage)
 
@@ -156,43 +161,25 @@ class CaptioningModule(pl.LightningModule):
             return batch["features"]
         return self.encoder(batch["images"])
 
-    def _set_vocab_state(self, state: dict) -> None:
-        if self.vocab_state is not None and self.vocab_state["vocab"] != state["vocab"]:
-            raise ValueError(
-                "the data's vocabulary differs from the checkpoint's: use the source and min_freq "
-                "the checkpoint was trained with"
-            )
-        n, size = len(state["vocab"]), self.hparams.vocab_size
-        if n != size:
-            raise ValueError(f"a vocabulary of {n} words for a model with vocab_size={size}")
-        self.vocab_state = state
+    def use_vocab_state(self, state: dict) -> None:
         self.vocab = Vocabulary.from_list(state["vocab"])
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["seqcap"] = self.vocab_state
-        self.plateau.save(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if checkpoint.get("seqcap"):
-            self._set_vocab_state(checkpoint["seqcap"])
-        self.plateau.load(checkpoint)
 
     # -- training -----------------------------------------------------------------------------
     def forward(self, images: Tensor, captions_in: Tensor) -> Tensor:
         """images: (B, 3, H, W), captions_in: (B, T) -> logits (B, T, V)."""
         return self.model(self.encoder(images), captions_in)
 
-    def _loss(self, batch: dict) -> tuple[Tensor, int]:
+    def eval_loss(self, batch: dict) -> tuple[Tensor, int]:
         logits = self.model(self.features(batch), batch["captions_in"])  # (B, T, V)
         target = batch["captions_out"]
         loss = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=PAD)
         return loss, int((target != PAD).sum())
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss, _ = self._loss(batch)
+        loss, _ = self.eval_loss(batch)
         B = batch["captions_in"].shape[0]
         self.log("train_loss", loss, prog_bar=True, batch_size=B)
-        self.log("train_ppl", math.exp(min(loss.item(), 50.0)), batch_size=B)
+        self.log("train_ppl", perplexity(loss.item()), batch_size=B)
         return loss
 
     # -- validation and test: real decoding ---------------------------------------------------
@@ -208,65 +195,32 @@ class CaptioningModule(pl.LightningModule):
         )  # fmt: skip
         return [h[0] for h in hyps]
 
-    def _eval_step(self, batch: dict, prefix: str, method: str) -> None:
-        loss, tokens = self._loss(batch)
-        self.log(f"{prefix}_loss", loss, batch_size=tokens, sync_dist=True)
+    @property
+    def test_decode(self) -> str:
+        return self.hparams.test_decode
+
+    def decode_outputs(self, batch: dict, prefix: str, method: str) -> list[dict]:
         attends = self.hparams.model == "attention"  # kept for the attention overlays of the samples
-        for b, h in enumerate(self.decode_batch(batch, method, return_attention=attends)):
-            self._outputs.append(
-                {
-                    "image_id": batch["image_ids"][b],
-                    "path": batch["paths"][b],
-                    "hyp": self.vocab.decode(h.tokens),
-                    "refs": batch["references"][b],
-                    "attention": None if h.attention is None else h.attention.float().cpu(),
-                }
-            )
+        return [
+            {
+                "image_id": batch["image_ids"][b],
+                "path": batch["paths"][b],
+                "hyp": self.vocab.decode(h.tokens),
+                "refs": batch["references"][b],
+                "attention": None if h.attention is None else h.attention.float().cpu(),
+            }
+            for b, h in enumerate(self.decode_batch(batch, method, return_attention=attends))
+        ]
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "val", self.hparams.val_decode)
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "test", self.hparams.test_decode)
-
-    def _gather(self) -> list[dict]:
-        outputs, self._outputs = self._outputs, []
-        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
-            light = [{k: v for k, v in o.items() if k != "attention"} for o in outputs]
-            everything: list = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(everything, light)
-            outputs = [o for part in everything for o in part]
-        unique = {o["path"]: o for o in outputs}  # a padded DDP shard may repeat images
-        return sorted(unique.values(), key=lambda o: o["path"])
-
-    def _eval_epoch_end(self, prefix: str) -> None:
-        local = sorted(self._outputs, key=lambda o: o["path"])  # this process's, with attention
-        outputs = self._gather()
-        if not outputs:
-            return
+    def score_outputs(self, prefix: str, outputs: list[dict]) -> tuple[float, str]:
         scores = nltk_bleu([o["hyp"] for o in outputs], [o["refs"] for o in outputs])
         for n in range(1, 5):
             self.log(f"{prefix}_bleu{n}", scores[f"bleu{n}"])
-        self.log(f"{prefix}_bleu", scores["bleu4"], prog_bar=True)  # every rank: the same value
-        if prefix == "val":
-            self.plateau.step(self.trainer, scores["bleu4"])
-        if prefix == "val":
-            loss = self.trainer.callback_metrics.get("val_loss")
-            if loss is not None:
-                self.log("val_ppl", math.exp(min(float(loss), 50.0)), rank_zero_only=True)
-        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # all ranks: a broadcast
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            bleus = " ".join(f"BLEU-{n} {scores[f'bleu{n}']:.2f}" for n in range(1, 5))
-            header = f"{prefix} {bleus} on {len(outputs)} images (nltk corpus BLEU)"
-            self._log_samples(prefix, local[: self.hparams.num_samples], out_dir, header)
+        self.log(f"{prefix}_bleu", scores["bleu4"], prog_bar=True)
+        bleus = " ".join(f"BLEU-{n} {scores[f'bleu{n}']:.2f}" for n in range(1, 5))
+        return scores["bleu4"], f"{prefix} {bleus} on {len(outputs)} images (nltk corpus BLEU)"
 
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
-
-    def _log_samples(self, prefix: str, samples: list[dict], out_dir: Path, header: str) -> None:
+    def log_samples(self, prefix: str, samples: list[dict], header: str) -> None:
         """samples/{prefix}_epochNNN.txt and .png (the images with their captions and first
         reference); for an attention model attention/{prefix}_epochNNN_i.png per sample (where
         each word looks on the image); wandb tables and images when a WandbLogger is attached."""
@@ -275,31 +229,25 @@ class CaptioningModule(pl.LightningModule):
         epoch = self.current_epoch
         rows = [[o["path"], " ".join(o["hyp"]), " | ".join(" ".join(r) for r in o["refs"])] for o in samples]
         text = "\n\n".join([header] + [f"IMG {p}\nHYP {h}\nREF {r}" for p, h, r in rows])
-        path = out_dir / "samples" / f"{prefix}_epoch{epoch:03d}.txt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n", encoding="utf-8")
+        path = self.write_samples(prefix, text)
         grid = caption_grid(rows, path.with_suffix(".png"), title=header) if rows else None
         plots = []
         for i, o in enumerate(samples[:3]):
             if o["attention"] is None or not o["hyp"]:
                 continue
             try:
-                png = out_dir / "attention" / f"{prefix}_epoch{epoch:03d}_{i}.png"
+                png = self.run_dir / "attention" / f"{prefix}_epoch{epoch:03d}_{i}.png"
                 title = Path(o["path"]).name
                 plots.append(attention_overlay(o["path"], o["hyp"], o["attention"], png, title=title))
             except (OSError, ValueError) as e:  # an image gone since it was read: the run goes on
                 rank_zero_warn(f"no attention plot for {o['path']}: {e}")
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                import wandb
+        if any(isinstance(logger, WandbLogger) for logger in self.loggers):
+            import wandb
 
-                data = [[wandb.Image(p), h, r] for p, h, r in rows]
-                columns = ["image", "output", "references"]
-                logger.log_table(key=f"{prefix}_samples", columns=columns, data=data)
-                if grid is not None:
-                    logger.log_image(key=f"{prefix}_captions", images=[str(grid)])
-                if plots:
-                    logger.log_image(key=f"{prefix}_attention", images=[str(p) for p in plots])
+            images = [[wandb.Image(p), h, r] for p, h, r in rows]
+            self.wandb_table(f"{prefix}_samples", ["image", "output", "references"], images)
+            self.wandb_images(f"{prefix}_captions", [grid] if grid is not None else [])
+            self.wandb_images(f"{prefix}_attention", plots)
 
     # -- optimisation -------------------------------------------------------------------------
     def param_groups(self) -> list[dict]:
@@ -311,10 +259,3 @@ class CaptioningModule(pl.LightningModule):
             {"params": backbone, "lr": self.hparams.backbone_lr, "name": "backbone"},
             {"params": rest, "lr": self.hparams.lr, "name": "decoder"},
         ]
-
-    def configure_optimizers(self):
-        """Adam; ReduceLROnPlateau on val BLEU-4, stepped by this module (seq2seq/plateau.py)."""
-        hp = self.hparams
-        optimizer = torch.optim.Adam(self.param_groups(), lr=hp.lr, weight_decay=hp.weight_decay)
-        self.plateau.attach(optimizer)
-        return optimizer

@@ -17,11 +17,11 @@ import os
 import time
 from pathlib import Path
 
-from data.captions import read_source
+from data.caption_sources import read_source
 from data.shapes import JSON_NAME, build_shapes_dataset
-from seq2seq.__main__ import main as cli
+from seq2seq.cli import main as cli
 
-from .caption import Captioner
+from .captioner import Captioner
 
 SHAPES_DIR = Path("data/corpora/shapes-quickstart")
 SIZES = {"n_train": 3000, "n_val": 200, "n_test": 200}  # about 20 s to draw, a minute of CNN here

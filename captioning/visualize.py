@@ -11,7 +11,7 @@ logging can import this file cheaply.
 
 Attention grid: ShowAttendTell attends over the CNN's last feature map, flattened row-major
 (captioning/encoders.py, output="grid"), so HW = h * w; the images are resized to a square before
-the CNN (data.captions.default_transform), hence h = w = sqrt(HW) (7 x 7 for 224-pixel input).
+the CNN (data.images.default_transform), hence h = w = sqrt(HW) (7 x 7 for 224-pixel input).
 The grid covers the whole image, so each word's map is upsampled (bilinear) to the image's own size
 (whatever its aspect ratio) and drawn over it.
 """
@@ -48,7 +48,7 @@ def attention_grid_shape(hw: int) -> tuple[int, int]:
 def _as_image(image: Image.Image | str | Path) -> Image.Image:
     if isinstance(image, Image.Image):
         return image.convert("RGB")
-    from data.captions import load_rgb  # ImageFileError naming the file
+    from data.images import load_rgb  # ImageFileError naming the file
 
     return load_rgb(image)
 

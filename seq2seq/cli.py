@@ -1,6 +1,6 @@
-"""`python -m seq2seq fit|validate|test|predict -c CONFIG [--model.init_args.hidden_size 512 ...]`
+"""The LightningCLI that every task runs through (`python -m seq2seq`, `python -m captioning`).
 
-LightningCLI over the seq2seq LightningModules and datamodules named in the config (class_path /
+LightningCLI over the LightningModules and datamodules named in the config (class_path /
 init_args). Every run gets: a CSV logger (always) and wandb when `--wandb` is not "off"
 ("auto": online when you are logged in to wandb, offline otherwise, so no account is needed);
 checkpoints on val BLEU (best and last), early stopping, a learning-rate monitor and a progress
@@ -151,10 +151,12 @@ def main(args: list[str] | None = None) -> SeqCapCLI:
     )
 
 
-if __name__ == "__main__":
+def run(args: list[str] | None = None) -> SeqCapCLI:
+    """`main` for a `__main__` module: an error in the user's data (DataError: it names the file and
+    the line or image) ends the run with that message instead of a traceback."""
     from data.parallel import DataError
 
     try:
-        main()
-    except DataError as e:  # the user's data: say which file and line, without a traceback
+        return main(args)
+    except DataError as e:
         raise SystemExit(f"error: {e}") from None

@@ -15,8 +15,9 @@ import sys
 from data.parallel import DataError, read_lines
 from data.tokenizers import WordTokenizer
 
+from .checkpoint import CheckpointError
 from .metrics import nltk_bleu, sacre_bleu
-from .translate import CheckpointError, Translator
+from .translator import Translator
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,72 +16,38 @@ checkpoint is loaded with torch.load(weights_only=True).
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
+from data.tokenizers import tokenizer_from_state
 from data.vocab import Vocabulary
 
-if TYPE_CHECKING:
-    from .lm import LanguageModel
-
-# seq2seq.lm and data.text import pytorch_lightning (seconds): they are imported only once the
-# checkpoint file is known to exist, so a wrong path fails at once.
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message names the file and what to do."""
+from .checkpoint import CheckpointError, build_from_hparams, load_checkpoint, resolve_device, seqcap_state
+from .language_model import LanguageModel, sample_texts
 
 
 class LanguageModelRunner:
     """A LanguageModel with its vocabulary and tokenizer: text in, text out."""
 
     def __init__(self, model: LanguageModel, vocab_state: dict, device: str | torch.device = "cpu"):
-        from data.text import text_tokenizer_from_state
-
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.vocab = Vocabulary.from_list(vocab_state["vocab"])
-        self.tokenizer = text_tokenizer_from_state(vocab_state["tokenizer"])
+        self.tokenizer = tokenizer_from_state(vocab_state["tokenizer"])
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> LanguageModelRunner:
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such checkpoint file")
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure: not a usable checkpoint
-            raise CheckpointError(
-                f"{path}: not a loadable seqcap checkpoint ({type(e).__name__}: "
-                f"{(str(e).strip().splitlines() or [''])[0]})"
-            ) from None
-        seqcap = ckpt.get("seqcap") if isinstance(ckpt, dict) else None
-        if not isinstance(seqcap, dict) or "vocab" not in seqcap or "state_dict" not in ckpt:
-            raise CheckpointError(f"{path}: holds no seqcap language model (no vocabulary inside)")
-        from .lm import LanguageModel
-
-        hparams = ckpt.get("hyper_parameters", {})
-        accepted = inspect.signature(LanguageModel).parameters
-        try:
-            model = LanguageModel(**{k: v for k, v in hparams.items() if k in accepted})
-            state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-            model.load_state_dict(state)
-        except (TypeError, RuntimeError, ValueError) as e:
-            raise CheckpointError(f"{path}: the language model in it does not load ({e})") from None
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        return cls(model, seqcap, device)
+        ckpt = load_checkpoint(path)
+        vocab_state = seqcap_state(ckpt, path, "vocab", "language model")
+        model = build_from_hparams(LanguageModel, ckpt, path, prefix="model.")
+        return cls(model, vocab_state, resolve_device(device))
 
     def generate(
         self, num: int = 5, prompt: str = "", max_len: int = 50, temperature: float = 1.0,
         top_k: int = 0, seed: int | None = 0, allow_unk: bool = True,
     ) -> list[str]:  # fmt: skip
-        from .lm import sample_texts
-
         with torch.no_grad():
             return sample_texts(self.model, self.vocab, self.tokenizer, num, prompt, max_len,
                                 temperature, top_k, seed, allow_unk)  # fmt: skip

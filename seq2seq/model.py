@@ -16,7 +16,10 @@ from .modules.encoder import RecurrentEncoder
 
 class Seq2Seq(nn.Module):
     """Encoder-decoder translator. context="fixed" is Fig. 8-21 (one vector), "attention" is
-    Fig. 8-22 (all encoder states). Special ids: pad=0, unk=1, bos=2, eos=3."""
+    Fig. 8-22 (all encoder states). Special ids: pad=0, unk=1, bos=2, eos=3.
+
+    `peephole` (cell="lstm", seed 002 §8.4.3) and `gru_reset_after=False` (cell="gru", the seeds'
+    GRU) run on the cell path: impl="auto" picks it, impl="fused" with them is a ValueError."""
 
     def __init__(
         self,
@@ -31,17 +34,20 @@ class Seq2Seq(nn.Module):
         attention: Literal["bahdanau", "luong_dot", "luong_general"] = "bahdanau",
         input_feeding: bool = True,
         dropout: float = 0.0,
-        impl: Literal["fused", "cells"] = "fused",
+        impl: Literal["auto", "fused", "cells"] = "auto",
         tie_embeddings: bool = False,
+        peephole: bool = False,
+        gru_reset_after: bool = True,
     ):
         super().__init__()
-        self.encoder = RecurrentEncoder(
-            src_vocab_size, embed_dim, hidden_size, cell, num_layers, bidirectional, dropout, impl
-        )
+        rnn = dict(
+            embed_dim=embed_dim, hidden_size=hidden_size, cell=cell, num_layers=num_layers,
+            dropout=dropout, impl=impl, peephole=peephole, gru_reset_after=gru_reset_after, pad_id=PAD,
+        )  # fmt: skip
+        self.encoder = RecurrentEncoder(src_vocab_size, bidirectional=bidirectional, **rnn)
         self.decoder = RecurrentDecoder(
-            tgt_vocab_size, embed_dim, hidden_size, cell, num_layers, context, attention,
-            input_feeding, dropout, memory_size=self.encoder.output_size, impl=impl,
-            tie_embeddings=tie_embeddings,
+            tgt_vocab_size, context=context, attention=attention, input_feeding=input_feeding,
+            memory_size=self.encoder.output_size, tie_embeddings=tie_embeddings, **rnn,
         )  # fmt: skip
 
     def encode(self, src: Tensor, src_lengths: Tensor):
@@ -74,7 +80,7 @@ class Seq2Seq(nn.Module):
         generator: torch.Generator | None = None,
     ) -> list[list[search.Hypothesis]]:
         """Decodes a batch; returns, per sentence, a list of hypotheses (n_best for beam, one
-        otherwise), each with token ids (no <bos>/<eos>), score and optional attention (T, S).
+        otherwise), each with token ids (no <bos>/<eos>, never <pad>), score and optional attention (T, S).
         `max_len` defaults to 2 * source length + 10 words per sentence."""
         memory, mask, summary = self.encode(src, src_lengths)
         state = self.decoder.init_state(memory, mask, summary)
@@ -82,7 +88,7 @@ class Seq2Seq(nn.Module):
         limit = max_len if max_len is not None else 2 * src_lengths.to(src.device) + 10
         return search.decode(
             self.decoder.step, state, B, BOS, EOS, method, limit, beam_size, alpha, n_best,
-            temperature, top_k, generator, return_attention,
+            temperature, top_k, generator, return_attention, banned=(PAD, BOS),  # never outputs
         )  # fmt: skip
 
 

@@ -16,9 +16,9 @@ from data.corpus_io import CorpusError
 from data.gettext import build_gettext_corpus
 from data.synthetic import build_synthetic_corpus
 
-from .__main__ import main as cli
+from .cli import main as cli
 from .metrics import sacre_bleu
-from .translate import Translator
+from .translator import Translator
 
 GETTEXT_DIR = Path("data/corpora/gettext-en-de")
 REVERSE_DIR = Path("data/corpora/reverse")

@@ -262,9 +262,13 @@ def decode(
     top_k: int = 0,
     generator: torch.Generator | None = None,
     return_attention: bool = False,
+    banned: tuple[int, ...] = (),
 ) -> list[list[Hypothesis]]:
     """One entry for the three methods: per input a list of hypotheses (n_best for "beam", one
-    for "greedy" and "sample")."""
+    for "greedy" and "sample"). `banned` ids (<pad>, <bos>: never a training target) get -inf
+    logits, so no method outputs them and attention rows stay one per output word."""
+    if banned:
+        step_fn = _banning(step_fn, banned)
     if method == "beam":
         return beam_search(
             step_fn, state, batch_size, bos, eos, beam_size, max_len, alpha, n_best, return_attention
@@ -278,3 +282,16 @@ def decode(
     else:
         raise ValueError(f"method must be 'greedy', 'beam' or 'sample', got {method!r}")
     return [[h] for h in hyps]
+
+
+def _banning(step_fn: StepFn, banned: tuple[int, ...]) -> StepFn:
+    """step_fn with the logits of `banned` ids at -inf (the index tensor made once, on first use)."""
+    index: list[Tensor] = []
+
+    def step(prev: Tensor, state):
+        logits, state = step_fn(prev, state)
+        if not index:
+            index.append(torch.tensor(banned, device=logits.device))
+        return logits.index_fill(-1, index[0], float("-inf")), state
+
+    return step

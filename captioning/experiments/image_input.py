@@ -69,7 +69,7 @@ def config_model(path: str) -> str:
 
 def train_and_test(variant: str, seed: int, args: argparse.Namespace, out: Path, extra: list[str]) -> dict:
     """One `python -m captioning fit` run, then test of its best checkpoint -> a CSV row."""
-    from seq2seq.__main__ import main as cli
+    from seq2seq.cli import main as cli
 
     began = time.perf_counter()
     run = cli([

@@ -49,8 +49,9 @@ from data.corpus_io import CorpusError
 from data.parallel import DataError, ParallelText, find_split
 from data.synthetic import build_synthetic_corpus
 
+from ..checkpoint import CheckpointError, load_checkpoint
 from ..metrics import sacre_bleu
-from ..translate import CheckpointError, Translator, load_checkpoint
+from ..translator import Translator
 from .cli import int_at_least, lightning_overrides, prepare_out, write_csv
 
 MODELS = ("fixed", "attention")
@@ -179,7 +180,7 @@ def train(
     task: str, model: str, seed: int, args: argparse.Namespace, data_dir: Path, out: Path, extra: list[str]
 ) -> str:
     """One `python -m seq2seq fit` run of configs/translation/{task}_{model}.yaml -> its best checkpoint."""
-    from ..__main__ import main as cli
+    from ..cli import main as cli
 
     config = Path(args.configs) / f"{task}_{model}.yaml"
     if not config.is_file():

@@ -148,9 +148,13 @@ class GRUCell(_Cell):
 
     r = σ(W_ir x + b_ir + W_hr h + b_hr)                         reset gate
     z = σ(W_iz x + b_iz + W_hz h + b_hz)                         update gate
-    n = tanh(W_in x + b_in + W_hn (r ⊙ h) + b_hn)                reset_after=False (seeds, Cho 2014)
     n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))                reset_after=True (cuDNN, torch.nn)
+    n = tanh(W_in x + b_in + W_hn (r ⊙ h) + b_hn)                reset_after=False (seeds, Cho 2014)
     h' = (1 - z) ⊙ n + z ⊙ h
+
+    The default, reset_after=True, is the function torch.nn.GRU and cuDNN compute, so the cell path
+    and the fused path of `RNN` agree on the same weights; reset_after=False is the seeds' GRU,
+    which only the cell path has.
 
     The seeds write h' = (1 - z) h + z h' with the update gate the other way round; this cell
     keeps torch.nn's convention so weights move between the two (seed z = 1 - z here).
@@ -159,7 +163,7 @@ class GRUCell(_Cell):
     gates = 3
 
     def __init__(
-        self, input_size: int, hidden_size: int, bias: bool = True, reset_after: bool = False
+        self, input_size: int, hidden_size: int, bias: bool = True, reset_after: bool = True
     ):
         self.reset_after = reset_after
         super().__init__(input_size, hidden_size, bias)

@@ -23,10 +23,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from data.vocab import PAD
-
 from .attention import BahdanauAttention, LuongAttention, masked_softmax
-from .rnn import RNN
+from .rnn import RNN, cell_options
 
 DecoderState = dict[str, Tensor]
 
@@ -54,6 +52,7 @@ class RecurrentDecoder(nn.Module):
 
     `memory_size` is the encoder's output size (D*H_enc); the summary vector has the same size.
     With `tie_embeddings` the output projection shares E's weights (its input is then embed_dim).
+    `peephole`, `gru_reset_after` and `pad_id` as in RecurrentEncoder.
     """
 
     def __init__(
@@ -68,8 +67,11 @@ class RecurrentDecoder(nn.Module):
         input_feeding: bool = True,
         dropout: float = 0.0,
         memory_size: int = 512,
-        impl: Literal["fused", "cells"] = "fused",
+        impl: Literal["auto", "fused", "cells"] = "auto",
         tie_embeddings: bool = False,
+        peephole: bool = False,
+        gru_reset_after: bool = True,
+        pad_id: int = 0,
     ):
         super().__init__()
         if context not in ("fixed", "attention"):
@@ -82,7 +84,7 @@ class RecurrentDecoder(nn.Module):
         self.luong = context == "attention" and attention.startswith("luong")
         self.input_feeding = self.luong and input_feeding
         out_size = embed_dim if tie_embeddings else hidden_size
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD)
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.dropout = nn.Dropout(dropout)
         self.bridge = Bridge(memory_size, hidden_size, num_layers, lstm=cell == "lstm")
 
@@ -96,7 +98,10 @@ class RecurrentDecoder(nn.Module):
                 BahdanauAttention(hidden_size, memory_size) if context == "attention" else None
             )
             self.pre_output = nn.Linear(hidden_size + memory_size + embed_dim, out_size)  # W_o
-        self.rnn = RNN(cell, rnn_in, hidden_size, num_layers, False, dropout, impl)
+        self.rnn = RNN(
+            cell, rnn_in, hidden_size, num_layers, False, dropout, impl,
+            **cell_options(cell, peephole, gru_reset_after),
+        )  # fmt: skip
         self.output = nn.Linear(out_size, vocab_size)
         if tie_embeddings:
             self.output.weight = self.embedding.weight

@@ -6,17 +6,17 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from data.vocab import PAD
-
 from .cells import State
-from .rnn import RNN
+from .rnn import RNN, cell_options
 
 
 class RecurrentEncoder(nn.Module):
     """src: (B, S) long -> memory (B, S, D*H) (zero at padding), final state (L*D, B, H) [pair].
 
     Seed 002 §8.2.4 / Fig. 8-22: the bidirectional encoder gives every source position a state
-    that has seen the whole sentence, h_j = [h_j(forward); h_j(backward)].
+    that has seen the whole sentence, h_j = [h_j(forward); h_j(backward)]. `peephole` (LSTM) and
+    `gru_reset_after` (GRU) are the cell's options (see rnn.cell_options); `pad_id` is the padding
+    token's id, whose embedding stays zero.
     """
 
     def __init__(
@@ -28,12 +28,18 @@ class RecurrentEncoder(nn.Module):
         num_layers: int = 1,
         bidirectional: bool = True,
         dropout: float = 0.0,
-        impl: Literal["fused", "cells"] = "fused",
+        impl: Literal["auto", "fused", "cells"] = "auto",
+        peephole: bool = False,
+        gru_reset_after: bool = True,
+        pad_id: int = 0,
     ):
         super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD)
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.dropout = nn.Dropout(dropout)
-        self.rnn = RNN(cell, embed_dim, hidden_size, num_layers, bidirectional, dropout, impl)
+        self.rnn = RNN(
+            cell, embed_dim, hidden_size, num_layers, bidirectional, dropout, impl,
+            **cell_options(cell, peephole, gru_reset_after),
+        )  # fmt: skip
 
     @property
     def output_size(self) -> int:

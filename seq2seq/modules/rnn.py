@@ -2,12 +2,14 @@
 
 impl="fused": torch.nn.RNN/LSTM/GRU on packed sequences (cuDNN on a GPU).
 impl="cells": the cells of cells.py unrolled step by step (peepholes, the seeds' GRU).
+impl="auto":  fused where it computes the same function, cells otherwise (peepholes, the seeds' GRU).
 
 Both take `x: (B, T, I)` batch first, optional `lengths: (B,)`, and a state laid out as torch.nn:
 `h: (L*D, B, H)` or `(h, c)`. Padded steps give zero outputs; each sequence's final state is
 taken at its own length (for the backward direction: the state after its first token).
 Parameters carry the same names in both (`weight_ih_l0`, `bias_hh_l1_reverse`, ...), so a
-state dict saved by one loads into the other when the variant exists in both.
+state dict saved by one loads into the other and computes the same function, with the default
+cell options (GRUCell's default is reset_after=True, the fused GRU's function).
 """
 
 from __future__ import annotations
@@ -25,11 +27,31 @@ from .cells import State, make_cell
 FUSED = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
+def fusable(cell: str, options: dict) -> bool:
+    """Whether torch.nn's kernel computes this cell: no peepholes, the GRU with reset_after."""
+    return not options.get("peephole", False) and options.get("reset_after", True)
+
+
+def cell_options(cell: str, peephole: bool = False, gru_reset_after: bool = True) -> dict:
+    """The typed model options as the cell's own: `peephole` for an LSTM (seed 002 §8.4.3),
+    `reset_after` for a GRU (False: the seeds' GRU). Asking one of another cell is a ValueError."""
+    if peephole and cell != "lstm":
+        raise ValueError(f"peephole=True needs cell='lstm', got cell={cell!r}")
+    if not gru_reset_after and cell != "gru":
+        raise ValueError(f"gru_reset_after=False needs cell='gru', got cell={cell!r}")
+    if cell == "lstm":
+        return {"peephole": peephole} if peephole else {}
+    if cell == "gru":
+        return {} if gru_reset_after else {"reset_after": False}
+    return {}
+
+
 class RNN(nn.Module):
     """Stacked (num_layers) and bidirectional recurrent layer, batch first.
 
     `cell_options` go to the cell: `nonlinearity` (rnn), `peephole` (lstm), `reset_after` (gru).
-    The fused path exists for rnn, lstm without peepholes and gru with `reset_after=True`.
+    The fused path exists for rnn, lstm without peepholes and gru with `reset_after=True` (the
+    default); impl="fused" with another option is a ValueError, impl="auto" takes the cells then.
     """
 
     def __init__(
@@ -40,14 +62,16 @@ class RNN(nn.Module):
         num_layers: int = 1,
         bidirectional: bool = False,
         dropout: float = 0.0,
-        impl: Literal["fused", "cells"] = "fused",
+        impl: Literal["auto", "fused", "cells"] = "auto",
         **cell_options,
     ):
         super().__init__()
         if cell not in FUSED:
             raise ValueError(f"unknown cell {cell!r}; choose one of {sorted(FUSED)}")
-        if impl not in ("fused", "cells"):
-            raise ValueError(f"impl must be 'fused' or 'cells', got {impl!r}")
+        if impl not in ("auto", "fused", "cells"):
+            raise ValueError(f"impl must be 'auto', 'fused' or 'cells', got {impl!r}")
+        if impl == "auto":
+            impl = "fused" if fusable(cell, cell_options) else "cells"
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if not 0.0 <= dropout < 1.0:
@@ -78,11 +102,11 @@ class RNN(nn.Module):
     @staticmethod
     def _check_fusable(cell: str, options: dict) -> None:
         if cell == "lstm" and options.get("peephole", False):
-            raise ValueError("peephole LSTM has no fused kernel: use impl='cells'")
+            raise ValueError("peephole LSTM has no fused kernel: use impl='cells' (or 'auto')")
         if cell == "gru" and not options.get("reset_after", True):
             raise ValueError(
                 "the fused GRU applies the reset gate after the matrix product "
-                "(reset_after=True); for the seeds' GRU (reset_after=False) use impl='cells'"
+                "(reset_after=True); for the seeds' GRU (reset_after=False) use impl='cells' (or 'auto')"
             )
         unknown = set(options) - {"peephole", "reset_after", "nonlinearity", "bias"}
         if unknown:

