@@ -28,7 +28,7 @@ clean-venv:
 # The main job, both tasks on real pretrained pieces and offline data (about 15 minutes on a 2-core CPU).
 quickstart: quickstart-translation quickstart-captioning
 
-# Build the gettext en-de corpus, train the attention translator (7 minutes of training), print test
+# Build the gettext en-de corpus, train the attention translator (2 epochs, about 7 minutes), print test
 # BLEU beside the copy baseline and example translations.
 quickstart-translation: $(STAMP)
 	$(PY) -m seq2seq.quickstart
