@@ -13,10 +13,13 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ["WANDB_MODE"] = "disabled"
 
@@ -38,6 +41,33 @@ def cli_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env.update(extra)
     return env
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """In-process torch on n intra-op threads, as before afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# One thread for the tiny in-process models, like the subprocesses (cli_env): on a loaded 2-core
+# machine extra OpenMP threads only add overhead and can make a tiny forward pass ~100x slower.
+# A test asks for `one_thread`; a module has all of its tests share one with
+# `pytestmark = pytest.mark.usefixtures("one_thread_per_module")` (or "one_thread", per test).
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_thread_per_module() -> Iterator[None]:
+    with torch_threads(1):
+        yield
 
 
 def run_python(

@@ -10,6 +10,7 @@ error paths that stop before any model work are run in-process through `main(arg
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 import struct
@@ -25,16 +26,13 @@ from PIL import Image
 
 from captioning import caption as caption_cli
 from captioning import evaluate as evaluate_cli
-from captioning.caption import (
-    Captioner,
-    CheckpointError,
-    image_problem,
-    load_captioning_checkpoint,
-    plot_names,
-)
-from data.captions import ImageFileError, load_rgb
+from captioning.caption import plot_names
+from captioning.captioner import Captioner, image_problem, load_captioning_checkpoint
+from data.images import ImageFileError, load_rgb
 from data.shapes import build_shapes_dataset
 from data.vocab import BOS, PAD, SPECIALS
+from seq2seq import search
+from seq2seq.checkpoint import CheckpointError
 from seq2seq.metrics import nltk_bleu
 from tests.conftest import REPO, cli_env, explain
 
@@ -61,14 +59,7 @@ GRID_HW = 4
 NOT_WORDS = set(SPECIALS) - {"<unk>"}  # "<unk>" is a documented possible caption word
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """In-process models run on one thread, like the subprocesses (conftest.cli_env): on a loaded
-    2-core machine two OpenMP threads make these tiny forward passes ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest: torch on one thread
 
 
 def run_parallel(jobs: dict[str, tuple[list[str], Path]], logs: Path, timeout: float = 300):
@@ -218,6 +209,23 @@ def run_main(main, argv: list, capsys) -> tuple[int, str, str]:
     return rc, out, err
 
 
+@pytest.fixture
+def decoded(monkeypatch) -> list[dict]:
+    """The arguments of every seq2seq.search.decode call while the test runs (defaults filled
+    in): what the flags of a CLI became by the time they reached the decoder."""
+    calls = []
+    real, signature = search.decode, inspect.signature(search.decode)
+
+    def spy(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        calls.append(bound.arguments)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search, "decode", spy)
+    return calls
+
+
 # -- python -m captioning.caption --------------------------------------------------------------
 
 
@@ -292,7 +300,7 @@ def test_cli_missing_image_exits_2_naming_it_and_prints_nothing(trained, tmp_pat
     assert "--skip-bad" in err  # the way out
 
 
-def test_cli_beam_size_1_equals_greedy(trained, capsys):
+def test_cli_beam_size_1_equals_greedy(trained, capsys, decoded):
     images = [str(p) for p in trained.test_images]
     for kind in ("showtell", "attention"):
         ckpt = trained.ckpt[kind]
@@ -303,6 +311,9 @@ def test_cli_beam_size_1_equals_greedy(trained, capsys):
         )
         assert rc == 0, err
         assert beam1 == greedy and len(parse_lines(greedy)) == len(images)
+    # the flags reach the decoder: equal captions alone would also come from both being ignored
+    assert [(c["method"], c["beam_size"]) for c in decoded][1::2] == [("beam", 1)] * 2
+    assert [c["method"] for c in decoded][::2] == ["greedy"] * 2
 
 
 def test_cli_sampling_with_a_seed_is_reproducible(trained, capsys):
@@ -315,6 +326,13 @@ def test_cli_sampling_with_a_seed_is_reproducible(trained, capsys):
     assert first == second
     for _, words in parse_lines(first):
         assert_vocabulary_words(words, trained.vocab["showtell"])
+    # the seed picks the draw, and it is a draw: temperature 5 is close to uniform, so two seeds
+    # (and beam search) give other captions over 3 images
+    hot = ["--checkpoint", ckpt, *trained.test_images, "--method", "sample", "--temperature", "5"]
+    _, seed3, _ = run_main(caption_cli.main, [*hot, "--seed", "3"], capsys)
+    _, seed4, _ = run_main(caption_cli.main, [*hot, "--seed", "4"], capsys)
+    _, beam, _ = run_main(caption_cli.main, ["--checkpoint", ckpt, *trained.test_images], capsys)
+    assert seed3 != seed4 and seed3 != beam and len(parse_lines(seed3)) == N_TEST
 
 
 def test_cli_skip_bad_captions_the_others_and_warns(trained, tmp_path, capsys):
@@ -602,13 +620,14 @@ def test_evaluate_prints_the_bleu_of_the_api_captions(cli, trained, load_caption
         assert scores[f"bleu{n}"] == pytest.approx(expected[f"bleu{n}"], abs=1e-3)
 
 
-def test_evaluate_limit_and_greedy(trained, capsys, load_captioner):
+def test_evaluate_limit_and_greedy(trained, capsys, load_captioner, decoded):
     rc, out, err = run_main(
         evaluate_cli.main,
         ["--checkpoint", trained.ckpt["attention"], "--data", trained.json, "--greedy", "--limit", "1"],
         capsys,
     )
     assert rc == 0, err
+    assert [c["method"] for c in decoded] == ["greedy"]  # the flag reaches the decoder, not just the JSON
     scores = json.loads(out)
     assert scores["images"] == 1 and scores["method"] == "greedy" and scores["beam_size"] is None
     paths, refs = references(trained.json, "test")
@@ -663,7 +682,8 @@ def test_captioner_normalises_as_the_trained_cnn_though_it_loads_no_pretrained_w
     """The Captioner rebuilds the module with pretrained=False (the state dict holds the CNN), which
     alone would give ImageNet mean/std; a checkpoint of the packaged EfficientNet-Lite0 weights was
     trained on (x - 127) / 128 inputs and must be captioned on them (a mismatch cost 5 BLEU-4)."""
-    from captioning import encoders
+    from captioning import pretrained
+    from data.images import IMAGENET_MEAN, IMAGENET_STD
 
     ckpt = torch.load(trained.ckpt["showtell"], map_location="cpu", weights_only=True)
     ckpt["hyper_parameters"].update(hparams)
@@ -671,9 +691,9 @@ def test_captioner_normalises_as_the_trained_cnn_though_it_loads_no_pretrained_w
     torch.save(ckpt, path)
     norm = Captioner.from_checkpoint(path, device="cpu").transform.transforms[-1]
     mean, std = {
-        "lite": (encoders.LITE_MEAN, encoders.LITE_STD),
-        "imagenet": (encoders.IMAGENET_MEAN, encoders.IMAGENET_STD),
+        "lite": (pretrained.LITE_MEAN, pretrained.LITE_STD),
+        "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
     }[expected]
     assert (tuple(norm.mean), tuple(norm.std)) == (mean, std)
-    assert encoders.input_normalization("efficientnet_lite0", **hparams) == (mean, std)
-    assert encoders.input_normalization("resnet18", True) == (encoders.IMAGENET_MEAN, encoders.IMAGENET_STD)
+    assert pretrained.input_normalization("efficientnet_lite0", **hparams) == (mean, std)
+    assert pretrained.input_normalization("resnet18", True) == (IMAGENET_MEAN, IMAGENET_STD)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 import torch
@@ -93,10 +94,14 @@ def test_the_variant_is_showtell_with_the_image_at_every_step_and_nothing_else_d
 
 
 def test_both_variants_of_a_seed_read_the_same_cached_features(experiment):
-    base, _, _ = experiment
+    base, _, result = experiment
     cached = sorted(p.name.split("-")[0] for p in (base / "shapes" / "feature_cache").glob("*.pt"))
     # untrained CNNs differ by seed, so one set of train/val/test features per seed, not per run
     assert cached == ["test", "test", "train", "train", "val", "val"]
+    # the first variant of a seed computes them, the second reads them (data/features.py logs both)
+    log = result.stdout + result.stderr
+    assert len(re.findall(r"\[features\] \w+: \d+ images computed and cached in ", log)) == 6, log[-3000:]
+    assert len(re.findall(r"\[features\] \w+: \d+ images from ", log)) == 6, log[-3000:]
 
 
 def test_a_config_of_another_model_is_refused(experiment, tmp_path):

@@ -187,6 +187,12 @@ def test_sampling_is_reproducible_with_a_generator():
     b = model.caption(feats, "sample", max_len=8, generator=torch.Generator().manual_seed(5), top_k=4)
     assert [h[0].tokens for h in a] == [h[0].tokens for h in b]
     assert all(len(h) == 1 and len(h[0].tokens) <= 8 for h in a)
+    c = model.caption(feats, "sample", max_len=8, generator=torch.Generator().manual_seed(6), top_k=4)
+    greedy = [h[0].tokens for h in model.caption(feats, "greedy", max_len=8)]
+    assert [h[0].tokens for h in c] != [h[0].tokens for h in a]  # the seed decides the draw
+    assert [h[0].tokens for h in a] != greedy  # and it is a draw
+    top1 = model.caption(feats, "sample", max_len=8, generator=torch.Generator().manual_seed(5), top_k=1)
+    assert [h[0].tokens for h in top1] == greedy  # top_k is applied: one candidate is the argmax
 
 
 # -- attention -------------------------------------------------------------------------------

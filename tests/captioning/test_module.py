@@ -3,6 +3,7 @@ the two learning rates, and validation BLEU against nltk computed by hand."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ TINY = {"embed_dim": 16, "hidden_size": 16, "dropout": 0.0, "pretrained": False}
 @pytest.fixture(scope="module")
 def shapes_json(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("shapes")
-    build_shapes_dataset(out, n_train=8, n_val=2, n_test=2, size=64, progress=False)
+    build_shapes_dataset(out, n_train=8, n_val=4, n_test=2, size=64, progress=False)
     return out / "dataset_shapes.json"
 
 
@@ -77,7 +78,7 @@ def test_frozen_backbone_stays_put_while_the_rest_trains(datamodule):
     cnn_before = {k: v.clone() for k, v in module.encoder.cnn.state_dict().items()}  # BN stats too
     rest_before = {k: v.clone() for k, v in module.model.state_dict().items()}
     batch = next(iter(datamodule.train_dataloader()))
-    loss, tokens = module._loss(batch)
+    loss, tokens = module.eval_loss(batch)
     assert tokens == int(batch["lengths"].sum())
     optimizer.zero_grad()
     loss.backward()
@@ -107,9 +108,12 @@ def test_param_groups_have_the_two_learning_rates(datamodule, train_backbone):
 
 
 @pytest.mark.parametrize("model", ["showtell", "attention"])
-def test_validation_bleu_matches_nltk_on_the_decoded_captions(datamodule, model, tmp_path):
+def test_validation_bleu_matches_nltk_on_the_decoded_captions(datamodule, shapes_json, model, tmp_path):
     torch.manual_seed(0)
     module = CaptioningModule(datamodule.vocab_size, model=model, max_len=6, **TINY)
+    if model == "showtell":  # a random CNN's features differ little between images: let them count
+        with torch.no_grad():
+            module.model.image_proj.weight.mul_(50)
     trainer = pl.Trainer(
         accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=tmp_path,
@@ -118,12 +122,14 @@ def test_validation_bleu_matches_nltk_on_the_decoded_captions(datamodule, model,
     metrics = trainer.callback_metrics
 
     module.eval()
-    hyps, refs = [], []
+    hyps, refs, names = [], [], []
     with torch.no_grad():
         for batch in datamodule.val_dataloader():
             hyps += [module.vocab.decode(h.tokens) for h in module.decode_batch(batch, "greedy")]
             refs += batch["references"]
-    assert len(hyps) == 2 and all(len(h) <= 6 for h in hyps)
+            names += [Path(p).name for p in batch["paths"]]
+    assert len(hyps) == 4 and all(len(h) <= 6 for h in hyps)
+    assert len({tuple(h) for h in hyps}) > 1, hyps  # which references go with which caption matters
     smooth = SmoothingFunction().method1
     weights = {1: (1.0,), 2: (0.5, 0.5), 3: (1 / 3,) * 3, 4: (0.25,) * 4}
     for n, w in weights.items():
@@ -131,19 +137,37 @@ def test_validation_bleu_matches_nltk_on_the_decoded_captions(datamodule, model,
         assert float(metrics[f"val_bleu{n}"]) == pytest.approx(expected, abs=1e-4)
     assert float(metrics["val_bleu"]) == pytest.approx(float(metrics["val_bleu4"]))
     assert "val_loss" in metrics
-    assert (tmp_path / "samples" / "val_epoch000.txt").read_text().startswith("val BLEU-1")
+    samples = (tmp_path / "samples" / "val_epoch000.txt").read_text()
+    assert samples.startswith("val BLEU-1")
+    # each caption goes with its own image's references (in the dataset file): the junk captions
+    # of an untrained model score about the same against any image's, so BLEU alone hides a mix-up
+    images = json.loads(shapes_json.read_text())["images"]
+    own = {im["filename"]: [c["tokens"] for c in im["sentences"]] for im in images}
+    blocks = [block.splitlines() for block in samples.split("\n\n")[1:]]
+    assert sorted(Path(img.removeprefix("IMG ")).name for img, _, _ in blocks) == sorted(names)
+    for img, hyp, ref in blocks:
+        name = Path(img.removeprefix("IMG ")).name
+        assert hyp == "HYP " + " ".join(hyps[names.index(name)]), name
+        assert ref == "REF " + " | ".join(" ".join(r) for r in own[name]), name
     # what people would rather see than read: the images with their captions, and where each word looks
     grid = Image.open(tmp_path / "samples" / "val_epoch000.png")
     assert grid.format == "PNG" and grid.width > 200
     overlays = sorted((tmp_path / "attention").glob("val_epoch000_*.png")) if model == "attention" else []
     if model == "attention":
-        expected = [f"val_epoch000_{i}.png" for i, h in enumerate(hyps) if h]
+        expected = [f"val_epoch000_{i}.png" for i, h in enumerate(hyps[:3]) if h]  # the first three
         assert overlays and [p.name for p in overlays] == expected
     else:
         assert not (tmp_path / "attention").exists()
 
 
-def test_feature_cache_gives_the_same_loss_and_only_for_a_frozen_cnn(shapes_json, tmp_path):
+def test_feature_cache_gives_the_same_loss_and_only_for_a_frozen_cnn(shapes_json, tmp_path, monkeypatch):
+    extracted = []  # the splits the CNN computed features for
+    real = CaptioningModule.extract_features
+    monkeypatch.setattr(
+        CaptioningModule, "extract_features",
+        lambda self, loader, split="": extracted.append(split) or real(self, loader, split),
+    )  # fmt: skip
+
     def validate(**kw) -> tuple[float, CaptionDataModule]:
         dm = CaptionDataModule(
             str(shapes_json), min_freq=1, eval_batch_size=2, image_size=32, cache_dir=str(tmp_path / "cache")
@@ -161,19 +185,18 @@ def test_feature_cache_gives_the_same_loss_and_only_for_a_frozen_cnn(shapes_json
     cached, dm = validate()
     assert set(dm.features) == {"val"} and len(list((tmp_path / "cache").glob("val-*.pt"))) == 1
     assert cached == pytest.approx(plain, rel=1e-3)  # float16 features, same model
+    assert extracted == ["val"]
     again, dm = validate()  # a cache hit: same features, same loss
     assert again == cached and len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    assert extracted == ["val"]  # read from the cache, not computed again
+    # and the file is what the batches carry: other features in it give another loss
+    (path,) = (tmp_path / "cache").glob("val-*.pt")
+    stored = torch.load(path, weights_only=True)
+    torch.save({**stored, "features": torch.full_like(stored["features"], 10.0)}, path)
+    other, dm = validate()
+    assert extracted == ["val"] and other != pytest.approx(cached, rel=1e-3)
     _, dm = validate(train_backbone="top")  # a CNN that trains cannot be cached
     assert not dm.features
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny matrices: one thread is faster, and does not fight a busy machine for its two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_a_short_fit_on_shapes_beats_the_untrained_model(tmp_path, one_thread):

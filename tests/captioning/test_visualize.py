@@ -160,6 +160,10 @@ def test_caption_grid_takes_every_reference_form(tmp_path):
         (red, "", None),
     ]
     assert png(caption_grid(samples, tmp_path / "forms.png")).shape[1] == 4 * PANEL_PX
+    alone = [png(caption_grid([s], tmp_path / f"alone{i}.png")) for i, s in enumerate(samples[:3])]
+    assert all((a == alone[0]).all() for a in alone[1:])  # one first reference, whatever its form
+    other = png(caption_grid([(red, "a red square", "a square | a red square")], tmp_path / "other.png"))
+    assert other.shape == alone[0].shape and not (other == alone[0]).all()  # and it is drawn
 
 
 def test_first_reference():

@@ -12,13 +12,7 @@ from seq2seq.modules.attention import BahdanauAttention, LuongAttention, masked_
 B, S, HQ, HK = 3, 7, 5, 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The modules are tiny: extra intra-op threads only add overhead (and stall on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest: torch on one thread
 
 
 LENGTHS = [7, 4, 1]
@@ -111,6 +105,8 @@ def test_precomputed_keys_give_the_same_result(kind):
     context_k, weights_k = attn(query, memory, mask, keys=keys)
     assert torch.equal(weights_k, weights)
     assert torch.equal(context_k, context)
+    _, other = attn(query, memory, mask, keys=2 * keys)
+    assert not torch.allclose(other, weights)  # the keys given are the ones used
 
 
 def test_project_keys_shapes():

@@ -138,7 +138,7 @@ def test_length_curve_trains_both_models_per_seed_and_writes_csv_png_and_configs
         ("fixed", 1),
         ("attention", 1),
     ]
-    # each label is its model, and the seeds give different models (weights and data order)
+    # each label is its model, and the seeds give different weights (and data orders: `seed:` below)
     ckpts = {(r["model"], r["seed"]): torch.load(r["checkpoint"], weights_only=True) for r in config["runs"]}
     assert all(c["hyper_parameters"]["context"] == model for (model, _), c in ckpts.items())
     w0, w1 = (ckpts[("attention", s)]["state_dict"]["model.encoder.embedding.weight"] for s in (0, 1))
@@ -174,6 +174,9 @@ def test_checkpoints_are_evaluated_without_training_and_give_the_same_scores(tra
             if r["model"] == model and r["seed"] == "0"
         ]
         assert now == before
+        assert any(float(b) > 0 for _, b, _ in before), before  # scores that a wrong model would change
+    bleus = {m: [r["bleu"] for r in rows if r["model"] == m] for m in ("fixed", "attention")}
+    assert bleus["fixed"] != bleus["attention"]  # two checkpoints, two models: each one is loaded
 
 
 def test_checkpoints_in_the_wrong_order_or_of_another_task_are_refused(trained, tmp_path, capsys):

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 
 from data.corpus_io import split_of
 from data.parallel import DataError
-from data.text import CharTokenizer, TextDataModule, batchify, collate_units, text_tokenizer_from_state
-from data.vocab import BOS, EOS, PAD
+from data.text import TextDataModule, batchify, collate_units
+from data.tokenizers import CharTokenizer, tokenizer_from_state
+from data.vocab import BOS, EOS, PAD, SPECIALS
 from seq2seq import search
 from seq2seq.generate import LanguageModelRunner
 from seq2seq.lm import LanguageModule
@@ -24,13 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORDS = "the a cat dog sat ran on under mat rug and then".split()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is fastest, and far faster than two on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest: torch on one thread
 
 
 def write_corpus(folder: Path, splits: dict[str, list[str]]) -> Path:
@@ -126,7 +121,7 @@ def test_char_tokenizer_and_bad_sources(tmp_path):
     tok = CharTokenizer()
     assert tok.tokenize("ab  c\n") == ["a", "b", " ", "c"]
     assert tok.detokenize(tok.tokenize("Hello, world!")) == "Hello, world!"
-    assert text_tokenizer_from_state(tok.state()) == tok
+    assert tokenizer_from_state(tok.state()) == tok
     with pytest.raises(DataError, match="exactly one"):
         TextDataModule(data_dir=str(tmp_path), files=[str(tmp_path)]).build()
     with pytest.raises(DataError, match="no such file or folder"):
@@ -218,16 +213,19 @@ def test_full_bptt_padded_batches_score_each_unit_alone(random_corpus):
     dm = TextDataModule(data_dir=str(random_corpus), word_tokenizer="space", batch_size=4, tbptt_steps=None)
     dm.setup("fit")
     module = LanguageModule(dm.vocab_size, 8, 12, "gru", num_layers=2, dropout=0.0).double().eval()
-    batch = next(iter(dm.val_dataloader()))
-    with torch.no_grad():
-        loss_sum, tokens = module.chunk_loss(batch, "val")
-        alone = sum(
-            float(module.chunk_loss(collate_units([u]), "val")[0])
-            for u in (row[1:n].tolist() for row, n in zip(batch["input"], batch["lengths"]))
-        )
-    assert "val" not in module._states  # nothing carries between padded batches
-    assert int(tokens) == int(batch["lengths"].sum())
-    assert float(loss_sum) == pytest.approx(alone, abs=1e-8)
+    words = list(range(len(SPECIALS), dm.vocab_size))
+    built = collate_units([words[:2], words[:8]])  # lengths 3 and 9: six steps of padding
+    for batch in (next(iter(dm.val_dataloader())), built):
+        assert batch["lengths"].min() < batch["lengths"].max(), batch["lengths"]  # the batch is padded
+        with torch.no_grad():
+            loss_sum, tokens = module.chunk_loss(batch, "val")
+            alone = sum(
+                float(module.chunk_loss(collate_units([u]), "val")[0])
+                for u in (row[1:n].tolist() for row, n in zip(batch["input"], batch["lengths"]))
+            )
+        assert "val" not in module._states  # nothing carries between padded batches
+        assert int(tokens) == int(batch["lengths"].sum())
+        assert float(loss_sum) == pytest.approx(alone, abs=1e-8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +238,7 @@ def untrained(random_corpus) -> LanguageModule:
     torch.manual_seed(0)
     dm = TextDataModule(data_dir=str(random_corpus), word_tokenizer="space", batch_size=2)
     module = LanguageModule(dm.vocab_size, 8, 16, "lstm", num_layers=2, dropout=0.3).eval()
-    module._set_vocab_state(dm.vocab_state())
+    module.set_vocab_state(dm.vocab_state())
     return module
 
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from data.vocab import BOS, EOS
+from data.vocab import BOS, EOS, PAD
 from seq2seq import search
 from seq2seq.model import Seq2Seq, pad_batch
 
@@ -19,13 +19,7 @@ ATTENTION_CONFIGS = CONFIGS[1:]
 
 
 # -- helpers ------------------------------------------------------------------------------------
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models are tiny: extra intra-op threads only add overhead (and stall on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest: torch on one thread
 
 
 @functools.cache
@@ -65,7 +59,8 @@ def assert_same_hyps(got, expected, tol=TOL):
 
 @torch.no_grad()
 def teacher_forced(model, b: int, tokens: list[int], ends_with_eos: bool, padded: bool = False):
-    """Per-step log-probabilities of tokens (+ <eos>) for sentence b, and the attention (T, S)."""
+    """Per-step log-probabilities of tokens (+ <eos>) for sentence b, and the attention (T, S).
+    Seq2Seq.translate never outputs <pad> or <bos>: the distribution is over the other ids."""
     src, lengths = source_batch()
     if padded:
         src, lengths = src[b : b + 1], lengths[b : b + 1]
@@ -74,7 +69,7 @@ def teacher_forced(model, b: int, tokens: list[int], ends_with_eos: bool, padded
     targets = tokens + ([EOS] if ends_with_eos else [])
     tgt_in = torch.tensor([[BOS] + targets[:-1]])
     logits, attention = model(src, lengths, tgt_in, return_attention=True)
-    log_probs = torch.log_softmax(logits[0], -1)
+    log_probs = torch.log_softmax(logits[0].index_fill(-1, torch.tensor([PAD, BOS]), float("-inf")), -1)
     picked = log_probs.gather(1, torch.tensor(targets)[:, None]).squeeze(1)
     return log_probs, picked, (attention[0] if attention is not None else None)
 
@@ -488,3 +483,36 @@ def test_fixed_context_has_no_attention():
     for method in ("greedy", "beam"):
         for hyps in model.translate(src, lengths, method, max_len=5, return_attention=True):
             assert all(h.attention is None for h in hyps)
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam", "sample"])
+def test_banned_ids_are_never_output(method):
+    """A step function that likes <pad> (0) and <bos> best: with banned=(0, 2) no method gives
+    them, and greedy then picks the best of the rest; without, greedy outputs <pad>."""
+    V = 6
+    preference = torch.tensor([5.0, 0.0, 4.0, -1.0, 1.0, 0.5])  # pad, unk, bos, eos, w4, w5
+
+    def step(prev, state):
+        return preference.expand(prev.shape[0], V).clone(), state
+
+    def tokens(banned):
+        hyps = search.decode(step, {}, 3, BOS, EOS, method, 4, beam_size=2, banned=banned,
+                             generator=torch.Generator().manual_seed(0))  # fmt: skip
+        return [h[0].tokens for h in hyps]
+
+    out = tokens((0, 2))
+    assert all(t not in (0, 2) for seq in out for t in seq)
+    if method != "sample":
+        assert out == [[4, 4, 4, 4]] * 3
+        assert tokens(())[0] == [0, 0, 0, 0]
+
+
+def test_seq2seq_translate_never_outputs_pad_or_bos():
+    torch.manual_seed(0)
+    model = Seq2Seq(9, 9, embed_dim=4, hidden_size=4).eval()
+    with torch.no_grad():
+        model.decoder.output.bias.copy_(torch.tensor([9.0, 0, 9.0, -9.0, 0, 0, 0, 0, 0]))
+    src, lengths = pad_batch([[4, 5, 6], [7, 8]])
+    for method in ("greedy", "beam"):
+        hyps = model.translate(src, lengths, method=method, beam_size=3, max_len=5)
+        assert all(t not in (0, 2) for h in hyps for t in h[0].tokens), method
