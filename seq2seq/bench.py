@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from data.translation import ParallelTextDataModule
 from data.vocab import PAD
 
+from .checkpoint import resolve_device
 from .model import Seq2Seq, pad_batch
 
 
@@ -36,9 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--context", default="attention", choices=["attention", "fixed"])
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    )
+    device = resolve_device(args.device)
     torch.manual_seed(0)
 
     dm = ParallelTextDataModule(args.data, max_vocab_size=8000, max_len=50, batch_size=64)

@@ -1,5 +1,5 @@
 """`make quickstart`: build the gettext en-de corpus, train the attention translator for a fixed
-number of steps (configs/translation/quickstart.yaml: 2 epochs), and report test BLEU beside the
+number of steps (configs/translation/quickstart.yaml: 6 epochs), and report test BLEU beside the
 copy-the-source baseline, with five example translations. The BLEU printed is `seq2seq test`'s,
 the same number `python -m seq2seq.evaluate` gives on the checkpoint.
 
