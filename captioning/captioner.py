@@ -25,8 +25,7 @@ from tqdm import tqdm
 from data.caption_sources import TOKENIZER_NAME
 from data.images import ImageFileError, check_image, default_transform, load_rgb
 from seq2seq.checkpoint import CheckpointError, build_from_hparams, load_checkpoint, resolve_device
-
-from .pretrained import input_normalization
+from seq2seq.modules.pretrained import input_normalization
 
 __all__ = ["Caption", "Captioner", "image_problem", "load_captioning_checkpoint"]
 

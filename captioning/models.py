@@ -10,7 +10,7 @@ ShowAttendTell  Show, Attend and Tell (Xu et al. 2015): the shared RecurrentDeco
                 over the grid of CNN features (memory (B, HW, C)); its initial state comes from the
                 mean feature through the decoder's Bridge.
 
-Both take features, not images (see captioning/encoders.py), and expose the step-function API of
+Both take features, not images (see seq2seq/modules/vision.py), and expose the step-function API of
 seq2seq.search: `init_state(features) -> dict` of batch-first tensors and
 `step(prev (B,), state) -> (logits (B, V), state)`. Special ids: pad=0, unk=1, bos=2, eos=3.
 """

@@ -11,13 +11,10 @@ takes the backbone's mean/std (`setup` calls `CaptionDataModule.use_normalizatio
 for the packaged EfficientNet-Lite0 weights, ImageNet mean/std for torchvision backbones. The configs
 set `image_size: 224`, the backbones' own input size.
 
-Feature cache: with a frozen CNN (train_backbone="none", cache_features=True, the default) `setup`
-asks the datamodule to serve CNN features instead of images (`CaptionDataModule.use_features`,
-data/features.py): the CNN runs once per image and transform -- on the trainer's device, with a
-progress bar -- and every later epoch and run reads the features from disk. The cache key covers the
-backbone, a digest of its weights, the output kind (global/grid), the transform and the image files.
-A random (augmenting) transform is not cached. The model is the same either way: `features(batch)`
-takes the cached features when the batch has them, else runs the encoder.
+Feature cache: with a frozen CNN (train_backbone="none", cache_features=True, the default) the
+datamodule serves CNN features computed once per image and transform (seq2seq/image_features.py,
+data/features.py); the key covers the backbone, a digest of its weights, the output kind
+(global/grid), the transform and the image files. A random (augmenting) transform is not cached.
 
 Optimisation: Adam with two parameter groups, the CNN's trainable parameters at `backbone_lr`
 (an empty group with train_backbone="none") and everything else at `lr`; ReduceLROnPlateau on
@@ -31,21 +28,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import torch
 import torch.nn.functional as F
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from data.vocab import PAD, Vocabulary
+from seq2seq.image_features import ImageFeatures
 from seq2seq.lightning import DecodingModule, perplexity
 from seq2seq.metrics import nltk_bleu
+from seq2seq.modules.vision import ImageEncoder
 
-from .encoders import ImageEncoder
 from .models import ShowAttendTell, ShowTell
 
 
-class CaptioningModule(DecodingModule):
+class CaptioningModule(ImageFeatures, DecodingModule):
     """`cell`, `peephole` (LSTM) and `gru_reset_after=False` (GRU) choose the decoder's recurrent
     cell and the seeds' variants of it (which run on the cell path, impl="auto")."""
 
@@ -107,59 +104,14 @@ class CaptioningModule(DecodingModule):
             self.model = ShowAttendTell(vocab_size, C, **decoder)
         self.vocab: Vocabulary | None = None
 
-    # -- vocabulary: from the datamodule, then from the checkpoint ---------------------------
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None and hasattr(dm, "use_normalization"):
-            dm.use_normalization(self.encoder.mean, self.encoder.std)  # preprocessing follows the backbone
-        super().setup(stage)  # the vocabulary
-        if dm is not None and hasattr(dm, "use_features") and self.caches_features:
-            self._use_feature_cache(dm, stage)
-
-    # -- the feature cache (data/features.py) -------------------------------------------------
     @property
-    def caches_features(self) -> bool:
-        """Whether batches may carry cached CNN features: only while the CNN cannot change."""
-        return self.hparams.cache_features and self.hparams.train_backbone == "none"
+    def image_encoder(self) -> ImageEncoder:
+        return self.encoder
 
-    def _use_feature_cache(self, dm, stage: str) -> None:
-        """Rank 0 reads or builds the cache first; the other ranks then read it."""
-        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ())
-        fingerprint = self.encoder.fingerprint()
-        first = self.trainer.is_global_zero
-        if first:
-            dm.use_features(self.extract_features, fingerprint, splits)
-        self.trainer.strategy.barrier("seqcap_feature_cache")
-        if not first:
-            dm.use_features(self.extract_features, fingerprint, splits)
-
-    @torch.inference_mode()
-    def extract_features(self, loader, split: str = "") -> Tensor:
-        """The frozen CNN over a loader of image batches -> (N, C) or (N, HW, C) features on the CPU,
-        run on the trainer's device (a GPU when it has one), with a progress bar."""
-        from tqdm.auto import tqdm
-
-        trainer = getattr(self, "_trainer", None)
-        device = trainer.strategy.root_device if trainer is not None else self.device
-        home = next(self.encoder.parameters()).device
-        was_training = self.encoder.training
-        self.encoder.to(device).eval()
-        try:
-            bar = tqdm(loader, desc=f"CNN features ({split})", unit="batch", disable=not self._show_bars())
-            features = [self.encoder(images.to(device)).float().cpu() for images in bar]
-        finally:
-            self.encoder.to(home).train(was_training)
-        return torch.cat(features)
-
-    def _show_bars(self) -> bool:
-        trainer = getattr(self, "_trainer", None)
-        return trainer is None or (trainer.is_global_zero and trainer.progress_bar_callback is not None)
-
-    def features(self, batch: dict) -> Tensor:
-        """The CNN features of a batch: cached ones when the batch carries them, else the encoder's."""
-        if "features" in batch:
-            return batch["features"]
-        return self.encoder(batch["images"])
+    # -- vocabulary from the datamodule, images from the feature cache (seq2seq/image_features.py)
+    def setup(self, stage: str) -> None:
+        super().setup(stage)  # the vocabulary
+        self.prepare_images(stage)
 
     def use_vocab_state(self, state: dict) -> None:
         self.vocab = Vocabulary.from_list(state["vocab"])
@@ -170,7 +122,7 @@ class CaptioningModule(DecodingModule):
         return self.model(self.encoder(images), captions_in)
 
     def eval_loss(self, batch: dict) -> tuple[Tensor, int]:
-        logits = self.model(self.features(batch), batch["captions_in"])  # (B, T, V)
+        logits = self.model(self.image_features(batch), batch["captions_in"])  # (B, T, V)
         target = batch["captions_out"]
         loss = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=PAD)
         return loss, int((target != PAD).sum())
@@ -190,7 +142,7 @@ class CaptioningModule(DecodingModule):
         if self.vocab is None:
             raise RuntimeError("no vocabulary: fit/validate with a CaptionDataModule or load a checkpoint")
         hyps = self.model.caption(
-            self.features(batch), method=method, beam_size=self.hparams.beam_size,
+            self.image_features(batch), method=method, beam_size=self.hparams.beam_size,
             max_len=self.hparams.max_len, return_attention=return_attention,
         )  # fmt: skip
         return [h[0] for h in hyps]

@@ -10,7 +10,7 @@ here imports torch modules of the project (captioning.module, ...), so the modul
 logging can import this file cheaply.
 
 Attention grid: ShowAttendTell attends over the CNN's last feature map, flattened row-major
-(captioning/encoders.py, output="grid"), so HW = h * w; the images are resized to a square before
+(seq2seq/modules/vision.py, output="grid"), so HW = h * w; the images are resized to a square before
 the CNN (data.images.default_transform), hence h = w = sqrt(HW) (7 x 7 for 224-pixel input).
 The grid covers the whole image, so each word's map is upsampled (bilinear) to the image's own size
 (whatever its aspect ratio) and drawn over it.

@@ -2,7 +2,6 @@
 
 * :class:`CaptionTrainDataset`: one item per (image, caption) pair.
 * :class:`CaptionEvalDataset`: one item per image, with ALL its references (for corpus BLEU).
-* :class:`ImageDataset`: transformed images only, in order (what a feature extractor reads).
 
 An item carries the transformed ``image`` (3, H, W), or ``features`` when the split's CNN features
 are cached (data/features.py). :func:`collate_captions` pads items into a teacher-forcing batch.
@@ -21,7 +20,7 @@ from .caption_sources import CaptionImage
 from .images import load_rgb
 from .vocab import BOS, EOS, PAD
 
-__all__ = ["CaptionTrainDataset", "CaptionEvalDataset", "ImageDataset", "collate_captions"]
+__all__ = ["CaptionTrainDataset", "CaptionEvalDataset", "collate_captions"]
 
 
 class _CaptionDataset(Dataset):
@@ -75,19 +74,6 @@ class CaptionEvalDataset(_CaptionDataset):
     def __getitem__(self, i: int) -> dict:
         references = [list(c) for c in self.images[i].captions]
         return {**self._image_item(i), "caption": self.ids[i][0], "references": references}
-
-
-class ImageDataset(Dataset):
-    """Transformed images only, in order: item i is ``transform(image i)`` (3, H, W)."""
-
-    def __init__(self, paths: list[str], transform: Callable):
-        self.paths, self.transform = paths, transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> Tensor:
-        return self.transform(load_rgb(self.paths[i]))
 
 
 def collate_captions(items: list[dict]) -> dict:

@@ -37,10 +37,10 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from .caption_datasets import CaptionEvalDataset, CaptionTrainDataset, ImageDataset, collate_captions
+from .caption_datasets import CaptionEvalDataset, CaptionTrainDataset, collate_captions
 from .caption_sources import SPLITS, TOKENIZER_NAME, CaptionImage, read_source
-from .features import FeatureCache, cache_key, is_deterministic
-from .images import IMAGENET_MEAN, IMAGENET_STD, ImageFileError, check_image, default_transform, load_rgb
+from .features import Extractor, cached_features
+from .images import IMAGENET_MEAN, IMAGENET_STD, ImageFileError, check_image, default_transform
 from .parallel import DataError
 from .vocab import Vocabulary
 
@@ -202,7 +202,7 @@ class CaptionDataModule(pl.LightningDataModule):
 
     # -- the feature cache -----------------------------------------------------------------------
     def use_features(
-        self, extract: Callable[[DataLoader, str], Tensor], encoder: str, splits: Iterable[str]
+        self, extract: Extractor, encoder: str, splits: Iterable[str]
     ) -> dict[str, bool]:
         """Serve cached CNN features instead of images for ``splits``: from the cache when its key
         (``encoder`` fingerprint, transform, image files) matches, else ``extract(loader, split)``
@@ -212,31 +212,19 @@ class CaptionDataModule(pl.LightningDataModule):
         {split: True for a cache hit, False for features just computed}.
         """
         self.build()
-        cache = FeatureCache(self._cache_dir())
         train_tf, eval_tf = self._transforms()
         hits = {}
         for split in splits:
             if split not in self.images:
                 continue
             self.check_images(split)
-            images = self.images[split]
-            transform = train_tf if split == "train" else eval_tf
-            if not is_deterministic(transform, load_rgb(images[0].path)):
-                rank_zero_warn(
-                    f"[features] the {split} transform is random (augmentation): its features cannot be "
-                    f"cached, so the CNN runs on every {split} batch"
-                )
-                continue
-            key = cache_key([im.path for im in images], encoder, transform)
-
-            def compute(split=split, transform=transform, images=images) -> Tensor:
-                dataset = ImageDataset([im.path for im in images], transform)
-                loader = DataLoader(
-                    dataset, batch_size=self.hparams.eval_batch_size, num_workers=self.hparams.num_workers
-                )
-                return extract(loader, split)
-
-            self.features[split], hits[split] = cache.get(split, key, compute)
+            found = cached_features(
+                self._cache_dir(), split, [im.path for im in self.images[split]],
+                train_tf if split == "train" else eval_tf, encoder, extract,
+                self.hparams.eval_batch_size, self.hparams.num_workers,
+            )  # fmt: skip
+            if found is not None:
+                self.features[split], hits[split] = found
         return hits
 
     def _cache_dir(self) -> Path:

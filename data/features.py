@@ -6,7 +6,7 @@ One file per split and key, ``<cache_dir>/<split>-<digest>.pt``, holding ``{"key
 depend on:
 
 * ``encoder``: the caller's fingerprint of the network (backbone, output kind and a digest of its
-  weights, see ``captioning.encoders.ImageEncoder.fingerprint``);
+  weights, see ``seq2seq.modules.vision.ImageEncoder.fingerprint``);
 * ``transform``: ``repr`` of the image transform (torchvision prints sizes, interpolation, mean/std);
 * ``images``: every image's path, size in bytes and modification time, in dataset order.
 
@@ -37,8 +37,11 @@ import torch
 from PIL import Image
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
+from torch.utils.data import DataLoader
 
-__all__ = ["cache_key", "digest", "is_deterministic", "FeatureCache"]
+from .images import ImageDataset, load_rgb
+
+__all__ = ["cache_key", "digest", "is_deterministic", "FeatureCache", "cached_features"]
 
 
 def cache_key(paths: list[str], encoder: str, transform: Callable) -> dict[str, Any]:
@@ -111,3 +114,34 @@ class FeatureCache:
         path = self.save(split, key, features)
         rank_zero_info(f"[features] {split}: {features.shape[0]} images computed and cached in {path}")
         return self.load(split, key), False
+
+
+Extractor = Callable[[DataLoader, str], Tensor]  # (loader of image batches, split) -> (N, ...) features
+
+
+def cached_features(
+    cache_dir: str | Path,
+    split: str,
+    paths: list[str],
+    transform: Callable,
+    encoder: str,
+    extract: Extractor,
+    batch_size: int = 64,
+    num_workers: int = 0,
+) -> tuple[Tensor, bool] | None:
+    """The features of the images ``paths`` (in order) under ``transform`` and the network
+    ``encoder`` (its fingerprint): from the cache when the key matches, else ``extract(loader,
+    split)`` over a loader of the transformed images, stored first. Returns (features, hit), or None
+    with a warning when the transform is random (augmentation cannot be cached)."""
+    if not is_deterministic(transform, load_rgb(paths[0])):
+        rank_zero_warn(
+            f"[features] the {split} transform is random (augmentation): its features cannot be "
+            f"cached, so the CNN runs on every {split} batch"
+        )
+        return None
+
+    def compute() -> Tensor:
+        dataset = ImageDataset(paths, transform)
+        return extract(DataLoader(dataset, batch_size=batch_size, num_workers=num_workers), split)
+
+    return FeatureCache(cache_dir).get(split, cache_key(paths, encoder, transform), compute)

@@ -4,7 +4,8 @@
 (existence + ``PIL.Image.verify()``: headers and structure, no full decode) run over a dataset
 before training. Both name the file when it is missing or unreadable (:class:`ImageFileError`).
 
-:func:`default_transform` is Resize, ToTensor and Normalize with the ImageNet mean/std
+:class:`ImageDataset` gives the transformed images of a list of files, in order (what a feature
+extractor reads). :func:`default_transform` is Resize, ToTensor and Normalize with the ImageNet mean/std
 (:data:`IMAGENET_MEAN`, :data:`IMAGENET_STD`) unless a backbone gives its own; torchvision is
 imported only when it is built.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from .parallel import DataError
 
@@ -26,6 +28,7 @@ __all__ = [
     "load_rgb",
     "check_image",
     "default_transform",
+    "ImageDataset",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -70,3 +73,16 @@ def default_transform(
     from torchvision import transforms as T
 
     return T.Compose([T.Resize((image_size, image_size)), T.ToTensor(), T.Normalize(tuple(mean), tuple(std))])
+
+
+class ImageDataset(Dataset):
+    """Transformed images only, in order: item i is ``transform(image i)`` (3, H, W)."""
+
+    def __init__(self, paths: list[str], transform: Callable):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.transform(load_rgb(self.paths[i]))

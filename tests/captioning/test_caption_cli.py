@@ -682,8 +682,8 @@ def test_captioner_normalises_as_the_trained_cnn_though_it_loads_no_pretrained_w
     """The Captioner rebuilds the module with pretrained=False (the state dict holds the CNN), which
     alone would give ImageNet mean/std; a checkpoint of the packaged EfficientNet-Lite0 weights was
     trained on (x - 127) / 128 inputs and must be captioned on them (a mismatch cost 5 BLEU-4)."""
-    from captioning import pretrained
     from data.images import IMAGENET_MEAN, IMAGENET_STD
+    from seq2seq.modules import pretrained
 
     ckpt = torch.load(trained.ckpt["showtell"], map_location="cpu", weights_only=True)
     ckpt["hyper_parameters"].update(hparams)

