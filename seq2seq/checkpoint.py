@@ -44,10 +44,21 @@ def seqcap_state(ckpt: dict, path: str | Path, key: str, what: str) -> dict:
     return meta
 
 
+def legacy_defaults(hparams: dict) -> dict:
+    """Options whose default changed, as a checkpoint saved before the change was trained: a GRU
+    on the cell path without a saved `gru_reset_after` predates GRUCell's reset_after=True default
+    and computed the seeds' reset-before GRU (the fused path always was reset-after)."""
+    if hparams.get("cell") == "gru" and hparams.get("impl") == "cells" and "gru_reset_after" not in hparams:
+        return {"gru_reset_after": False}
+    return {}
+
+
 def constructor_args(cls: type, hparams: dict) -> dict:
-    """The hyperparameters `cls(...)` accepts (saved ones it does not know are left out)."""
+    """The hyperparameters `cls(...)` accepts (saved ones it does not know are left out), with the
+    old defaults of options a checkpoint predates (`legacy_defaults`)."""
     accepted = inspect.signature(cls.__init__).parameters
-    return {k: v for k, v in dict(hparams).items() if k in accepted and k != "self"}
+    hparams = {**legacy_defaults(hparams), **dict(hparams)}
+    return {k: v for k, v in hparams.items() if k in accepted and k != "self"}
 
 
 def build_from_hparams(

@@ -20,6 +20,7 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 
+from .checkpoint import legacy_defaults
 from .plateau import Plateau
 
 
@@ -77,6 +78,12 @@ class SeqCapModule(pl.LightningModule):
         self.plateau.save(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        for key, old in legacy_defaults(checkpoint.get("hyper_parameters") or {}).items():
+            if self.hparams.get(key, old) != old:  # the same weights would compute another function
+                raise ValueError(
+                    f"this checkpoint was trained with {key}={old} (the default then); set "
+                    f"model.init_args.{key}: {old} to resume or use it"
+                )
         if checkpoint.get("seqcap"):
             self.set_vocab_state(checkpoint["seqcap"])
         self.plateau.load(checkpoint)

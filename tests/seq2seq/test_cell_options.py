@@ -122,3 +122,23 @@ def test_seed_gru_lm_config_trains_and_its_checkpoint_generates(tmp_path):
     assert hp["cell"] == "gru" and hp["gru_reset_after"] is False
     out = run_python(["-m", "seq2seq.generate", "--checkpoint", str(last), "--num", "2"], cwd=tmp_path)
     assert out.returncode == 0 and len(out.stdout.splitlines()) == 2, explain(out)
+
+
+def test_old_gru_cells_checkpoint_rebuilds_as_the_gru_it_was_trained_as():
+    """A GRU trained with impl="cells" before gru_reset_after existed computed reset-before: the
+    rebuild keeps that function, and resuming with the new default is refused by name."""
+    from seq2seq.checkpoint import build_from_hparams
+    from seq2seq.model import Seq2Seq
+    from seq2seq.translation import TranslationModule
+
+    hparams = dict(src_vocab_size=9, tgt_vocab_size=9, embed_dim=4, hidden_size=4, cell="gru", impl="cells")
+    torch.manual_seed(0)
+    old = Seq2Seq(**hparams, gru_reset_after=False)
+    ckpt = {"hyper_parameters": hparams, "state_dict": {f"model.{k}": v for k, v in old.state_dict().items()}}
+    rebuilt = build_from_hparams(Seq2Seq, ckpt, "old.ckpt", prefix="model.")
+    assert rebuilt.encoder.rnn.cell_options == {"reset_after": False}
+    new = dict(hparams, gru_reset_after=True)
+    assert build_from_hparams(Seq2Seq, {**ckpt, "hyper_parameters": new}, "new.ckpt", prefix="model.")
+    module = TranslationModule(**hparams)
+    with pytest.raises(ValueError, match="gru_reset_after=False"):
+        module.on_load_checkpoint(ckpt)
