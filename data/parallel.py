@@ -21,6 +21,14 @@ class ParallelText:
     skipped_empty: int = 0
     origin: str = ""
     notes: list[str] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)  # the 0-based file line of each pair
+
+    def subset(self, keep: list[int]) -> ParallelText:
+        """The pairs at positions `keep`, in that order, with their file lines."""
+        return ParallelText(
+            [self.src[i] for i in keep], [self.tgt[i] for i in keep], self.skipped_empty, self.origin,
+            list(self.notes), [self.lines[i] for i in keep],
+        )  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.src)
@@ -80,6 +88,7 @@ def _drop_empty(src: list[str], tgt: list[str], origin: str) -> ParallelText:
         [tgt[i].strip() for i in keep],
         skipped_empty=len(src) - len(keep),
         origin=origin,
+        lines=keep,
     )
 
 

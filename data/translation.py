@@ -42,14 +42,13 @@ class PairDataset(Dataset):
             "tgt": self.tgt_ids[i],
             "src_text": self.text.src[i],
             "tgt_text": self.text.tgt[i],
+            "line": self.text.lines[i],
         }
 
 
 def fixed_subset(text: ParallelText, size: int, seed: int) -> ParallelText:
     """`size` pairs of `text` drawn at random with `seed`, in their file order."""
-    keep = sorted(random.Random(seed).sample(range(len(text)), size))
-    src, tgt = [text.src[i] for i in keep], [text.tgt[i] for i in keep]
-    return ParallelText(src, tgt, text.skipped_empty, text.origin)
+    return text.subset(sorted(random.Random(seed).sample(range(len(text)), size)))
 
 
 class ParallelTextDataModule(pl.LightningDataModule):
@@ -122,9 +121,7 @@ class ParallelTextDataModule(pl.LightningDataModule):
         dropped = len(src_tok) - len(keep)
         if not keep:
             raise DataError(f"{train.origin}: every training pair is longer than max_len={hp.max_len}")
-        train = ParallelText(
-            [train.src[i] for i in keep], [train.tgt[i] for i in keep], train.skipped_empty, train.origin
-        )
+        train = train.subset(keep)
         src_tok, tgt_tok = [src_tok[i] for i in keep], [tgt_tok[i] for i in keep]
         limit = None if hp.tokenizer == "sentencepiece" else hp.max_vocab_size
         self.src_vocab = Vocabulary.build(src_tok, hp.min_freq, limit)
@@ -185,6 +182,13 @@ class ParallelTextDataModule(pl.LightningDataModule):
         if stage == "test" and "test" not in self.datasets:
             raise DataError(f"{self.data_dir}: no {self.hparams.test_split} split to test on")
 
+    def dataset(self, name: str) -> Dataset:
+        """What the loader of `name` (train, dev, test) reads; items as PairDataset's."""
+        return self.datasets[name]
+
+    def collate(self, items: list[dict]) -> dict:
+        return collate_pairs(items)
+
     def _loader(self, name: str, train: bool) -> DataLoader:
         hp = self.hparams
         ds = self.datasets[name]
@@ -194,7 +198,7 @@ class ParallelTextDataModule(pl.LightningDataModule):
             hp.batch_by if train else "sentences", shuffle=train, seed=hp.seed, even=train,
         )  # fmt: skip
         return DataLoader(
-            ds, batch_sampler=sampler, collate_fn=collate_pairs, num_workers=hp.num_workers,
+            self.dataset(name), batch_sampler=sampler, collate_fn=self.collate, num_workers=hp.num_workers,
             persistent_workers=hp.num_workers > 0,
         )  # fmt: skip
 

@@ -19,7 +19,11 @@ class Seq2Seq(nn.Module):
     Fig. 8-22 (all encoder states). Special ids: pad=0, unk=1, bos=2, eos=3.
 
     `peephole` (cell="lstm", seed 002 §8.4.3) and `gru_reset_after=False` (cell="gru", the seeds'
-    GRU) run on the cell path: impl="auto" picks it, impl="fused" with them is a ValueError."""
+    GRU) run on the cell path: impl="auto" picks it, impl="fused" with them is a ValueError.
+
+    Multimodal translation: with `fusion` "decinit", "flat" or "doubly" (see modules/decoder.py)
+    forward and translate also take `image`, the (B, R, image_size) grid features of each
+    sentence's image. fusion="none" is the text-only model, parameter for parameter."""
 
     def __init__(
         self,
@@ -38,6 +42,8 @@ class Seq2Seq(nn.Module):
         tie_embeddings: bool = False,
         peephole: bool = False,
         gru_reset_after: bool = True,
+        fusion: Literal["none", "decinit", "flat", "doubly"] = "none",
+        image_size: int = 0,
     ):
         super().__init__()
         rnn = dict(
@@ -47,7 +53,8 @@ class Seq2Seq(nn.Module):
         self.encoder = RecurrentEncoder(src_vocab_size, bidirectional=bidirectional, **rnn)
         self.decoder = RecurrentDecoder(
             tgt_vocab_size, context=context, attention=attention, input_feeding=input_feeding,
-            memory_size=self.encoder.output_size, tie_embeddings=tie_embeddings, **rnn,
+            memory_size=self.encoder.output_size, tie_embeddings=tie_embeddings, fusion=fusion,
+            image_size=image_size, **rnn,
         )  # fmt: skip
 
     def encode(self, src: Tensor, src_lengths: Tensor):
@@ -58,11 +65,17 @@ class Seq2Seq(nn.Module):
         return memory, mask, self.encoder.summarize(final)
 
     def forward(
-        self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, return_attention: bool = False
+        self,
+        src: Tensor,
+        src_lengths: Tensor,
+        tgt_in: Tensor,
+        return_attention: bool = False,
+        image: Tensor | None = None,
     ):
-        """Teacher forcing: tgt_in (B, T) starts with <bos> -> logits (B, T, V_tgt)."""
+        """Teacher forcing: tgt_in (B, T) starts with <bos>, image (B, R, Di) or None -> logits
+        (B, T, V_tgt)."""
         memory, mask, summary = self.encode(src, src_lengths)
-        return self.decoder(tgt_in, memory, mask, summary, return_attention=return_attention)
+        return self.decoder(tgt_in, memory, mask, summary, return_attention=return_attention, image=image)
 
     @torch.no_grad()
     def translate(
@@ -78,12 +91,14 @@ class Seq2Seq(nn.Module):
         temperature: float = 1.0,
         top_k: int = 0,
         generator: torch.Generator | None = None,
+        image: Tensor | None = None,
     ) -> list[list[search.Hypothesis]]:
         """Decodes a batch; returns, per sentence, a list of hypotheses (n_best for beam, one
-        otherwise), each with token ids (no <bos>/<eos>, never <pad>), score and optional attention (T, S).
+        otherwise), each with token ids (no <bos>/<eos>, never <pad>), score and optional attention (T, S)
+        ((T, S + R) with an image attended: its last R columns are the regions').
         `max_len` defaults to 2 * source length + 10 words per sentence."""
         memory, mask, summary = self.encode(src, src_lengths)
-        state = self.decoder.init_state(memory, mask, summary)
+        state = self.decoder.init_state(memory, mask, summary, image)
         B = src.shape[0]
         limit = max_len if max_len is not None else 2 * src_lengths.to(src.device) + 10
         return search.decode(

@@ -5,28 +5,38 @@ references), a table of sample translations and attention heatmaps (PNG) of a fe
 Adam with ReduceLROnPlateau on val BLEU; gradient clipping is the Trainer's
 (`gradient_clip_val`, seed 004). The vocabularies and tokenizers travel inside the checkpoint
 (the shared layer: seq2seq/lightning.py).
+
+Multimodal translation: `fusion` other than "none" adds a pretrained CNN (`backbone`, as captioning's
+ImageEncoder, always its grid of region vectors) whose features enter the decoder as
+modules/decoder.py describes; the datamodule is then data.multimodal.MultimodalDataModule. With a
+frozen CNN the features come from the feature cache (seq2seq/image_features.py). fusion="none"
+builds no CNN and is the text-only model, with the same numbers for the same seed.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from data.tokenizers import Tokenizer, tokenizer_from_state
 from data.vocab import PAD, Vocabulary
 
+from .image_features import ImageFeatures
 from .lightning import DecodingModule, perplexity
 from .metrics import sacre_bleu
 from .model import Seq2Seq
+from .modules.vision import ImageEncoder
 from .plots import attention_heatmap
 from .translator import replace_unknowns
 
 
-class TranslationModule(DecodingModule):
+class TranslationModule(ImageFeatures, DecodingModule):
     """`peephole` (LSTM) and `gru_reset_after=False` (GRU) select the seeds' cell variants, which
-    run on the cell path (impl="auto"); see Seq2Seq."""
+    run on the cell path (impl="auto"); see Seq2Seq. `fusion`, `backbone`, `pretrained`,
+    `weights_path`, `train_backbone` and `cache_features` are the image side (multimodal)."""
 
     vocab_sizes = {"src_vocab": "src_vocab_size", "tgt_vocab": "tgt_vocab_size"}
     vocab_hint = "data_dir and tokenizer options"
@@ -59,15 +69,47 @@ class TranslationModule(DecodingModule):
         alpha: float = 0.6,
         num_samples: int = 5,
         unk_replace: bool = True,
+        fusion: Literal["none", "decinit", "flat", "doubly"] = "none",
+        backbone: str = "efficientnet_lite0",
+        pretrained: bool = True,
+        weights_path: str | None = None,
+        train_backbone: Literal["none", "top", "all"] = "none",
+        cache_features: bool = True,  # frozen CNN: its features once, from disk after
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.image_encoder: ImageEncoder | None = None
+        if fusion != "none":
+            with torch.random.fork_rng(devices=[]):  # the text model's initial weights stay as without it
+                self.image_encoder = ImageEncoder(
+                    backbone, pretrained, train_backbone, "grid", weights_path=weights_path
+                )
         self.model = Seq2Seq(
             src_vocab_size, tgt_vocab_size, embed_dim=embed_dim, hidden_size=hidden_size, cell=cell,
             num_layers=num_layers, bidirectional=bidirectional, context=context, attention=attention,
             input_feeding=input_feeding, dropout=dropout, impl=impl, tie_embeddings=tie_embeddings,
-            peephole=peephole, gru_reset_after=gru_reset_after,
+            peephole=peephole, gru_reset_after=gru_reset_after, fusion=fusion,
+            image_size=self.image_encoder.feature_dim if self.image_encoder is not None else 0,
         )  # fmt: skip
+
+    @property
+    def multimodal(self) -> bool:
+        return self.image_encoder is not None
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)  # the vocabularies
+        if self.multimodal:
+            self.prepare_images(stage, {"fit": ("train", "dev"), "validate": ("dev",), "test": ("test",)})
+
+    def image_of(self, batch: dict) -> Tensor | None:
+        """(B, R, C) grid features of the batch's images, or None for a text-only model."""
+        if not self.multimodal:
+            return None
+        if "features" not in batch and "images" not in batch:
+            raise ValueError(
+                f"fusion={self.hparams.fusion!r} needs images: use data.multimodal.MultimodalDataModule"
+            )
+        return self.image_features(batch)
 
     def use_vocab_state(self, state: dict) -> None:
         self.src_vocab = Vocabulary.from_list(state["src_vocab"])
@@ -77,7 +119,7 @@ class TranslationModule(DecodingModule):
 
     # -- training -----------------------------------------------------------------------------
     def _loss(self, batch: dict, label_smoothing: float) -> tuple[Tensor, int]:
-        logits = self.model(batch["src"], batch["src_lengths"], batch["tgt_in"])  # (B, T, V)
+        logits = self.model(batch["src"], batch["src_lengths"], batch["tgt_in"], image=self.image_of(batch))
         loss = F.cross_entropy(
             logits.flatten(0, 1).float(), batch["tgt_out"].flatten(), ignore_index=PAD,
             label_smoothing=label_smoothing,
@@ -106,7 +148,7 @@ class TranslationModule(DecodingModule):
         src, lengths = batch["src"][:, : self.max_src_len], batch["src_lengths"].clamp(max=self.max_src_len)
         hyps = self.model.translate(
             src, lengths, method=method, beam_size=self.hparams.beam_size, alpha=self.hparams.alpha,
-            return_attention=return_attention,
+            return_attention=return_attention, image=self.image_of(batch),
         )  # fmt: skip
         return [h[0] for h in hyps]
 
@@ -127,7 +169,7 @@ class TranslationModule(DecodingModule):
                     "hyp": self.tgt_tokenizer.detokenize(tokens_out),
                     "hyp_tokens": tokens_out,
                     "src_tokens": self.src_vocab.decode(batch["src"][b, :n].tolist()),
-                    "attention": None if h.attention is None else h.attention.cpu(),
+                    "attention": None if h.attention is None else h.attention[:, :n].cpu(),  # source part
                 }
             )
         return outputs
@@ -138,6 +180,7 @@ class TranslationModule(DecodingModule):
         self.bleu_signature = signature
         self.log(f"{prefix}_bleu", bleu, prog_bar=True)
         if prefix == "test":
+            self.test_outputs = outputs  # for experiments that score more than BLEU
             copy, _ = sacre_bleu([o["src"] for o in outputs], refs)
             self.log("test_copy_bleu", copy, rank_zero_only=True)
         return bleu, f"{prefix} BLEU {bleu:.2f} on {len(outputs)} sentences; sacreBLEU {signature}"

@@ -11,9 +11,22 @@ context="attention"  seed 002 Fig. 8-22, Bahdanau et al. 2015: the previous stat
                      õ_t = tanh(W_c [s_t; c_t]).
 p(y_t | y_<t, x) = softmax(W_out o_t + b).
 
+With an image (multimodal translation, `fusion`; v_r are the image's grid vectors, r = 1..R):
+  fusion="decinit"   Calixto et al. 2017 / Caglayan et al. 2017: the pooled image v = mean_r v_r
+                     joins the source summary in the bridge, h_0 = tanh(W_h [s; v]).
+  fusion="flat"      Libovický & Helcl 2017: the regions, projected into the source states' space
+                     (W_v v_r), join them as R more positions of one attention, c_t = Σ_j α_tj h_j
+                     over j in source + image, one distribution over both.
+  fusion="doubly"    Calixto et al. 2017: a second attention with its own context over the regions,
+                     gated by the state: z_t = σ(W_β s_{t-1}) Σ_r β_tr v_r; the RNN reads
+                     [e(y_{t-1}); c_t; z_t] and o_t = tanh(W_o [s_t; c_t; z_t; e(y_{t-1})]).
+
 The decoder state is a dict of batch-first tensors, so search can reorder it by index:
   h, c: (B, L, H)   memory: (B, S, M)   keys: (B, S, A)   mask: (B, S)   context: (B, M)
   feed: (B, O) (Luong input feeding)   attention: (B, S) (weights of the last step)
+  with fusion="flat" memory, keys and mask are (B, S + R, .): the regions follow the source;
+  with fusion="doubly": image: (B, R, Di), image_keys: (B, R, A), and attention is (B, S + R),
+  the source's weights then the image's (each sums to 1)
 """
 
 from __future__ import annotations
@@ -47,6 +60,18 @@ class Bridge(nn.Module):
         return state
 
 
+def check_fusion(fusion: str, image_size: int, context: str, attention: str) -> None:
+    """ValueError for a fusion the decoder cannot do, saying what to change."""
+    if fusion not in ("none", "decinit", "flat", "doubly"):
+        raise ValueError(f"fusion must be 'none', 'decinit', 'flat' or 'doubly', got {fusion!r}")
+    if fusion != "none" and image_size < 1:
+        raise ValueError(f"fusion={fusion!r} needs image_size >= 1 (the image features' size)")
+    if fusion in ("flat", "doubly") and context != "attention":
+        raise ValueError(f"fusion={fusion!r} attends over the image: it needs context='attention'")
+    if fusion == "doubly" and attention != "bahdanau":
+        raise ValueError("fusion='doubly' is written for attention='bahdanau'; use fusion='flat' with Luong")
+
+
 class RecurrentDecoder(nn.Module):
     """Teacher-forced `forward` for training and a single `step` for search.
 
@@ -72,8 +97,12 @@ class RecurrentDecoder(nn.Module):
         peephole: bool = False,
         gru_reset_after: bool = True,
         pad_id: int = 0,
+        fusion: Literal["none", "decinit", "flat", "doubly"] = "none",
+        image_size: int = 0,
     ):
         super().__init__()
+        check_fusion(fusion, image_size, context, attention)
+        self.fusion = fusion
         if context not in ("fixed", "attention"):
             raise ValueError(f"context must be 'fixed' or 'attention', got {context!r}")
         if attention not in ("bahdanau", "luong_dot", "luong_general"):
@@ -86,18 +115,24 @@ class RecurrentDecoder(nn.Module):
         out_size = embed_dim if tie_embeddings else hidden_size
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.dropout = nn.Dropout(dropout)
-        self.bridge = Bridge(memory_size, hidden_size, num_layers, lstm=cell == "lstm")
+        bridge_in = memory_size + (image_size if fusion == "decinit" else 0)
+        self.bridge = Bridge(bridge_in, hidden_size, num_layers, lstm=cell == "lstm")
+        self.image_proj = nn.Linear(image_size, memory_size) if fusion == "flat" else None  # W_v
+        image_ctx = image_size if fusion == "doubly" else 0
+        if fusion == "doubly":
+            self.image_attention = BahdanauAttention(hidden_size, image_size)
+            self.image_gate = nn.Linear(hidden_size, 1)  # W_β
 
         if self.luong:
             rnn_in = embed_dim + (out_size if self.input_feeding else 0)
             self.attention = LuongAttention(hidden_size, memory_size, attention.split("_")[1])
             self.pre_output = nn.Linear(hidden_size + memory_size, out_size)  # W_c [s; c]
         else:
-            rnn_in = embed_dim + memory_size
+            rnn_in = embed_dim + memory_size + image_ctx
             self.attention = (
                 BahdanauAttention(hidden_size, memory_size) if context == "attention" else None
             )
-            self.pre_output = nn.Linear(hidden_size + memory_size + embed_dim, out_size)  # W_o
+            self.pre_output = nn.Linear(hidden_size + memory_size + image_ctx + embed_dim, out_size)  # W_o
         self.rnn = RNN(
             cell, rnn_in, hidden_size, num_layers, False, dropout, impl,
             **cell_options(cell, peephole, gru_reset_after),
@@ -107,9 +142,22 @@ class RecurrentDecoder(nn.Module):
             self.output.weight = self.embedding.weight
 
     # -- state --------------------------------------------------------------------------------
-    def init_state(self, memory: Tensor, src_mask: Tensor | None, summary: Tensor) -> DecoderState:
-        """memory: (B, S, M), src_mask: (B, S) bool, summary: (B, M) -> the state before step 1."""
-        state = self.bridge(summary)
+    def init_state(
+        self, memory: Tensor, src_mask: Tensor | None, summary: Tensor, image: Tensor | None = None
+    ) -> DecoderState:
+        """memory: (B, S, M), src_mask: (B, S) bool, summary: (B, M), image: (B, R, Di) grid
+        features (fusion other than "none") -> the state before step 1."""
+        if (image is None) != (self.fusion == "none"):
+            need = "no image" if self.fusion == "none" else "image features (B, R, Di)"
+            raise ValueError(f"fusion={self.fusion!r} takes {need}")
+        state = self.bridge(torch.cat([summary, image.mean(1)], -1) if self.fusion == "decinit" else summary)
+        if self.fusion == "flat":  # the image regions become R more positions of the memory
+            if src_mask is None:
+                src_mask = memory.new_ones(memory.shape[:2], dtype=torch.bool)
+            memory = torch.cat([memory, self.image_proj(image)], 1)
+            src_mask = torch.cat([src_mask, src_mask.new_ones(image.shape[:2])], 1)
+        if self.fusion == "doubly":
+            state.update(image=image, image_keys=self.image_attention.project_keys(image))
         if self.context == "fixed":
             state["context"] = summary  # the one vector c the decoder ever sees of the source
         else:
@@ -156,6 +204,11 @@ class RecurrentDecoder(nn.Module):
                 ctx = state["context"]
             else:  # Bahdanau: the previous top-layer state is the query
                 ctx, weights = self._attend(state["h"][:, -1], state)
+            if self.fusion == "doubly":  # the image context, gated: z_t = σ(W_β s_{t-1}) Σ_r β_r v_r
+                query = state["h"][:, -1]
+                z, image_weights = self.image_attention(query, state["image"], None, state["image_keys"])
+                ctx = torch.cat([ctx, torch.sigmoid(self.image_gate(query)) * z], -1)
+                weights = torch.cat([weights, image_weights], -1)  # (B, S + R), as with "flat"
             x = torch.cat([e, ctx], -1).unsqueeze(1)
             s, rnn_state = self.rnn(x, state=self._rnn_state(state))
             o = torch.tanh(self.pre_output(torch.cat([s.squeeze(1), ctx, e], -1)))
@@ -174,12 +227,14 @@ class RecurrentDecoder(nn.Module):
         src_mask: Tensor | None,
         init: Tensor,
         return_attention: bool = False,
+        image: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """tgt_in: (B, T) long (<bos> y_1 ... y_{T-1}), memory: (B, S, M), src_mask: (B, S),
-        init: the summary vector (B, M) -> logits (B, T, V) [, attention (B, T, S)].
+        init: the summary vector (B, M), image: (B, R, Di) or None -> logits (B, T, V)
+        [, attention (B, T, S) (B, T, S + R with fusion="flat")].
 
         Embeddings and the output layer run once over all steps; only the recurrence loops."""
-        state = self.init_state(memory, src_mask, init)
+        state = self.init_state(memory, src_mask, init, image)
         e = self.dropout(self.embedding(tgt_in))  # (B, T, E)
         if self.context == "fixed" or (self.luong and not self.input_feeding):
             o, attention = self._features_parallel(e, state)

@@ -1,0 +1,155 @@
+"""Multimodal Seq2Seq (fusion none / decinit / flat / doubly): the text-only model is unchanged, search
+batches as one sentence at a time, attention masks exactly, and the image really enters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seq2seq.model import Seq2Seq, pad_batch
+
+FUSIONS = ("decinit", "flat", "doubly")
+R, DI = 4, 6  # image regions and their size
+
+
+def tiny(fusion: str = "none", seed: int = 0, **kw) -> Seq2Seq:
+    torch.manual_seed(seed)
+    return Seq2Seq(
+        13, 15, embed_dim=8, hidden_size=8, fusion=fusion, image_size=0 if fusion == "none" else DI, **kw
+    ).eval()
+
+
+def batch():
+    src, lengths = pad_batch([[5, 6, 7, 8, 9], [10, 4], [7, 7, 7]])
+    torch.manual_seed(1)
+    return src, lengths, torch.randn(3, R, DI)
+
+
+def test_fusion_none_is_the_text_only_model_parameter_for_parameter():
+    a = tiny()
+    torch.manual_seed(0)
+    b = Seq2Seq(13, 15, embed_dim=8, hidden_size=8).eval()
+    assert list(a.state_dict()) == list(b.state_dict())
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+
+
+def test_text_only_module_unchanged_by_the_image_options():
+    """TranslationModule with fusion none builds no CNN and is Seq2Seq for the same seed; building
+    the CNN of a multimodal one draws nothing from the random stream (its text encoder, built
+    before the decoder's bridge, gets the same initial weights)."""
+    from seq2seq.translation import TranslationModule
+
+    torch.manual_seed(0)
+    plain = TranslationModule(13, 15, embed_dim=8, hidden_size=8, dropout=0.0)
+    assert plain.image_encoder is None
+    reference = tiny()
+    assert all(torch.equal(v, plain.model.state_dict()[k]) for k, v in reference.state_dict().items())
+    torch.manual_seed(0)
+    mm = TranslationModule(13, 15, embed_dim=8, hidden_size=8, fusion="decinit", pretrained=False)
+    encoder = [k for k in plain.state_dict() if k.startswith(("model.encoder.", "model.decoder.embedding"))]
+    assert len(encoder) >= 5
+    assert all(torch.equal(plain.state_dict()[k], mm.state_dict()[k]) for k in encoder)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_the_image_changes_the_output(fusion):
+    model = tiny(fusion)
+    src, lengths, image = batch()
+    tgt = torch.tensor([[2, 5, 6], [2, 7, 0], [2, 4, 4]])
+    a = model(src, lengths, tgt, image=image)
+    b = model(src, lengths, tgt, image=image.flip(0))
+    assert (a - b).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="image"):
+        model(src, lengths, tgt)
+
+
+@pytest.mark.parametrize("fusion", ("none",) + FUSIONS)
+def test_batched_beam_search_equals_one_sentence_at_a_time(fusion):
+    model = tiny(fusion, seed=3)
+    src, lengths, image = batch()
+    image = None if fusion == "none" else image * 3
+    together = model.translate(src, lengths, beam_size=3, max_len=12, image=image)
+    for i in range(3):
+        alone = model.translate(
+            src[i : i + 1, : lengths[i]], lengths[i : i + 1], beam_size=3, max_len=12,
+            image=None if image is None else image[i : i + 1],
+        )  # fmt: skip
+        assert alone[0][0].tokens == together[i][0].tokens
+        assert alone[0][0].score == pytest.approx(together[i][0].score, abs=1e-4)
+
+
+@pytest.mark.parametrize("fusion", ("flat", "doubly"))
+def test_attention_over_source_and_image_masks_padding_exactly(fusion):
+    model = tiny(fusion)
+    src, lengths, image = batch()
+    tgt = torch.tensor([[2, 5, 6], [2, 7, 0], [2, 4, 4]])
+    _, attention = model(src, lengths, tgt, return_attention=True, image=image)
+    S = src.shape[1]
+    assert attention.shape == (3, 3, S + R)
+    assert torch.all(attention[1, :, 2:S] == 0)  # sentence 1 has 2 real words: exact zeros after
+    assert torch.all(attention[:, :, S:] > 0)  # every region is seen
+    if fusion == "flat":  # one distribution over words and regions
+        torch.testing.assert_close(attention.sum(-1), torch.ones(3, 3))
+    else:  # two, each summing to one
+        torch.testing.assert_close(attention[..., :S].sum(-1), torch.ones(3, 3))
+        torch.testing.assert_close(attention[..., S:].sum(-1), torch.ones(3, 3))
+
+
+def test_padding_does_not_change_a_sentence_with_image():
+    """A sentence padded into a longer batch gets the same logits as alone (flat attends over the
+    regions after the padded positions)."""
+    model = tiny("flat")
+    src, lengths, image = batch()
+    tgt = torch.tensor([[2, 5, 6], [2, 7, 0], [2, 4, 4]])
+    together = model(src, lengths, tgt, image=image)
+    alone = model(src[1:2, :2], lengths[1:2], tgt[1:2], image=image[1:2])
+    torch.testing.assert_close(together[1:2], alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(fusion="flat", context="fixed"), "context='attention'"),
+        (dict(fusion="doubly", attention="luong_general"), "bahdanau"),
+        (dict(fusion="decinit", image_size=0), "image_size"),
+        (dict(fusion="late"), "fusion must be"),
+    ],
+)
+def test_impossible_fusions_are_refused(kw, message):
+    args = dict(embed_dim=8, hidden_size=8, image_size=DI) | kw
+    with pytest.raises(ValueError, match=message):
+        Seq2Seq(13, 15, **args)
+
+
+def test_a_tiny_model_learns_colours_only_from_the_image():
+    """Source "the [v] thing", target the colour id: the image (one region of a colour code) alone
+    tells it. Doubly attentive fusion learns it; the text-only model stays at chance."""
+    torch.manual_seed(0)
+    n, colours = 256, 4
+    codes = torch.randint(colours, (n,))
+    image = torch.nn.functional.one_hot(codes, colours).float()[:, None, :].repeat(1, 2, 1)  # (n, 2, 4)
+    src = torch.tensor([[4, 5, 6]] * n)
+    lengths = torch.full((n,), 3)
+    tgt_in = torch.stack([torch.full((n,), 2), 7 + codes], 1)
+    tgt_out = torch.stack([7 + codes, torch.full((n,), 3)], 1)
+
+    def accuracy(fusion: str) -> float:
+        torch.manual_seed(0)
+        size = 0 if fusion == "none" else colours
+        model = Seq2Seq(8, 12, embed_dim=8, hidden_size=16, fusion=fusion, image_size=size)
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        img = None if fusion == "none" else image
+        for _ in range(150):
+            loss = torch.nn.functional.cross_entropy(
+                model(src, lengths, tgt_in, image=img).flatten(0, 1), tgt_out.flatten()
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        hyps = model.translate(src, lengths, method="greedy", max_len=3, image=img)
+        return sum(h[0].tokens[:1] == [7 + int(c)] for h, c in zip(hyps, codes)) / n
+
+    assert accuracy("doubly") > 0.95
+    assert accuracy("decinit") > 0.95
+    assert accuracy("none") < 0.45
