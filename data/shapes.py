@@ -147,11 +147,16 @@ def _place(rng: np.random.Generator, size: int, radii: list[int], tries: int = 2
     return centres
 
 
-def make_scene(rng: np.random.Generator, size: int = 128) -> Scene:
-    """A random scene: background and 1-3 objects with distinct (colour, shape), not overlapping."""
+def make_scene(
+    rng: np.random.Generator, size: int = 128, colours: dict[str, tuple[int, int, int]] = COLOURS
+) -> Scene:
+    """A random scene: background and 1-3 objects with distinct (colour, shape), not overlapping.
+
+    ``colours`` maps colour names to prototype RGB (default: the six of :data:`COLOURS`).
+    """
     background = _background(rng)
     n = int(rng.choice(OBJECT_COUNTS, p=COUNT_PROBS))
-    combos = [(c, s) for c in COLOURS for s in SHAPES]
+    combos = [(c, s) for c in colours for s in SHAPES]
     while True:  # three large objects fit easily at MIN_SIZE; a retry is rare and always ends
         picks = [combos[int(i)] for i in rng.choice(len(combos), size=n, replace=False)]
         sizes = [str(rng.choice(list(SIZES))) for _ in range(n)]
@@ -162,7 +167,7 @@ def make_scene(rng: np.random.Generator, size: int = 128) -> Scene:
     objects = []
     for (colour, shape), size_name, r, (cx, cy) in zip(picks, sizes, radii, centres):
         jitter = rng.integers(-COLOUR_JITTER, COLOUR_JITTER + 1, size=3)
-        rgb = [int(np.clip(c + j, 0, 255)) for c, j in zip(COLOURS[colour], jitter)]
+        rgb = [int(np.clip(c + j, 0, 255)) for c, j in zip(colours[colour], jitter)]
         objects.append({
             "shape": shape, "colour": colour, "size": size_name, "centre": [cx, cy], "radius": r,
             "bbox": [cx - r, cy - r, cx + r, cy + r], "rgb": rgb,
