@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write("".join(line + "\n" for line in lines))
     sys.stdout.flush()
     if args.attention_plot:
-        from .visualize import attention_overlay
+        from seq2seq.plots import attention_overlay
 
         for i, c in zip(todo, captions):
             if c is None or c.attention is None:

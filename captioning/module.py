@@ -176,7 +176,9 @@ class CaptioningModule(ImageFeatures, DecodingModule):
         """samples/{prefix}_epochNNN.txt and .png (the images with their captions and first
         reference); for an attention model attention/{prefix}_epochNNN_i.png per sample (where
         each word looks on the image); wandb tables and images when a WandbLogger is attached."""
-        from .visualize import attention_overlay, caption_grid
+        from seq2seq.plots import attention_overlay
+
+        from .visualize import caption_grid
 
         epoch = self.current_epoch
         rows = [[o["path"], " ".join(o["hyp"]), " | ".join(" ".join(r) for r in o["refs"])] for o in samples]

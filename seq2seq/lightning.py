@@ -116,7 +116,11 @@ class SeqCapModule(pl.LightningModule):
 
     @property
     def run_dir(self) -> Path:
-        return self._run_dir if self._run_dir is not None else self.resolve_run_dir()
+        if self._run_dir is None:
+            if self.trainer.world_size > 1:  # resolving here, on rank 0 alone, would hang the others
+                raise RuntimeError("run_dir used before resolve_run_dir() was called on every rank")
+            self.resolve_run_dir()
+        return self._run_dir
 
     def write_samples(self, prefix: str, text: str) -> Path:
         """run_dir/samples/{prefix}_epochNNN.txt."""

@@ -2,6 +2,7 @@
 
     python -m seq2seq.translate --checkpoint CKPT [--beam-size 5] [--alpha 0.6] [--n-best 1]
         [--input FILE] [--output FILE] [--batch-size 64] [--attention-plot DIR]
+        [--image-dir DIR] [--skip-bad]
 
 Reads one sentence a line (stdin by default), writes detokenized translations in input order
 (stdout by default). An empty line gives an empty line; a sentence longer than the model's
@@ -9,6 +10,12 @@ maximum length is truncated with a warning on stderr. With --n-best N > 1 each i
 lines `INDEX ||| TRANSLATION ||| SCORE`. With an attention model, an <unk> in the output is
 replaced by the source word it attends to most (--no-unk-replace keeps it). The checkpoint is
 loaded with weights_only=True.
+
+A multimodal checkpoint (trained with an image `fusion`) reads `IMAGE<TAB>SENTENCE` lines, IMAGE
+relative to --image-dir (default: the current folder); a missing or unreadable image is named
+with its line, and --skip-bad writes an empty line for it instead (a warning on stderr says which).
+--attention-plot DIR writes NNNNN.png (the source heatmap) and, for flat and doubly fusion,
+NNNNN_image.png (where each output word looks in the image).
 """
 
 from __future__ import annotations
@@ -17,11 +24,39 @@ import argparse
 import sys
 from pathlib import Path
 
+from data.images import ImageFileError, check_image
 from data.parallel import DataError, read_lines
 
 from .checkpoint import CheckpointError
-from .plots import attention_heatmap
+from .plots import attention_heatmap, attention_overlay
 from .translator import Translator
+
+
+def split_images(lines: list[str], image_dir: Path, skip_bad: bool, origin: str, warn) -> tuple[list, list]:
+    """`IMAGE<TAB>SENTENCE` lines -> sentences and image paths (None where the line is empty or,
+    with skip_bad, its image bad; its sentence is then ""). DataError naming the line otherwise."""
+    sentences, images = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            sentences.append("")
+            images.append(None)
+            continue
+        if "\t" not in line:
+            raise DataError(
+                f"{origin}, line {number}: expected IMAGE<TAB>SENTENCE (this checkpoint translates a "
+                "sentence with its image)"
+            )
+        name, sentence = line.split("\t", 1)
+        path = image_dir / name.strip()
+        problem = check_image(path)
+        if problem is not None:
+            if not skip_bad:
+                raise ImageFileError(f"{origin}, line {number}: {problem}; --skip-bad goes on without it")
+            warn(f"line {number}: {problem}; skipped (empty output line)")
+            sentence, path = "", None
+        sentences.append(sentence)
+        images.append(path)
+    return sentences, images
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--attention-plot", metavar="DIR", help="write an attention heatmap PNG per sentence")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--image-dir", default=".", help="folder of the IMAGE names (multimodal)")
+    parser.add_argument("--skip-bad", action="store_true", help="go on past a missing or unreadable image")
     parser.add_argument(
         "--no-unk-replace", action="store_true",
         help="keep <unk> in the output instead of copying the source word it attends to most",
@@ -46,20 +83,31 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.output and args.input and Path(args.output).resolve() == Path(args.input).resolve():
         parser.error("--output must not be the --input file: it would overwrite your input")
-    try:
-        translator = Translator.from_checkpoint(args.checkpoint, args.device, not args.no_unk_replace)
-        lines = read_lines(args.input) if args.input else sys.stdin.read().splitlines()
-    except (CheckpointError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
     def warn(message: str) -> None:
         print(f"warning: {args.input or 'stdin'}, {message}", file=sys.stderr)
 
-    results = translator.translate(
-        lines, args.beam_size, args.alpha, args.n_best, args.batch_size,
-        return_attention=bool(args.attention_plot), progress=len(lines) > args.batch_size, warn=warn,
-    )  # fmt: skip
+    try:
+        translator = Translator.from_checkpoint(args.checkpoint, args.device, not args.no_unk_replace)
+        lines = read_lines(args.input) if args.input else sys.stdin.read().splitlines()
+        origin = args.input or "stdin"
+        images: list = [None] * len(lines)
+        if translator.multimodal:
+            lines, images = split_images(lines, Path(args.image_dir), args.skip_bad, origin, warn)
+        else:
+            tabbed = next((n for n, line in enumerate(lines, start=1) if "\t" in line), None)
+            if tabbed is not None:
+                raise DataError(
+                    f"{origin}, line {tabbed}: a tab, but this checkpoint is a text-only translator "
+                    "(fusion none): give one plain sentence a line"
+                )
+        results = translator.translate(
+            lines, args.beam_size, args.alpha, args.n_best, args.batch_size,
+            return_attention=bool(args.attention_plot), progress=len(lines) > args.batch_size, warn=warn,
+            images=images if translator.multimodal else None,
+        )  # fmt: skip
+    except (CheckpointError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out = []
     for i, options in enumerate(results):
         if args.n_best == 1:
@@ -72,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
                 options[0].attention, src_tokens, options[0].tokens,
                 Path(args.attention_plot) / f"{i + 1:05d}.png", title=f"line {i + 1}",
             )  # fmt: skip
+            if options[0].image_attention is not None:
+                attention_overlay(
+                    images[i], options[0].tokens, options[0].image_attention,
+                    Path(args.attention_plot) / f"{i + 1:05d}_image.png", title=f"line {i + 1}",
+                )  # fmt: skip
     text = "\n".join(out) + ("\n" if out else "")
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from captioning.visualize import _first_reference, attention_grid_shape, attention_overlay, caption_grid
+from captioning.visualize import _first_reference, caption_grid
+from seq2seq.plots import attention_grid_shape, attention_overlay
 
 PANEL_PX = 220  # visualize.PANEL_INCHES (2.2) at the 100 dpi the PNGs are written with
 
