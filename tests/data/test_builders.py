@@ -1,4 +1,5 @@
-"""Corpus builders: gettext catalogs, synthetic tasks, Multi30k from local files. No network."""
+"""Corpus builders: gettext catalogs, synthetic tasks, Multi30k (text, image lists, images) from
+local files. No network."""
 
 from __future__ import annotations
 
@@ -367,6 +368,21 @@ M30K = {
 }
 
 
+M30K_IMAGES = {
+    "train": ["1000092795.jpg", "10002456.jpg", "1000268201.jpg"],
+    "val": ["1018148011.jpg", "1029450589.jpg"],
+    "test_2016_flickr": ["1007129816.jpg", "1009434119.jpg"],
+}
+
+
+def write_image_lists(folder: Path) -> Path:
+    """The three official image split lists (train.txt, val.txt, test_2016_flickr.txt) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, names in M30K_IMAGES.items():
+        (folder / f"{stem}.txt").write_text("".join(name + "\n" for name in names))
+    return folder
+
+
 def write_m30k(folder: Path, plain_test_de: bool = False) -> Path:
     """The six official files with tiny content; optionally test_2016_flickr.de unpacked."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -430,20 +446,95 @@ def test_multi30k_offline_says_what_to_place_where(tmp_path, monkeypatch):
     for name in multi30k.official_files():
         assert name in message
         assert f"{multi30k.BASE_URL}/{name}" in message
+    for name in multi30k.image_list_files():
+        assert f"{multi30k.IMAGE_SPLITS_URL}/{name}" in message
     assert f"--from-dir {out / 'raw'}" in message
     assert not out.exists()  # nothing left behind
 
 
 def test_multi30k_download_with_fake_opener(tmp_path, monkeypatch):
-    raw = write_m30k(tmp_path / "served")
+    served = write_image_lists(write_m30k(tmp_path / "served") / "image_splits")
+    requested = []
 
     def serve(url, timeout=None):
-        return open(raw / url.rsplit("/", 1)[1], "rb")
+        requested.append(url)
+        folder = served if "/image_splits/" in url else served.parent
+        return open(folder / url.rsplit("/", 1)[1], "rb")
 
     monkeypatch.setattr(multi30k, "urlopen", serve)
     stats = build_multi30k(tmp_path / "m30k")
-    assert stats["pairs"] == {"train": 3, "dev": 2, "test": 2}
-    assert sorted(p.name for p in (tmp_path / "m30k" / "raw").iterdir()) == sorted(multi30k.official_files())
+    assert stats["pairs"] == {"train": 3, "dev": 2, "test": 2} and stats["image_lists"]
+    raw = tmp_path / "m30k" / "raw"
+    assert sorted(p.name for p in raw.iterdir() if p.is_file()) == sorted(multi30k.official_files())
+    assert sorted(p.name for p in (raw / "image_splits").iterdir()) == sorted(multi30k.image_list_files())
+    assert f"{multi30k.IMAGE_SPLITS_URL}/val.txt" in requested
+    assert read(tmp_path / "m30k" / "dev_images.txt") == M30K_IMAGES["val"]
+
+
+@pytest.mark.parametrize("subfolder", [True, False], ids=["image_splits", "flat"])
+def test_multi30k_image_lists_follow_the_pairs(tmp_path, subfolder):
+    raw = write_m30k(tmp_path / "raw")
+    write_image_lists(raw / "image_splits" if subfolder else raw)
+    stats = build_multi30k(tmp_path / "m30k", from_dir=raw)
+    out = tmp_path / "m30k"
+    for split, stem in multi30k.OFFICIAL_STEMS.items():
+        assert read(out / f"{split}_images.txt") == M30K_IMAGES[stem]
+        assert len(read(out / f"{split}_images.txt")) == len(read(out / f"{split}.en"))
+    assert stats["image_lists"] and stats["image_dir"] is None
+    assert "image_splits/val.txt" in stats["sha256"]
+
+
+def test_multi30k_without_image_lists_is_text_only_and_says_so(tmp_path, capsys):
+    raw = write_m30k(tmp_path / "raw")
+    out = tmp_path / "m30k"
+    out.mkdir()
+    (out / "train_images.txt").write_text("stale.jpg\n")  # from an older build: must not survive
+    stats = build_multi30k(out, from_dir=raw, force=True)
+    assert not stats["image_lists"] and not list(out.glob("*_images.txt"))
+    err = capsys.readouterr().err
+    assert "no image split lists" in err and "text only" in err and multi30k.IMAGE_SPLITS_URL in err
+
+
+def test_multi30k_bad_image_lists_are_named(tmp_path):
+    raw = write_m30k(tmp_path / "raw")
+    lists = write_image_lists(raw / "image_splits")
+    (lists / "val.txt").write_text("1018148011.jpg\n")
+    with pytest.raises(CorpusError, match=r"val\.txt has 1 lines but .*val\.en\.gz has 2"):
+        build_multi30k(tmp_path / "m30k", from_dir=raw)
+    (lists / "val.txt").unlink()
+    with pytest.raises(CorpusError, match=r"not val\.txt"):
+        build_multi30k(tmp_path / "m30k", from_dir=raw)
+    (lists / "val.txt").write_text("1018148011.jpg\n\n")
+    with pytest.raises(CorpusError, match=r"val\.txt, line 2: empty image name"):
+        build_multi30k(tmp_path / "m30k", from_dir=raw)
+    assert not (tmp_path / "m30k").exists()  # nothing written on a bad list
+
+
+def test_multi30k_images_folder_is_checked(tmp_path):
+    raw = write_m30k(tmp_path / "raw")
+    write_image_lists(raw / "image_splits")
+    images = tmp_path / "flickr30k-images"
+    images.mkdir()
+    every = [name for names in M30K_IMAGES.values() for name in names]
+    for name in every[1:]:
+        (images / name).write_bytes(b"jpeg")
+    (images / "10002456.jpg").unlink()
+    with pytest.raises(CorpusError) as err:
+        build_multi30k(tmp_path / "m30k", from_dir=raw, images=images)
+    message = str(err.value)
+    assert "2 listed images are not in" in message
+    assert "train.txt line 1: 1000092795.jpg" in message and "train.txt line 2: 10002456.jpg" in message
+    assert not (tmp_path / "m30k").exists()
+    for name in every:
+        (images / name).write_bytes(b"jpeg")
+    stats = build_multi30k(tmp_path / "m30k", from_dir=raw, images=images)
+    assert stats["image_dir"] == str(images.resolve())
+    assert json.loads((tmp_path / "m30k" / "stats.json").read_text())["image_dir"] == str(images.resolve())
+    with pytest.raises(CorpusError, match="is not a folder"):
+        build_multi30k(tmp_path / "m30k", from_dir=raw, images=images / "nope", force=True)
+    text_only = write_m30k(tmp_path / "text_only")
+    with pytest.raises(CorpusError, match="--images needs the image split lists"):
+        build_multi30k(tmp_path / "other", from_dir=text_only, images=images)
 
 
 def test_multi30k_cli(tmp_path):
@@ -452,3 +543,16 @@ def test_multi30k_cli(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "train 3, dev 2, test 2 pairs (en-de)" in done.stdout
     assert "sha256 train.en.gz " in done.stdout
+    write_image_lists(raw)
+    images = tmp_path / "images"
+    images.mkdir()
+    args = ["data.multi30k", "--out", str(tmp_path / "mm"), "--from-dir", str(raw), "--images", str(images)]
+    missing = run_cli(*args)
+    assert missing.returncode == 1 and "7 listed images are not in" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    for names in M30K_IMAGES.values():
+        for name in names:
+            (images / name).write_bytes(b"jpeg")
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    assert f"--data.init_args.image_dir {images}" in done.stdout
