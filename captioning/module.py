@@ -78,6 +78,7 @@ class CaptioningModule(ImageFeatures, DecodingModule):
         beam_size: int = 3,
         max_len: int = 20,
         num_samples: int = 5,
+        feature_block: int | None = None,  # the CNN's features from this block, not its last layer
         cache_features: bool = True,  # frozen CNN (train_backbone="none"): features once, from disk after
     ):
         super().__init__()
@@ -91,7 +92,7 @@ class CaptioningModule(ImageFeatures, DecodingModule):
         # ShowTell projects the global vector into E's space itself (image_proj): no encoder proj
         self.encoder = ImageEncoder(
             backbone, pretrained, train_backbone, "global" if model == "showtell" else "grid",
-            embed_dim=None, weights_path=weights_path, global_pool=global_pool,
+            embed_dim=None, weights_path=weights_path, global_pool=global_pool, feature_block=feature_block,
         )  # fmt: skip
         decoder = dict(
             embed_dim=embed_dim, hidden_size=hidden_size, cell=cell, dropout=dropout,

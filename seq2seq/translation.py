@@ -36,7 +36,8 @@ from .translator import replace_unknowns
 class TranslationModule(ImageFeatures, DecodingModule):
     """`peephole` (LSTM) and `gru_reset_after=False` (GRU) select the seeds' cell variants, which
     run on the cell path (impl="auto"); see Seq2Seq. `fusion`, `backbone`, `pretrained`,
-    `weights_path`, `train_backbone` and `cache_features` are the image side (multimodal)."""
+    `weights_path`, `train_backbone`, `feature_block` and `cache_features` are the image side
+    (multimodal; see seq2seq/modules/vision.py)."""
 
     vocab_sizes = {"src_vocab": "src_vocab_size", "tgt_vocab": "tgt_vocab_size"}
     vocab_hint = "data_dir and tokenizer options"
@@ -74,6 +75,7 @@ class TranslationModule(ImageFeatures, DecodingModule):
         pretrained: bool = True,
         weights_path: str | None = None,
         train_backbone: Literal["none", "top", "all"] = "none",
+        feature_block: int | None = None,  # the CNN's grid from this block, not its last layer
         cache_features: bool = True,  # frozen CNN: its features once, from disk after
     ):
         super().__init__()
@@ -82,7 +84,8 @@ class TranslationModule(ImageFeatures, DecodingModule):
         if fusion != "none":
             with torch.random.fork_rng(devices=[]):  # the text model's initial weights stay as without it
                 self.image_encoder = ImageEncoder(
-                    backbone, pretrained, train_backbone, "grid", weights_path=weights_path
+                    backbone, pretrained, train_backbone, "grid", weights_path=weights_path,
+                    feature_block=feature_block,
                 )
         self.model = Seq2Seq(
             src_vocab_size, tgt_vocab_size, embed_dim=embed_dim, hidden_size=hidden_size, cell=cell,

@@ -8,6 +8,11 @@ seed 002 §8.5.3).
                                     (channel-major), so the one vector keeps a coarse layout
     output="grid"   -> (B, h*w, C)  (last conv feature map, row-major over h, w)
     with embed_dim  -> the last dimension becomes embed_dim (a trainable nn.Linear)
+    feature_block=N -> the same from the output of the trunk's block N instead of the last layer
+                       (EfficientNet: stage ``blocks[N]``, 0-6, without the 1280-channel head conv;
+                       torchvision: child N of the trunk, e.g. of ``features``); earlier blocks keep
+                       more of the colour and position a scene description needs, the last layer
+                       more of the object class
 
 Backbones: ``efficientnet_lite0`` (timm; the offline default, its ImageNet weights from a pip package)
 or any torchvision classification CNN (``resnet18/34/50/101``, ``mobilenet_v3_large``, ...); where
@@ -45,12 +50,18 @@ def _conv_trunk(name: str, model: nn.Module) -> nn.Sequential:
     raise ValueError(f"backbone {name!r} is not supported: no convolutional trunk found")
 
 
+def _check_block(name: str, block: int, n: int) -> None:
+    if block >= n:
+        raise ValueError(f"feature_block={block} is out of range: backbone {name!r} has blocks 0-{n - 1}")
+
+
 class ImageEncoder(nn.Module):
     """Pretrained CNN -> global (B, C) or grid (B, h*w, C) features, optionally projected to embed_dim.
 
     train_backbone: "none" freezes the CNN (its BatchNorm layers stay in eval mode even in train mode);
-    "top" trains only the last block (efficientnet: last block + head conv; resnet: layer4), the rest
-    frozen and in eval mode; "all" trains everything. The projection always trains.
+    "top" trains only the last block (efficientnet: last block + head conv; resnet: layer4; with
+    feature_block: that block), the rest frozen and in eval mode; "all" trains everything. The
+    projection always trains.
     """
 
     def __init__(
@@ -62,8 +73,14 @@ class ImageEncoder(nn.Module):
         embed_dim: int | None = None,
         weights_path: str | None = None,
         global_pool: int = 1,
+        feature_block: int | None = None,
     ) -> None:
         super().__init__()
+        if feature_block is not None and (
+            isinstance(feature_block, bool) or not isinstance(feature_block, int) or feature_block < 0
+        ):
+            raise ValueError(f"feature_block must be an int >= 0 or None, got {feature_block!r}")
+        self.feature_block = feature_block
         if isinstance(global_pool, bool) or not isinstance(global_pool, int) or global_pool < 1:
             raise ValueError(f"global_pool must be an int >= 1, got {global_pool!r}")
         if global_pool > 1 and output != "global":
@@ -90,10 +107,19 @@ class ImageEncoder(nn.Module):
             self._interpolation = str(cfg.get("interpolation", "bicubic"))
             self._channels = int(model.num_features)
             top: list[nn.Module] = [model.blocks[-1], model.conv_head, model.bn2]
+            if feature_block is not None:  # forward_features stops after blocks[feature_block]
+                _check_block(backbone, feature_block, len(model.blocks))
+                model.blocks = model.blocks[: feature_block + 1]
+                model.conv_head, model.bn2 = nn.Identity(), nn.Identity()
+                top = [model.blocks[-1]]
+                self._channels = self._probe_channels()
             self.weights_id = efficientnet_lite0_weights_id(pretrained, weights_path)
         else:
             model, self.weights_id = torchvision_model(backbone, pretrained, weights_path)
             self.cnn = _conv_trunk(backbone, model)
+            if feature_block is not None:
+                _check_block(backbone, feature_block, len(self.cnn))
+                self.cnn = self.cnn[: feature_block + 1]
             self._input_size, self._crop_pct, self._interpolation = 224, 224 / 256, "bilinear"
             self._channels = self._probe_channels()
             top = [[m for m in self.cnn.children() if any(True for _ in m.parameters())][-1]]
@@ -114,7 +140,7 @@ class ImageEncoder(nn.Module):
         was_training = self.cnn.training
         self.cnn.eval()
         with torch.no_grad():
-            fmap = self.cnn(torch.zeros(1, 3, 64, 64))
+            fmap = self.feature_map(torch.zeros(1, 3, 64, 64))
         self.cnn.train(was_training)
         if fmap.dim() != 4:
             raise ValueError(f"backbone {self.backbone_name!r} does not give a (B, C, h, w) feature map")
@@ -153,7 +179,8 @@ class ImageEncoder(nn.Module):
         """What the CNN's features depend on: backbone, output kind and a digest of every CNN tensor
         (weights and BatchNorm statistics); the key of the feature cache (data/features.py)."""
         pool = f"-pool{self.global_pool}" if self.global_pool > 1 else ""
-        return f"{self.backbone_name}:{self.output}{pool}:{state_digest(self.cnn.state_dict())[:16]}"
+        block = f"-block{self.feature_block}" if self.feature_block is not None else ""
+        return f"{self.backbone_name}{block}:{self.output}{pool}:{state_digest(self.cnn.state_dict())[:16]}"
 
     # ------------------------------------------------------------------ training
     def train(self, mode: bool = True) -> ImageEncoder:

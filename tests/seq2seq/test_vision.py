@@ -253,3 +253,36 @@ def test_packaged_weights_normalise_as_they_were_trained(lite0):
     assert lite0.transform(crop=False)(grey).abs().max() < 1e-6  # 127 -> 0
     assert ImageEncoder("efficientnet_lite0", pretrained=False).mean == IMAGENET_MEAN
     assert ImageEncoder("resnet18", pretrained=False).std == IMAGENET_STD
+
+
+def test_feature_block_is_the_full_networks_intermediate_output():
+    x = torch.randn(2, 3, 224, 224)
+    full = ImageEncoder("efficientnet_lite0", pretrained=True, output="grid").eval()
+    seen: dict[int, torch.Tensor] = {}
+    hooks = [
+        full.cnn.blocks[i].register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, out))
+        for i in (4, 6)
+    ]
+    with torch.no_grad():
+        full(x)
+    for h in hooks:
+        h.remove()
+    for block, (n, c) in {6: (49, 320), 4: (196, 112)}.items():
+        enc = ImageEncoder("efficientnet_lite0", pretrained=True, output="grid", feature_block=block).eval()
+        assert enc.out_channels == c and enc.feature_dim == c and len(enc.cnn.blocks) == block + 1
+        with torch.no_grad():
+            g = enc(x)
+        assert g.shape == (2, n, c)
+        torch.testing.assert_close(g, seen[block].flatten(2).transpose(1, 2))
+        assert enc.fingerprint() != full.fingerprint() and f"block{block}" in enc.fingerprint()
+    top = ImageEncoder("efficientnet_lite0", pretrained=False, train_backbone="top", feature_block=5)
+    trainable = {".".join(n.split(".")[:2]) for n, p in top.cnn.named_parameters() if p.requires_grad}
+    assert trainable == {"blocks.5"}  # the block the features come from, not the dropped head conv
+    res = ImageEncoder("resnet18", pretrained=False, output="grid", feature_block=6).eval()  # up to layer3
+    with torch.no_grad():
+        assert res(x).shape == (2, 196, 256)
+    for bad in (7, -1, True, 2.0):
+        with pytest.raises(ValueError, match="feature_block"):
+            ImageEncoder("efficientnet_lite0", pretrained=False, feature_block=bad)
+    with pytest.raises(ValueError, match="blocks 0-7"):
+        ImageEncoder("resnet18", pretrained=False, feature_block=8)
