@@ -41,9 +41,12 @@ def image_list_path(data_dir: str | Path, split: str) -> Path:
 
 
 class ImagePairDataset(Dataset):
-    """PairDataset items with their image: "image" (3, H, W), or "features" from the cache."""
+    """PairDataset items with their image: "image" (3, H, W), or "features" from the cache; neither
+    when `transform` is None (a text-only model: no image is read)."""
 
-    def __init__(self, pairs: PairDataset, paths: list[str], transform: Callable, features: Tensor | None):
+    def __init__(
+        self, pairs: PairDataset, paths: list[str], transform: Callable | None, features: Tensor | None
+    ):
         self.pairs, self.paths, self.transform, self.features = pairs, paths, transform, features
         self.src_ids, self.tgt_ids = pairs.src_ids, pairs.tgt_ids
 
@@ -55,7 +58,7 @@ class ImagePairDataset(Dataset):
         item["image_path"] = self.paths[i]
         if self.features is not None:
             item["features"] = self.features[i]
-        else:
+        elif self.transform is not None:
             item["image"] = self.transform(load_rgb(self.paths[i]))
         return item
 
@@ -80,6 +83,7 @@ class MultimodalDataModule(ParallelTextDataModule):
         self.image_names: dict[str, list[str]] = {}  # split file name -> the names of its list
         self.normalization = (IMAGENET_MEAN, IMAGENET_STD)
         self.features: dict[str, Tensor] = {}
+        self.read_images = True  # False: batches without images, for a text-only model (`skip_images`)
         self._checked: set[str] = set()
 
     # -- the image list of each split -----------------------------------------------------------
@@ -140,6 +144,11 @@ class MultimodalDataModule(ParallelTextDataModule):
     def transform(self) -> Callable:
         return default_transform(self.image_size, *self.normalization)
 
+    def skip_images(self) -> None:
+        """Batches without images or features: a text-only model (fusion none) on this data
+        trains and tests as fast as on the text alone. The image lists are still checked."""
+        self.read_images = False
+
     def use_features(self, extract: Extractor, encoder: str, names: Iterable[str]) -> dict[str, bool]:
         """Serve cached CNN features instead of images for the datasets `names`; returns {name: hit}."""
         hits = {}
@@ -164,13 +173,14 @@ class MultimodalDataModule(ParallelTextDataModule):
 
     def dataset(self, name: str) -> Dataset:
         features = self.features.get(name)
-        return ImagePairDataset(self.datasets[name], self.image_paths(name), self.transform(), features)
+        transform = self.transform() if self.read_images else None
+        return ImagePairDataset(self.datasets[name], self.image_paths(name), transform, features)
 
     def collate(self, items: list[dict]) -> dict:
         batch = collate_pairs(items)
         batch["image_path"] = [it["image_path"] for it in items]
         if "features" in items[0]:
             batch["features"] = torch.stack([it["features"] for it in items]).float()
-        else:
+        elif "image" in items[0]:
             batch["images"] = torch.stack([it["image"] for it in items])
         return batch

@@ -103,6 +103,8 @@ class TranslationModule(ImageFeatures, DecodingModule):
         super().setup(stage)  # the vocabularies
         if self.multimodal:
             self.prepare_images(stage, {"fit": ("train", "dev"), "validate": ("dev",), "test": ("test",)})
+        elif hasattr(dm := getattr(self._trainer, "datamodule", None), "skip_images"):
+            dm.skip_images()  # text only on multimodal data: reading and resizing images is wasted
 
     def image_of(self, batch: dict) -> Tensor | None:
         """(B, R, C) grid features of the batch's images, or None for a text-only model."""

@@ -134,3 +134,30 @@ def test_multimodal_module_without_images_says_which_datamodule(tmp_path):
     batch = {"src": torch.ones(1, 2, dtype=torch.long), "src_lengths": torch.tensor([2])}
     with pytest.raises(ValueError, match="MultimodalDataModule"):
         model.image_of(batch)
+
+
+def test_a_text_only_model_on_multimodal_data_reads_no_image(tmp_path, monkeypatch):
+    import pytorch_lightning as pl
+
+    from seq2seq.translation import TranslationModule
+
+    root = write_set(tmp_path / "d")
+    dm = module(root, batch_size=3)
+    dm.setup("fit")
+    dm.skip_images()
+    batch = next(iter(dm.train_dataloader()))
+    assert "images" not in batch and "features" not in batch and len(batch["image_path"]) == 3
+
+    def no_reading(path):
+        raise AssertionError(f"{path} was read for a text-only model")
+
+    monkeypatch.setattr("data.multimodal.load_rgb", no_reading)
+    dm = module(root, batch_size=3)
+    dm.setup("fit")
+    model = TranslationModule(dm.src_vocab_size, dm.tgt_vocab_size, embed_dim=4, hidden_size=4)
+    trainer = pl.Trainer(
+        max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    assert not dm.read_images and trainer.global_step == 2
