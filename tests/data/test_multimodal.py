@@ -157,7 +157,7 @@ def test_a_text_only_model_on_multimodal_data_reads_no_image(tmp_path, monkeypat
     model = TranslationModule(dm.src_vocab_size, dm.tgt_vocab_size, embed_dim=4, hidden_size=4)
     trainer = pl.Trainer(
         max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
     )  # fmt: skip
     trainer.fit(model, datamodule=dm)
     assert not dm.read_images and trainer.global_step == 2
