@@ -83,7 +83,7 @@ class MultimodalDataModule(ParallelTextDataModule):
         self.image_names: dict[str, list[str]] = {}  # split file name -> the names of its list
         self.normalization = (IMAGENET_MEAN, IMAGENET_STD)
         self.features: dict[str, Tensor] = {}
-        self.read_images = True  # False: batches without images, for a text-only model (`skip_images`)
+        self.read_images = True  # False: batches without images, for a text-only model (`use_images`)
         self._checked: set[str] = set()
 
     # -- the image list of each split -----------------------------------------------------------
@@ -144,10 +144,10 @@ class MultimodalDataModule(ParallelTextDataModule):
     def transform(self) -> Callable:
         return default_transform(self.image_size, *self.normalization)
 
-    def skip_images(self) -> None:
-        """Batches without images or features: a text-only model (fusion none) on this data
-        trains and tests as fast as on the text alone. The image lists are still checked."""
-        self.read_images = False
+    def use_images(self, read: bool) -> None:
+        """read=False: batches without images or features, so that a text-only model (fusion none)
+        on this data trains and tests as fast as on the text alone. The image lists are still checked."""
+        self.read_images = read
 
     def use_features(self, extract: Extractor, encoder: str, names: Iterable[str]) -> dict[str, bool]:
         """Serve cached CNN features instead of images for the datasets `names`; returns {name: hit}."""

@@ -101,10 +101,10 @@ class TranslationModule(ImageFeatures, DecodingModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)  # the vocabularies
+        if hasattr(dm := getattr(self._trainer, "datamodule", None), "use_images"):
+            dm.use_images(self.multimodal)  # a text-only model on multimodal data reads no image
         if self.multimodal:
             self.prepare_images(stage, {"fit": ("train", "dev"), "validate": ("dev",), "test": ("test",)})
-        elif hasattr(dm := getattr(self._trainer, "datamodule", None), "skip_images"):
-            dm.skip_images()  # text only on multimodal data: reading and resizing images is wasted
 
     def image_of(self, batch: dict) -> Tensor | None:
         """(B, R, C) grid features of the batch's images, or None for a text-only model."""

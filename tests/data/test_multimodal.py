@@ -144,9 +144,11 @@ def test_a_text_only_model_on_multimodal_data_reads_no_image(tmp_path, monkeypat
     root = write_set(tmp_path / "d")
     dm = module(root, batch_size=3)
     dm.setup("fit")
-    dm.skip_images()
+    dm.use_images(False)
     batch = next(iter(dm.train_dataloader()))
     assert "images" not in batch and "features" not in batch and len(batch["image_path"]) == 3
+    dm.use_images(True)  # and back, for a multimodal model on the same datamodule
+    assert next(iter(dm.train_dataloader()))["images"].shape == (3, 3, 32, 32)
 
     def no_reading(path):
         raise AssertionError(f"{path} was read for a text-only model")
