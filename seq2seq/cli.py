@@ -9,6 +9,7 @@ bar. Precision defaults to bf16-mixed on GPUs that support it and fp32 otherwise
 
 from __future__ import annotations
 
+import csv
 import netrc
 import os
 from pathlib import Path
@@ -41,7 +42,12 @@ def wandb_logged_in() -> bool:
 
 class _AppendingWriter(ExperimentWriter):
     def _check_log_dir_exists(self) -> None:
-        """Lightning deletes an existing metrics.csv here; a resumed run appends to it instead."""
+        """Lightning deletes an existing metrics.csv here; a resumed run appends to it instead,
+        starting from its columns (else the first new column rewrites the file with the resumed
+        run's columns alone, and the old rows no longer fit)."""
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = sorted(next(csv.reader(file), []))
 
 
 class ResumableCSVLogger(CSVLogger):
