@@ -1,8 +1,8 @@
 """`python -m captioning fit|validate|test -c CONFIG [--model.init_args.hidden_size 512 ...]`
 
 The shared LightningCLI (seq2seq/cli.py: CSV logger, optional wandb, checkpoints and early stopping
-on val_bleu, data.vocab_size linked to model.init_args.vocab_size) over the CaptioningModule and
-CaptionDataModule named in the config; see configs/captioning/.
+on val_<monitor>, val_cider by default; data.vocab_size linked to model.init_args.vocab_size) over
+the CaptioningModule and CaptionDataModule named in the config; see configs/captioning/.
 """
 
 from seq2seq.cli import run

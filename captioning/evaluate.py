@@ -1,13 +1,16 @@
-"""Score a captioning checkpoint on a split: nltk corpus BLEU-1..4 against all references.
+"""Score a captioning checkpoint on a split: the COCO caption metrics against all references.
 
     python -m captioning.evaluate --checkpoint CKPT --data SOURCE [--image-root DIR] [--split test]
         [--beam-size 3 | --greedy] [--limit N] [--max-len N] [--batch-size 16] [--device auto] [--skip-bad]
 
 SOURCE is any file data.captions reads (Karpathy JSON: its --split images; COCO annotation JSON or
 image_path<TAB>caption TSV: all its images, counted as --split). Prints one JSON line:
-{"bleu1": .., "bleu2": .., "bleu3": .., "bleu4": .., "images": N, "split": "test", "method": "beam",
-"beam_size": 3} (beam_size null with --greedy). BLEU is on the 0-100 scale, computed exactly as
-CaptioningModule's val/test BLEU: `seq2seq.metrics.nltk_bleu` on tokens, the references of an image
+{"bleu1": .., "bleu2": .., "bleu3": .., "bleu4": .., "meteor": .., "rouge_l": .., "cider": ..,
+"nltk_bleu1" .. "nltk_bleu4": .., "images": N, "split": "test", "method": "beam", "beam_size": 3}
+(beam_size null with --greedy; "meteor": "needs java" without a Java runtime on PATH). The scores
+are on the 0-100 scale, computed by the one function CaptioningModule's validation and test use
+(captioning.metrics.caption_metrics: pycocoevalcap's scorers, CIDEr-D with the document
+frequencies of this split's references; nltk corpus BLEU beside them), the references of an image
 being all its tokenized captions (untruncated; a caption with no token is left out), the hypotheses
 decoded with the checkpoint's own vocabulary ("<unk>" included). --limit N scores the first N images
 of the split (file order).
@@ -26,9 +29,9 @@ from data.caption_sources import CaptionImage, read_source
 from data.images import ImageFileError
 from data.parallel import DataError
 from seq2seq.checkpoint import CheckpointError
-from seq2seq.metrics import nltk_bleu
 
 from .captioner import Captioner, image_problem
+from .metrics import METEOR_MISSING, caption_metrics
 
 
 def split_images(
@@ -60,7 +63,7 @@ def score(
     progress: bool = False,
     on_bad_image=None,
 ) -> tuple[dict[str, float], list[list[str]], list[list[list[str]]]]:
-    """Caption `images` and score them: (BLEU-1..4 on 0-100, the hypotheses, their references).
+    """Caption `images` and score them: (caption_metrics' scores, the hypotheses, their references).
     Images that on_bad_image skips (see Captioner.caption) are left out of all three."""
     captions = captioner.caption(
         [im.path for im in images], method, beam_size, max_len, batch_size=batch_size,
@@ -71,7 +74,7 @@ def score(
         raise DataError("no image could be captioned")
     hyps = [c.tokens for c, _ in kept]
     refs = [im.captions for _, im in kept]
-    return nltk_bleu(hyps, refs), hyps, refs
+    return caption_metrics(hyps, refs), hyps, refs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result = {f"bleu{n}": round(scores[f"bleu{n}"], 4) for n in range(1, 5)}
+    result = {
+        key: METEOR_MISSING if scores[key] is None else round(scores[key], 4) for key in scores
+    }
     result.update(images=len(hyps), split=args.split, method=method)
     result["beam_size"] = args.beam_size if method == "beam" else None
     if args.skip_bad:

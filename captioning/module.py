@@ -1,10 +1,21 @@
-"""CaptioningModule: a pretrained CNN + ShowTell / ShowAttendTell trained with cross-entropy,
-validated with real decoding (greedy or beam, never teacher-forced) and corpus BLEU-1..4.
+"""CaptioningModule: a pretrained CNN + ShowTell / ShowAttendTell trained with cross-entropy or
+self-critically (SCST), validated with real decoding (greedy or beam, never teacher-forced) and the
+COCO caption metrics.
 
 Loss (seed 002 eq. 8.51): J = -sum_t log y~_t(z_t), the mean cross-entropy over the caption tokens
-(w_1 .. <eos>), PAD ignored. BLEU is nltk's corpus BLEU on tokens against all the references of
-each image (`seq2seq.metrics.nltk_bleu`); `val_bleu` / `test_bleu` are BLEU-4, so the CLI's default
-checkpoint and early-stopping monitor (val_bleu) work unchanged.
+(w_1 .. <eos>), PAD ignored. With `self_critical: true` the loss is SCST's instead (captioning/scst.py):
+`scst_samples` captions sampled per image, rewarded with CIDEr-D against the image's references
+(document frequencies of the training captions, cached beside the feature cache), the baseline the
+greedy caption's reward (`scst_baseline: greedy`) or the mean of the image's other samples
+(`mean`); training batches are then images with all their references, dropout is off in SCST steps,
+and `init_checkpoint` (a cross-entropy checkpoint of the same data) gives the starting weights.
+train_reward and train_baseline are logged every step; run_dir/plots/reward.png draws them.
+
+Metrics (captioning/metrics.py, one function for validation, test and captioning.evaluate):
+pycocoevalcap's BLEU-1..4, METEOR (when java is on PATH), ROUGE-L and CIDEr-D, 0-100, logged as
+`{val,test}_bleu1..4`, `_meteor`, `_rouge_l`, `_cider`, and nltk's corpus BLEU as `_nltk_bleu1..4`.
+`monitor` (default cider) is the one the learning-rate plateau reads, and the CLI's checkpoint and
+early stopping too (seq2seq/cli.py: val_<monitor>); run_dir/plots/metrics.png draws them by epoch.
 
 Images: the datamodule's default transform (Resize to image_size x image_size, ToTensor, Normalize)
 takes the backbone's mean/std (`setup` calls `CaptionDataModule.use_normalization`): (x - 127) / 128
@@ -28,18 +39,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from pytorch_lightning.loggers import WandbLogger
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from data.vocab import PAD, Vocabulary
+from seq2seq.checkpoint import CheckpointError
 from seq2seq.image_features import ImageFeatures
 from seq2seq.lightning import DecodingModule, perplexity
-from seq2seq.metrics import nltk_bleu
 from seq2seq.modules.vision import ImageEncoder
 
+from . import scst
+from .metrics import CiderD, caption_metrics, cider_d_for, format_metrics, java_available
 from .models import ShowAttendTell, ShowTell
+
+Monitor = Literal["cider", "bleu4", "meteor", "rouge_l", "nltk_bleu4"]
 
 
 class CaptioningModule(ImageFeatures, DecodingModule):
@@ -80,8 +97,24 @@ class CaptioningModule(ImageFeatures, DecodingModule):
         num_samples: int = 5,
         feature_block: int | None = None,  # the CNN's features from this block, not its last layer
         cache_features: bool = True,  # frozen CNN (train_backbone="none"): features once, from disk after
+        monitor: Monitor = "cider",  # val_<monitor> picks the checkpoint and drives the plateau
+        self_critical: bool = False,  # SCST (captioning/scst.py) instead of cross-entropy
+        scst_samples: int = 5,  # captions sampled per image
+        scst_baseline: Literal["greedy", "mean"] = "greedy",
+        init_checkpoint: str | None = None,  # weights to start from (e.g. a cross-entropy run for SCST)
     ):
         super().__init__()
+        if monitor not in Monitor.__args__:
+            raise ValueError(f"monitor must be one of {', '.join(Monitor.__args__)}, got {monitor!r}")
+        if monitor == "meteor" and not java_available():
+            raise ValueError("monitor: meteor needs java on PATH; install a Java runtime or monitor cider")
+        if scst_baseline not in ("greedy", "mean"):
+            raise ValueError(f"scst_baseline must be 'greedy' or 'mean', got {scst_baseline!r}")
+        if scst_samples < (2 if scst_baseline == "mean" else 1):
+            raise ValueError(
+                f"scst_samples={scst_samples}: SCST needs at least one sample per image, "
+                "two with baseline 'mean'"
+            )
         if model not in ("showtell", "attention"):
             raise ValueError(f"model must be 'showtell' or 'attention', got {model!r}")
         if image_every_step and model != "showtell":
@@ -104,6 +137,9 @@ class CaptioningModule(ImageFeatures, DecodingModule):
         else:
             self.model = ShowAttendTell(vocab_size, C, **decoder)
         self.vocab: Vocabulary | None = None
+        self.cider: CiderD | None = None  # SCST's reward, set up in setup("fit")
+        self._initialized = False  # init_checkpoint loaded
+        self.history: dict[str, list] = {"epochs": [], "rewards": []}  # for the plots; in the checkpoint
 
     @property
     def image_encoder(self) -> ImageEncoder:
@@ -112,7 +148,42 @@ class CaptioningModule(ImageFeatures, DecodingModule):
     # -- vocabulary from the datamodule, images from the feature cache (seq2seq/image_features.py)
     def setup(self, stage: str) -> None:
         super().setup(stage)  # the vocabulary
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if self.hparams.self_critical and stage == "fit" and hasattr(dm, "use_image_batches"):
+            dm.use_image_batches(True)  # SCST samples per image and scores against all references
         self.prepare_images(stage)
+        if self.hparams.init_checkpoint and not self._initialized:  # once: later stages keep the training
+            self.load_initial_weights(self.hparams.init_checkpoint)
+            self._initialized = True
+        if self.hparams.self_critical and stage == "fit":
+            if not hasattr(dm, "references"):
+                raise ValueError("self_critical needs a CaptionDataModule (the training references)")
+            self.cider, hit = cider_d_for(dm.references("train"), dm.feature_cache_dir())
+            rank_zero_info(
+                f"[scst] CIDEr-D document frequencies of {self.cider.images} training images "
+                f"({'from the cache' if hit else 'computed and cached'} in {dm.feature_cache_dir()})"
+            )
+
+    def load_initial_weights(self, path: str) -> None:
+        """The weights of checkpoint `path` (same model and vocabulary), once, at the first setup;
+        a checkpoint Lightning is given (--ckpt_path: resume, validate, test) loads after this."""
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError) as e:
+            raise CheckpointError(f"init_checkpoint {path}: cannot read it ({e})") from e
+        vocab = (ckpt.get("seqcap") or {}).get("vocab")
+        if self.vocab_state is not None and vocab != self.vocab_state["vocab"]:
+            raise CheckpointError(
+                f"init_checkpoint {path}: its vocabulary differs from the data's; use the data "
+                "options it was trained with"
+            )
+        try:
+            self.load_state_dict(ckpt["state_dict"])
+        except (KeyError, RuntimeError) as e:
+            raise CheckpointError(
+                f"init_checkpoint {path}: its weights do not fit this model ({str(e).splitlines()[0]}); "
+                "use the model options it was trained with"
+            ) from e
 
     def use_vocab_state(self, state: dict) -> None:
         self.vocab = Vocabulary.from_list(state["vocab"])
@@ -129,11 +200,51 @@ class CaptioningModule(ImageFeatures, DecodingModule):
         return loss, int((target != PAD).sum())
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        if self.hparams.self_critical:
+            return self.self_critical_step(batch)
         loss, _ = self.eval_loss(batch)
         B = batch["captions_in"].shape[0]
         self.log("train_loss", loss, prog_bar=True, batch_size=B)
         self.log("train_ppl", perplexity(loss.item()), batch_size=B)
         return loss
+
+    def self_critical_step(self, batch: dict) -> Tensor:
+        """SCST on a batch of images with their references (captioning/scst.py)."""
+        hp = self.hparams
+        features = self.image_features(batch)
+        B, k = features.shape[0], hp.scst_samples
+        repeated = features.repeat_interleave(k, 0)  # image b's samples at rows b*k .. b*k+k-1
+        self.model.eval()  # dropout off: the samples' log-probabilities are those they were drawn with
+        try:
+            # the draws of step n depend on (seed, rank, n) alone: a resumed run samples as a straight one
+            seed = (torch.initial_seed() * 1_000_003 + self.global_rank * 7_919 + self.global_step) % 2**63
+            generator = torch.Generator(device=features.device).manual_seed(seed)
+            hyps = self.model.caption(repeated, "sample", max_len=hp.max_len, generator=generator)
+            samples = [h[0].tokens for h in hyps]
+            refs = [r for r in batch["references"] for _ in range(k)]
+            rewards = self._rewards(samples, refs).view(B, k)
+            if hp.scst_baseline == "greedy":
+                greedy = [h[0].tokens for h in self.model.caption(features, "greedy", max_len=hp.max_len)]
+                baselines = self._rewards(greedy, batch["references"]).view(B, 1).expand(B, k)
+            else:
+                baselines = scst.mean_of_others(rewards)
+            captions_in, targets = scst.sample_batch(samples, hp.max_len, features.device)
+            log_probs = scst.sequence_log_probs(self.model(repeated, captions_in), targets)
+        finally:
+            self.model.train()
+        loss = scst.self_critical_loss(log_probs, rewards.flatten(), baselines.flatten())
+        reward, baseline = float(rewards.mean()), float(baselines.mean())
+        self.log("train_loss", loss, prog_bar=True, batch_size=B)
+        self.log("train_reward", reward, prog_bar=True, batch_size=B)
+        self.log("train_baseline", baseline, batch_size=B)
+        if self.trainer.is_global_zero:
+            self.history["rewards"].append([int(self.global_step), reward, baseline])
+        return loss
+
+    def _rewards(self, samples: list[list[int]], refs: list[list[list[str]]]) -> Tensor:
+        """CIDEr-D (document frequencies of the training captions) of each sample: (N,) float."""
+        words = [self.vocab.decode(s) for s in samples]
+        return torch.as_tensor(self.cider.scores(words, refs), dtype=torch.float32, device=self.device)
 
     # -- validation and test: real decoding ---------------------------------------------------
     def decode_batch(self, batch: dict, method: str, return_attention: bool = False) -> list:
@@ -166,12 +277,45 @@ class CaptioningModule(ImageFeatures, DecodingModule):
         ]
 
     def score_outputs(self, prefix: str, outputs: list[dict]) -> tuple[float, str]:
-        scores = nltk_bleu([o["hyp"] for o in outputs], [o["refs"] for o in outputs])
-        for n in range(1, 5):
-            self.log(f"{prefix}_bleu{n}", scores[f"bleu{n}"])
-        self.log(f"{prefix}_bleu", scores["bleu4"], prog_bar=True)
-        bleus = " ".join(f"BLEU-{n} {scores[f'bleu{n}']:.2f}" for n in range(1, 5))
-        return scores["bleu4"], f"{prefix} {bleus} on {len(outputs)} images (nltk corpus BLEU)"
+        scores = caption_metrics([o["hyp"] for o in outputs], [o["refs"] for o in outputs])
+        monitor = self.hparams.monitor
+        for key, value in scores.items():
+            if value is not None:
+                self.log(f"{prefix}_{key}", value, prog_bar=key == monitor)
+        if prefix == "val" and self.fitting and self.trainer.is_global_zero:
+            self.history["epochs"].append([int(self.current_epoch), scores])
+        header = f"{prefix} {format_metrics(scores)} on {len(outputs)} images (pycocoevalcap, nltk)"
+        return scores[monitor], header
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        if self.trainer.is_global_zero and self.fitting:
+            self.plot_history()
+
+    @property
+    def fitting(self) -> bool:
+        """Validation of a fit (not its sanity check, not `validate`): what the history records."""
+        return self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking
+
+    def plot_history(self) -> None:
+        """run_dir/plots/metrics.png (validation metrics by epoch) and, for SCST,
+        run_dir/plots/reward.png (mean reward and baseline by step); also to wandb."""
+        from .visualize import metrics_plot, reward_plot
+
+        plots = []
+        if self.history["epochs"]:
+            plots.append(metrics_plot(self.history["epochs"], self.run_dir / "plots" / "metrics.png"))
+        if self.history["rewards"]:
+            plots.append(reward_plot(self.history["rewards"], self.run_dir / "plots" / "reward.png"))
+        self.wandb_images("plots", plots)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["seqcap_history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.history = checkpoint.get("seqcap_history") or {"epochs": [], "rewards": []}
 
     def log_samples(self, prefix: str, samples: list[dict], header: str) -> None:
         """samples/{prefix}_epochNNN.txt and .png (the images with their captions and first

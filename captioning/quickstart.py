@@ -22,6 +22,7 @@ from data.shapes import JSON_NAME, build_shapes_dataset
 from seq2seq.cli import main as cli
 
 from .captioner import Captioner
+from .metrics import format_metrics
 
 SHAPES_DIR = Path("data/corpora/shapes-quickstart")
 SIZES = {"n_train": 3000, "n_val": 200, "n_test": 200}  # about 20 s to draw, a minute of CNN here
@@ -53,9 +54,10 @@ def main(argv: list[str] | None = None) -> None:
     test = [im for im in read_source(str(source), None, "test") if im.split == "test"][:3]
     beam = run.model.hparams.beam_size
     captions = Captioner.from_checkpoint(best).caption([im.path for im in test], beam_size=beam)
-    bleus = "  ".join(f"BLEU-{n} {results[f'test_bleu{n}']:.2f}" for n in range(1, 5))
+    scores = {k[len("test_") :]: v for k, v in results.items() if k.startswith("test_") and k != "test_loss"}
+    scores.setdefault("meteor", None)
     print("\n" + "=" * 72)
-    print(f"test (beam {beam}, nltk corpus BLEU over 5 references): {bleus}")
+    print(f"test (beam {beam}, COCO caption metrics over 5 references): {format_metrics(scores)}")
     for image, caption in zip(test, captions):
         print(f"\n  image:     {image.path}\n  caption:   {caption.text}\n  reference: {image.raw[0]}")
     log_dir = Path(trainer.log_dir or trainer.default_root_dir)

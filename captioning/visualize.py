@@ -2,6 +2,8 @@
 overlay per generated word is seq2seq.plots.attention_overlay, shared with multimodal translation).
 
     caption_grid([(image, hypothesis, references), ...], path, title=None) -> Path
+    metrics_plot([[epoch, {metric: value}], ...], path) -> Path   validation metrics by epoch
+    reward_plot([[step, reward, baseline], ...], path) -> Path     SCST's mean reward and baseline
 
 Only matplotlib's object-oriented API is used (`matplotlib.figure.Figure`, rendered by Agg): no
 pyplot, no global backend switch, no GUI, safe in a training process and its callbacks. Nothing
@@ -22,7 +24,7 @@ from PIL import Image
 
 from seq2seq.plots import PANEL_INCHES, as_image, save_figure, thumbnail
 
-__all__ = ["caption_grid"]
+__all__ = ["caption_grid", "metrics_plot", "reward_plot"]
 
 def _first_reference(refs) -> str:
     """refs: 'ref one | ref two' (as the module's sample rows join them), a list of strings, or a
@@ -91,4 +93,52 @@ def caption_grid(
                     transform=tx.transAxes)  # fmt: skip
     if title:
         fig.suptitle(textwrap.shorten(title, 120), fontsize=10, y=1 - 0.08 / fig.get_figheight())
+    return save_figure(fig, path)
+
+
+def metrics_plot(history: Sequence, path: str | Path) -> Path:
+    """history: [epoch, {"bleu4": .., "cider": .., ...}] per validation -> one panel per metric
+    (BLEU-1..4 together), value by epoch."""
+    from .metrics import NAMES
+
+    epochs = [int(e) for e, _ in history]
+    panels = [("BLEU", [f"bleu{n}" for n in range(1, 5)]), ("METEOR", ["meteor"]), ("ROUGE-L", ["rouge_l"]),
+              ("CIDEr-D", ["cider"])]  # fmt: skip
+    panels = [(t, keys) for t, keys in panels if any(s.get(k) is not None for _, s in history for k in keys)]
+    fig = Figure(figsize=(3.2 * max(1, len(panels)), 2.8))
+    for i, (title, keys) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for key in keys:
+            points = [(e, s[key]) for e, (_, s) in zip(epochs, history) if s.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), marker="o", markersize=3, label=NAMES[key])
+        ax.set_title(f"val {title}")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if len(keys) > 1:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def reward_plot(rewards: Sequence, path: str | Path) -> Path:
+    """rewards: [step, mean reward, mean baseline] per SCST step -> both curves (CIDEr-D, the
+    scorer's scale) and their moving average."""
+    steps = np.array([r[0] for r in rewards], dtype=float)
+    values = np.array([[r[1], r[2]] for r in rewards], dtype=float)
+    fig = Figure(figsize=(6.0, 3.0))
+    ax = fig.add_subplot(1, 1, 1)
+    window = max(1, len(steps) // 20)
+    kernel = np.ones(window) / window
+    for j, (name, color) in enumerate((("sample reward", "tab:blue"), ("baseline", "tab:orange"))):
+        ax.plot(steps, values[:, j], color=color, alpha=0.3, linewidth=0.8)
+        if len(steps) >= window:
+            smooth = np.convolve(values[:, j], kernel, mode="valid")
+            ax.plot(steps[window - 1 :], smooth, color=color, label=f"{name} (mean of {window})")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("CIDEr-D")
+    ax.set_title("self-critical training: reward and baseline")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     return save_figure(fig, path)

@@ -5,7 +5,9 @@ training captions only (``min_freq``), truncates captions longer than ``max_capt
 (counted and reported with ``rank_zero_info``), and serves (data/caption_datasets.py)
 
 * training: one example per (image, caption) pair, shuffled with ``seed``;
-* validation / test: one example per image, with ALL its references (for corpus BLEU).
+* validation / test: one example per image, with ALL its references (for corpus BLEU);
+* training by image (``use_image_batches(True)``, for self-critical training): the training images
+  shuffled, one example each with all its references.
 
 Image transforms are constructor-time callables (``transform`` / ``eval_transform``: PIL image ->
 (3, H, W) tensor), e.g. ``ImageEncoder.transform(train=...)`` handed in by the captioning code.
@@ -39,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .caption_datasets import CaptionEvalDataset, CaptionTrainDataset, collate_captions
 from .caption_sources import SPLITS, TOKENIZER_NAME, CaptionImage, read_source
+from .epoch_shuffle import EpochShuffle
 from .features import Extractor, cached_features
 from .images import IMAGENET_MEAN, IMAGENET_STD, ImageFileError, check_image, default_transform
 from .parallel import DataError
@@ -98,6 +101,7 @@ class CaptionDataModule(pl.LightningDataModule):
         self.empty_captions = 0
         self._checked: set[str] = set()
         self.features: dict[str, Tensor] = {}  # split -> (N, ...) cached CNN features
+        self.train_by_image = False  # see use_image_batches
         self.normalization = (IMAGENET_MEAN, IMAGENET_STD)  # the default transform's; see use_normalization
 
     # -- reading and the vocabulary (once, on first use; no image is opened) --------------------
@@ -188,15 +192,28 @@ class CaptionDataModule(pl.LightningDataModule):
         evaluation = self.eval_transform if self.eval_transform is not None else train
         return train, evaluation
 
+    def use_image_batches(self, on: bool = True) -> None:
+        """Training batches of images, each with all its references (shuffled as the pairs are),
+        instead of (image, caption) pairs: what self-critical training samples from."""
+        self.train_by_image = on
+
+    def references(self, split: str) -> list[list[list[str]]]:
+        """The tokenized captions of every image of ``split``, image by image (untruncated)."""
+        self.build()
+        if split not in self.images:
+            raise DataError(f"{self.hparams.source}: no {split} split")
+        return [[list(c) for c in im.captions] for im in self.images[split]]
+
     def dataset(self, split: str) -> Dataset:
-        """The (checked) dataset of ``split``: pairs for train, images with references otherwise."""
+        """The (checked) dataset of ``split``: pairs for train (images with their references after
+        ``use_image_batches(True)``), images with references otherwise."""
         self.build()
         if split not in self.images:
             raise DataError(f"{self.hparams.source}: no {split} split")
         self.check_images(split)
         train_tf, eval_tf = self._transforms()
         features = self.features.get(split)
-        if split == "train":
+        if split == "train" and not self.train_by_image:
             return CaptionTrainDataset(self.images[split], self.ids[split], train_tf, features)
         return CaptionEvalDataset(self.images[split], self.ids[split], eval_tf, features)
 
@@ -219,7 +236,7 @@ class CaptionDataModule(pl.LightningDataModule):
                 continue
             self.check_images(split)
             found = cached_features(
-                self._cache_dir(), split, [im.path for im in self.images[split]],
+                self.feature_cache_dir(), split, [im.path for im in self.images[split]],
                 train_tf if split == "train" else eval_tf, encoder, extract,
                 self.hparams.eval_batch_size, self.hparams.num_workers,
             )  # fmt: skip
@@ -227,7 +244,8 @@ class CaptionDataModule(pl.LightningDataModule):
                 self.features[split], hits[split] = found
         return hits
 
-    def _cache_dir(self) -> Path:
+    def feature_cache_dir(self) -> Path:
+        """``cache_dir``, or ``feature_cache/`` beside the source file."""
         if self.hparams.cache_dir is not None:
             return Path(self.hparams.cache_dir)
         return Path(self.hparams.source).parent / "feature_cache"
@@ -244,10 +262,13 @@ class CaptionDataModule(pl.LightningDataModule):
     def _loader(self, split: str) -> DataLoader:
         hp = self.hparams
         train = split == "train"
-        generator = torch.Generator().manual_seed(hp.seed) if train else None
+        dataset = self.dataset(split)
+        # the order of epoch e from (seed, e) alone, as a straight run's: exact resume
+        sampler = EpochShuffle(len(dataset), hp.seed) if train else None
+        generator = torch.Generator().manual_seed(hp.seed) if train else None  # the workers' seeds
         return DataLoader(
-            self.dataset(split), batch_size=hp.batch_size if train else hp.eval_batch_size,
-            shuffle=train, generator=generator, collate_fn=collate_captions,
+            dataset, batch_size=hp.batch_size if train else hp.eval_batch_size,
+            sampler=sampler, generator=generator, collate_fn=collate_captions,
             num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0,
         )  # fmt: skip
 

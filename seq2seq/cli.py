@@ -3,7 +3,8 @@
 LightningCLI over the LightningModules and datamodules named in the config (class_path /
 init_args). Every run gets: a CSV logger (always) and wandb when `--wandb` is not "off"
 ("auto": online when you are logged in to wandb, offline otherwise, so no account is needed);
-checkpoints on val BLEU (best and last), early stopping, a learning-rate monitor and a progress
+checkpoints on val BLEU (best and last; on val_<monitor> for a model with a `monitor` option, as
+captioning's), early stopping, a learning-rate monitor and a progress
 bar. Precision defaults to bf16-mixed on GPUs that support it and fp32 otherwise.
 """
 
@@ -112,6 +113,7 @@ class SeqCapCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        self.use_model_monitor(cfg)
         root = Path(cfg.trainer.default_root_dir or "runs")
         version = None
         if self.subcommand == "fit" and cfg.get("ckpt_path") == "last":
@@ -131,6 +133,22 @@ class SeqCapCLI(LightningCLI):
             )
             loggers.append(wandb)
         self._loggers = loggers
+
+    @staticmethod
+    def use_model_monitor(cfg) -> None:
+        """A model with a `monitor` option (captioning: cider, bleu4, ...) decides what the
+        checkpoint and early stopping watch, val_<monitor>, where they still watch the default."""
+        init = (cfg.get("model") or {}).get("init_args") or {}
+        monitor = init.get("monitor") if hasattr(init, "get") else None
+        if not monitor:
+            return
+        key = f"val_{monitor}"
+        if cfg.checkpoint.monitor == "val_bleu":
+            cfg.checkpoint.monitor = key
+            if cfg.checkpoint.filename == "best-{epoch:02d}-{val_bleu:.2f}":
+                cfg.checkpoint.filename = f"best-{{epoch:02d}}-{{{key}:.2f}}"
+        if cfg.early_stopping.monitor == "val_bleu":
+            cfg.early_stopping.monitor = key
 
     def instantiate_trainer(self, **kwargs):
         cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
@@ -158,11 +176,14 @@ def main(args: list[str] | None = None) -> SeqCapCLI:
 
 
 def run(args: list[str] | None = None) -> SeqCapCLI:
-    """`main` for a `__main__` module: an error in the user's data (DataError: it names the file and
-    the line or image) ends the run with that message instead of a traceback."""
+    """`main` for a `__main__` module: an error in the user's data or checkpoint (DataError,
+    CheckpointError: it names the file and the line, image or option) ends the run with that
+    message instead of a traceback."""
     from data.parallel import DataError
+
+    from .checkpoint import CheckpointError
 
     try:
         return main(args)
-    except DataError as e:
+    except (DataError, CheckpointError) as e:
         raise SystemExit(f"error: {e}") from None

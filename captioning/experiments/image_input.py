@@ -78,7 +78,9 @@ def train_and_test(variant: str, seed: int, args: argparse.Namespace, out: Path,
         "--trainer.default_root_dir", str(out / "runs"), "--run_name", f"{variant}_seed{seed}",
         "--data.init_args.source", str(args.source), "--data.init_args.seed", str(seed),
         "--trainer.devices", "1",
-        "--model.init_args.image_every_step", str(VARIANTS[variant]).lower(), *extra,
+        "--model.init_args.image_every_step", str(VARIANTS[variant]).lower(),
+        "--model.init_args.monitor", "nltk_bleu4",  # the measure of this experiment (as before)
+        *extra,
     ])  # fmt: skip
     trainer, callback = run.trainer, run.trainer.checkpoint_callback
     seconds = time.perf_counter() - began
@@ -87,7 +89,7 @@ def train_and_test(variant: str, seed: int, args: argparse.Namespace, out: Path,
     score = callback.best_model_score
     return {
         "variant": variant, "seed": seed,
-        **{f"bleu{n}": round(results[f"test_bleu{n}"], 2) for n in range(1, 5)},
+        **{f"bleu{n}": round(results[f"test_nltk_bleu{n}"], 2) for n in range(1, 5)},
         "best_val_bleu4": round(float(score), 2) if score is not None else "",
         "epochs": trainer.current_epoch, "train_seconds": round(seconds, 1), "checkpoint": best,
     }  # fmt: skip

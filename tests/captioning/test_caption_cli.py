@@ -26,8 +26,10 @@ from PIL import Image
 
 from captioning import caption as caption_cli
 from captioning import evaluate as evaluate_cli
+from captioning import metrics as caption_metrics_module
 from captioning.caption import plot_names
 from captioning.captioner import Captioner, image_problem, load_captioning_checkpoint
+from captioning.metrics import caption_metrics
 from data.images import ImageFileError, load_rgb
 from data.shapes import build_shapes_dataset
 from data.vocab import BOS, PAD, SPECIALS
@@ -598,7 +600,7 @@ def references(json_path: Path, split: str) -> tuple[list[str], list[list[list[s
     return paths, refs
 
 
-def test_evaluate_prints_the_bleu_of_the_api_captions(cli, trained, load_captioner):
+def test_evaluate_prints_every_metric_of_the_api_captions(cli, trained, load_captioner):
     result = cli.evaluate
     assert result.returncode == 0, explain(result)
     lines = result.stdout.strip().splitlines()
@@ -607,9 +609,12 @@ def test_evaluate_prints_the_bleu_of_the_api_captions(cli, trained, load_caption
     assert scores["images"] == N_TEST and scores["split"] == "test"
     assert scores["method"] == "beam" and scores["beam_size"] == 3
     assert "skipped" not in scores
-    for n in range(1, 5):
-        assert 0.0 <= scores[f"bleu{n}"] <= 100.0
-    # the known answer: nltk corpus BLEU of the API's beam captions against every reference
+    keys = {f"bleu{n}" for n in range(1, 5)} | {f"nltk_bleu{n}" for n in range(1, 5)}
+    assert keys | {"meteor", "rouge_l", "cider"} <= set(scores)
+    for key in keys | {"rouge_l"}:
+        assert 0.0 <= scores[key] <= 100.0
+    # the known answer: the COCO metrics and nltk corpus BLEU of the API's beam captions against
+    # every reference
     paths, refs = references(trained.json, "test")
     assert len(paths) == N_TEST and all(len(r) == 5 for r in refs)
     captioner = load_captioner(trained.ckpt["showtell"])
@@ -617,10 +622,18 @@ def test_evaluate_prints_the_bleu_of_the_api_captions(cli, trained, load_caption
     expected = nltk_bleu(hyps, refs)
     assert expected["bleu1"] > 0  # "a" and friends occur in every reference: a real check
     for n in range(1, 5):
-        assert scores[f"bleu{n}"] == pytest.approx(expected[f"bleu{n}"], abs=1e-3)
+        assert scores[f"nltk_bleu{n}"] == pytest.approx(expected[f"bleu{n}"], abs=1e-3)
+    coco = caption_metrics(hyps, refs)
+    for key in ("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider"):
+        assert scores[key] == pytest.approx(coco[key], abs=1e-3), key
+    if coco["meteor"] is None:
+        assert scores["meteor"] == "needs java"
+    else:
+        assert scores["meteor"] == pytest.approx(coco["meteor"], abs=1e-3)
 
 
-def test_evaluate_limit_and_greedy(trained, capsys, load_captioner, decoded):
+def test_evaluate_limit_and_greedy(trained, capsys, load_captioner, decoded, monkeypatch):
+    monkeypatch.setattr(caption_metrics_module.shutil, "which", lambda name: None)  # no java here
     rc, out, err = run_main(
         evaluate_cli.main,
         ["--checkpoint", trained.ckpt["attention"], "--data", trained.json, "--greedy", "--limit", "1"],
@@ -634,7 +647,8 @@ def test_evaluate_limit_and_greedy(trained, capsys, load_captioner, decoded):
     captioner = load_captioner(trained.ckpt["attention"])
     expected = nltk_bleu([captioner.caption(paths[:1], method="greedy")[0].tokens], refs[:1])
     for n in range(1, 5):
-        assert scores[f"bleu{n}"] == pytest.approx(expected[f"bleu{n}"], abs=1e-3)
+        assert scores[f"nltk_bleu{n}"] == pytest.approx(expected[f"bleu{n}"], abs=1e-3)
+    assert scores["meteor"] == "needs java"  # and nothing failed
 
 
 def test_evaluate_bad_image_stops_or_is_skipped(trained, tmp_path, capsys):

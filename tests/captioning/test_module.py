@@ -1,5 +1,5 @@
 """CaptioningModule and `python -m captioning`: a CLI fit on a tiny shapes set, the frozen backbone,
-the two learning rates, and validation BLEU against nltk computed by hand."""
+the two learning rates, and the validation metrics against nltk and pycocoevalcap computed by hand."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
 from PIL import Image
 
+from captioning.metrics import caption_metrics
 from captioning.module import CaptioningModule
 from data.captions import CaptionDataModule
 from data.shapes import build_shapes_dataset
@@ -58,7 +59,13 @@ def test_cli_fit_writes_checkpoint_metrics_and_vocab(shapes_json, tmp_path):
     rows = read_metrics(run / "metrics.csv")
     bleu4 = metric_values(rows, "val_bleu4")
     assert bleu4 and all(0.0 <= b <= 100.0 for b in bleu4)
-    assert metric_values(rows, "val_bleu") == bleu4
+    cider = metric_values(rows, "val_cider")  # the monitored metric (monitor: cider by default)
+    assert cider and all(c >= 0.0 for c in cider)
+    assert metric_values(rows, "val_rouge_l") and metric_values(rows, "val_nltk_bleu4")
+    assert [p.name for p in (run / "checkpoints").glob("best-*.ckpt")] == [
+        f"best-epoch=00-val_cider={cider[-1]:.2f}.ckpt"
+    ]
+    assert (run / "plots" / "metrics.png").is_file()
     assert metric_values(rows, "val_loss")
     assert list((run / "samples").glob("val_epoch*.txt"))
 
@@ -134,8 +141,11 @@ def test_validation_bleu_matches_nltk_on_the_decoded_captions(datamodule, shapes
     weights = {1: (1.0,), 2: (0.5, 0.5), 3: (1 / 3,) * 3, 4: (0.25,) * 4}
     for n, w in weights.items():
         expected = 100.0 * corpus_bleu(refs, hyps, weights=w, smoothing_function=smooth)
-        assert float(metrics[f"val_bleu{n}"]) == pytest.approx(expected, abs=1e-4)
-    assert float(metrics["val_bleu"]) == pytest.approx(float(metrics["val_bleu4"]))
+        assert float(metrics[f"val_nltk_bleu{n}"]) == pytest.approx(expected, abs=1e-4)
+    coco = caption_metrics(hyps, refs)  # the COCO metrics of the same captions
+    for key in ("bleu1", "bleu4", "rouge_l", "cider", "meteor"):
+        if coco[key] is not None:
+            assert float(metrics[f"val_{key}"]) == pytest.approx(coco[key], abs=1e-3), key
     assert "val_loss" in metrics
     samples = (tmp_path / "samples" / "val_epoch000.txt").read_text()
     assert samples.startswith("val BLEU-1")
@@ -222,6 +232,6 @@ def test_a_short_fit_on_shapes_beats_the_untrained_model(tmp_path, one_thread):
     before = trainer().validate(module, datamodule=dm, verbose=False)[0]
     trainer(12).fit(module, datamodule=dm)
     after = trainer().validate(module, datamodule=dm, verbose=False)[0]
-    assert after["val_bleu1"] > before["val_bleu1"] + 20.0, (before, after)  # seen: 16 -> 50
-    assert after["val_bleu2"] > before["val_bleu2"] + 15.0, (before, after)  # seen: 0.8 -> 31
+    assert after["val_nltk_bleu1"] > before["val_nltk_bleu1"] + 20.0, (before, after)  # seen: 16 -> 50
+    assert after["val_nltk_bleu2"] > before["val_nltk_bleu2"] + 15.0, (before, after)  # seen: 0.8 -> 31
     assert after["val_loss"] < before["val_loss"] - 1.5, (before, after)  # seen: 3.9 -> 1.3

@@ -29,9 +29,12 @@ def test_quickstart_trains_tests_and_captions_three_images(tmp_path):
     assert result.returncode == 0, explain(result)
     out = result.stdout
     assert "using the shapes set in data/corpora/shapes-quickstart" in out
-    match = re.search(r"test \(beam 3, .*\): BLEU-1 (\S+)  BLEU-2 (\S+)  BLEU-3 (\S+)  BLEU-4 (\S+)", out)
+    match = re.search(
+        r"test \(beam 3, COCO .*\): BLEU-1 (\S+) BLEU-2 (\S+) BLEU-3 (\S+) BLEU-4 (\S+) METEOR.* "
+        r"ROUGE-L (\S+) CIDEr-D (\S+) nltk BLEU-4 (\S+)", out
+    )  # fmt: skip
     assert match, out
-    assert all(0.0 <= float(b) <= 100.0 for b in match.groups())
+    assert all(0.0 <= float(b) <= 100.0 for b in match.groups()[:5]) and float(match.group(6)) >= 0.0
 
     images_json = json.loads((data / "dataset_shapes.json").read_text())["images"]
     test = [im for im in images_json if im["split"] == "test"]
