@@ -29,6 +29,7 @@ import math
 import os
 import shutil
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -72,10 +73,36 @@ def _close_meteor() -> None:
     global _meteor
     if _meteor is not None:
         try:
-            _meteor.close()
+            if _meteor.lock.locked():  # a failed compute_score keeps it: its __del__ would hang
+                _meteor.lock.release()
+            _meteor.meteor_p.kill()
+            _meteor.meteor_p.wait()
         except Exception:  # the process may be gone already at interpreter exit
             pass
         _meteor = None
+
+
+_meteor_failed: str | None = None  # why METEOR failed once: it is not started again
+
+
+def _meteor_score(gts: dict, res: dict) -> float | None:
+    """The library's METEOR (0-1), or None, with a warning, when its java process fails (a broken
+    or too small Java runtime: the scorer then reads no number back); the other metrics go on."""
+    global _meteor_failed
+    if _meteor_failed is not None:
+        return None
+    try:
+        value, _ = _meteor_scorer().compute_score(gts, res)
+        return float(value)
+    except (OSError, ValueError) as e:
+        _meteor_failed = f"{type(e).__name__}: {e}"
+        _close_meteor()
+        warnings.warn(
+            f"METEOR failed ({_meteor_failed}); check `java -jar` runs with -Xmx2G here. "
+            "It is left out of this run's metrics.",
+            stacklevel=2,
+        )
+        return None
 
 
 def _inputs(hypotheses: list[list[str]], references: list[list[list[str]]]) -> tuple[dict, dict]:
@@ -105,8 +132,8 @@ def caption_metrics(
     scores: dict[str, float | None] = {f"bleu{n}": 100.0 * float(bleu[n - 1]) for n in range(1, 5)}
     scores["meteor"] = None
     if meteor or (meteor is None and java_available()):
-        value, _ = _meteor_scorer().compute_score(gts, res)
-        scores["meteor"] = 100.0 * float(value)
+        value = _meteor_score(gts, res)
+        scores["meteor"] = None if value is None else 100.0 * value
     scores["rouge_l"] = 100.0 * float(rouge)
     scores["cider"] = 100.0 * float(cider)
     scores.update({f"nltk_{k}": v for k, v in nltk_bleu(hypotheses, references, max_n=4).items()})
@@ -229,5 +256,10 @@ def cider_d_for(
         except (OSError, ValueError, KeyError):  # a damaged file is recomputed, never trusted
             pass
     scorer = CiderD.from_references(references)
-    scorer.save(path)
+    try:
+        scorer.save(path)
+    except OSError as e:  # a read-only data folder: computed again next time, nothing lost
+        warnings.warn(
+            f"cannot cache the CIDEr-D document frequencies in {path} ({e}); set cache_dir", stacklevel=2
+        )
     return scorer, False

@@ -229,7 +229,10 @@ class CaptioningModule(ImageFeatures, DecodingModule):
             else:
                 baselines = scst.mean_of_others(rewards)
             captions_in, targets = scst.sample_batch(samples, hp.max_len, features.device)
-            log_probs = scst.sequence_log_probs(self.model(repeated, captions_in), targets)
+            # cuDNN has no backward for an RNN run in eval mode: the teacher-forced pass, whose
+            # gradient this step takes, runs on PyTorch's own RNN kernels instead (CUDA only)
+            with torch.backends.cudnn.flags(enabled=features.device.type != "cuda"):
+                log_probs = scst.sequence_log_probs(self.model(repeated, captions_in), targets)
         finally:
             self.model.train()
         loss = scst.self_critical_loss(log_probs, rewards.flatten(), baselines.flatten())

@@ -78,7 +78,8 @@ def run(
             "--model.init_args.scst_samples", str(args.scst_samples),
             "--model.init_args.scst_baseline", args.scst_baseline,
         ]  # fmt: skip
-        lightning = cli(["fit", *common, "--run_name", f"{model}_{stage}", *scst, *extra])
+        # the SCST options last: --scst-epochs and --scst-lr win over an override for every run
+        lightning = cli(["fit", *common, "--run_name", f"{model}_{stage}", *extra, *scst])
         seconds = time.perf_counter() - began
         callback = lightning.trainer.checkpoint_callback
         best = callback.best_model_path or callback.last_model_path

@@ -154,3 +154,31 @@ def test_bad_inputs_are_named():
         caption_metrics(HYPOTHESES[:3], REFERENCES)
     with pytest.raises(ValueError, match="caption 1 has no reference"):
         caption_metrics(HYPOTHESES[:2], [REFERENCES[0], []])
+
+
+def test_a_failing_meteor_process_is_left_out_with_a_warning_and_not_started_again(monkeypatch):
+    import subprocess
+    import threading
+
+    from captioning import metrics
+
+    class Broken:  # what pycocoevalcap's Meteor does when java prints no number back
+        def __init__(self):
+            self.lock, self.meteor_p = threading.Lock(), subprocess.Popen(["sleep", "30"])
+            self.calls = 0
+
+        def compute_score(self, gts, res):
+            self.calls += 1
+            self.lock.acquire()
+            raise ValueError("could not convert string to float: b''")
+
+    broken = Broken()
+    monkeypatch.setattr(metrics, "_meteor", broken)
+    monkeypatch.setattr(metrics, "_meteor_failed", None)
+    hyps, refs = [["a", "red", "circle"]], [[["a", "red", "circle"], ["a", "circle"]]]
+    with pytest.warns(UserWarning, match="METEOR failed .ValueError"):
+        first = metrics.caption_metrics(hyps, refs, meteor=True)
+    second = metrics.caption_metrics(hyps, refs, meteor=True)
+    assert first["meteor"] is None and second["meteor"] is None and broken.calls == 1
+    assert first["bleu1"] == pytest.approx(100.0) and first["cider"] is not None
+    assert broken.meteor_p.poll() is not None and not broken.lock.locked()  # killed, lock free
