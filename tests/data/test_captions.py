@@ -277,7 +277,8 @@ def test_collate_exact_tensors():
 
 def test_train_loader_shuffles_with_seed(karpathy):
     """Every epoch is a permutation of the pairs; the seed fixes it, other seeds and later epochs
-    give other orders (4 pairs: a loader that does not shuffle gives the dataset order every time)."""
+    give other orders (4 pairs: a loader that does not shuffle gives the dataset order every time);
+    the epoch Lightning sets alone decides it (data/epoch_shuffle.py: exact resume)."""
 
     def pairs(batch) -> list[tuple]:
         return [(i, tuple(row)) for i, row in zip(batch["image_ids"], batch["captions_out"].tolist())]
@@ -286,7 +287,11 @@ def test_train_loader_shuffles_with_seed(karpathy):
         dm = module(karpathy, min_freq=1, batch_size=4, seed=seed)
         dm.setup("fit")
         loader = dm.train_dataloader()
-        return [pairs(next(iter(loader))) for _ in range(n)]
+        orders = []
+        for epoch in range(n):
+            loader.sampler.set_epoch(epoch)  # as Lightning does at each epoch start
+            orders.append(pairs(next(iter(loader))))
+        return orders
 
     dm = module(karpathy, min_freq=1)
     dm.setup("fit")
