@@ -45,7 +45,7 @@ FILES = ["image_input.csv", "image_input.png", "config.json"]
 COLUMNS = ["variant", "seed", "bleu1", "bleu2", "bleu3", "bleu4", "best_val_bleu4", "epochs", "train_seconds"]
 
 
-def prepare_data(source: Path) -> None:
+def prepare_data(source: Path, experiment: str = "image_input") -> None:
     """Draws the default shapes set where `source` is missing (about 30 s here)."""
     if source.exists():
         return
@@ -55,7 +55,7 @@ def prepare_data(source: Path) -> None:
         )
     from data.shapes import build_shapes_dataset
 
-    print(f"[image_input] drawing the shapes set in {source.parent}", file=sys.stderr)
+    print(f"[{experiment}] drawing the shapes set in {source.parent}", file=sys.stderr)
     build_shapes_dataset(source.parent)
 
 

@@ -33,6 +33,8 @@ from data.corpus_io import CorpusError
 from data.parallel import DataError
 from seq2seq.experiments.cli import int_at_least, lightning_overrides, positive_float, prepare_out, write_csv
 
+from .image_input import prepare_data
+
 CONFIGS = {
     "showtell": "configs/captioning/shapes_showtell.yaml",
     "attention": "configs/captioning/shapes_attention.yaml",
@@ -43,19 +45,6 @@ RESERVED = ("--data.init_args.source", "--trainer.default_root_dir", "--model.in
 FILES = ["scst.csv", "scst.png", "scst.md", "config.json"]
 METRICS = ["bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider", "nltk_bleu4"]
 COLUMNS = ["model", "stage", "epochs", *METRICS, "best_val_cider", "train_seconds"]
-
-
-def prepare_data(source: Path) -> None:
-    if source.exists():
-        return
-    if source.name != "dataset_shapes.json":
-        raise DataError(
-            f"{source}: no such caption file; draw a shapes set with `python -m data.shapes --out DIR`"
-        )
-    from data.shapes import build_shapes_dataset
-
-    print(f"[scst] drawing the shapes set in {source.parent}", file=sys.stderr)
-    build_shapes_dataset(source.parent)
 
 
 def run(
@@ -198,7 +187,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     start = time.perf_counter()
     rows = []
     try:
-        prepare_data(args.source)
+        prepare_data(args.source, "scst")
         for model in models:
             xe = run(model, "xe", args, out, extra, given.get(model))
             rows.append(xe)
