@@ -121,7 +121,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     keys = [k for k in ("bleu4", "meteor", "rouge_l", "cider") if any(r[k] != "" for r in rows)]
     labels = {"bleu4": "BLEU-4", "meteor": "METEOR", "rouge_l": "ROUGE-L", "cider": "CIDEr-D"}
-    fig = Figure(figsize=(3.0 * len(keys), 3.4))
+    fig = Figure(figsize=(max(3.0, 1.05 * len(rows) + 0.4) * len(keys), 3.4))  # room for every bar label
     groups = [(r["model"], r["stage"]) for r in rows]
     for i, key in enumerate(keys):
         ax = fig.add_subplot(1, len(keys), i + 1)
