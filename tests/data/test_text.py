@@ -419,3 +419,28 @@ def test_tokens_feed_a_vocabulary():
     ids = vocab.encode(tokenizer.tokenize("Hello, moon!"), add_bos=True, add_eos=True)
     assert ids == [BOS, 4, 6, UNK, 5, EOS]
     assert tokenizer.detokenize(vocab.decode(ids)) == "Hello, <unk>!"
+
+
+def test_toktok_on_stdlib_re_tokenizes_as_nltk_does():
+    """_Toktok runs toktok's own patterns on `re` (for speed): the same tokens as NLTK's engine."""
+    import re
+
+    from nltk.tokenize import ToktokTokenizer
+
+    from data.tokenizers import _TOKTOK_ESCAPES, _Toktok
+
+    class OnNltkEngine(ToktokTokenizer):
+        TOKTOK_REGEXES = [
+            (re.compile(r"\|"), " | ") if rule is ToktokTokenizer.PIPE else rule
+            for rule in ToktokTokenizer.TOKTOK_REGEXES
+            if rule is ToktokTokenizer.PIPE or rule not in _TOKTOK_ESCAPES
+        ]
+
+    texts = [
+        "Hello, world!", "Wait... what?", "It costs $3.50, or 2,000 ¥ -- maybe.", "see http://x.org/a/b now",
+        "a,,b , c", "„Datei“ gelöscht. Neu starten.", "(a) [b] {c} «d» 'e' `f`", "x – y — z---w",
+        "Don't stop. \"Quoted\" text.", "path /usr/share | less", "1,000,000 and 3.14.", "ends with.'",
+    ]  # fmt: skip
+    fast, reference = _Toktok(), OnNltkEngine()
+    for text in texts:
+        assert fast.tokenize(text) == reference.tokenize(text), text
