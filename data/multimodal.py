@@ -102,6 +102,12 @@ class MultimodalDataModule(ParallelTextDataModule):
         self.image_names[split] = names
         return text
 
+    def _build_prepared(self) -> None:
+        super()._build_prepared()  # the text comes prepared; the image lists are read as they are
+        for name in self.datasets:
+            split = self._split_file(name)
+            self.image_names[split] = read_lines(image_list_path(self.data_dir, split))
+
     def _split_file(self, name: str) -> str:
         hp = self.hparams
         return {"train": hp.train_split, "dev": hp.dev_split, "test": hp.test_split}[name]

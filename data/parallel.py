@@ -92,6 +92,15 @@ def _drop_empty(src: list[str], tgt: list[str], origin: str) -> ParallelText:
     )
 
 
+def split_files(data_dir: str | Path, split: str, src_lang: str, tgt_lang: str) -> list[Path]:
+    """The files find_split reads for `split` (both sides, or the TSV); [] when there are none."""
+    d = Path(data_dir)
+    pair = [d / f"{split}.{src_lang}", d / f"{split}.{tgt_lang}"]
+    if any(p.exists() for p in pair):
+        return [p for p in pair if p.exists()]
+    return [d / f"{split}.tsv"] if (d / f"{split}.tsv").exists() else []
+
+
 def find_split(data_dir: str | Path, split: str, src_lang: str, tgt_lang: str) -> ParallelText | None:
     """`split.src_lang` + `split.tgt_lang`, or `split.tsv`, in data_dir; None when neither exists."""
     d = Path(data_dir)

@@ -8,10 +8,16 @@ the same pairs every validation, of every length (the first batches of a length-
 be its shortest sentences).
 Tokenizers and vocabularies are built on first use, so LightningCLI can link the vocabulary
 sizes into the model, and `vocab_state()` puts them into the checkpoint as plain lists.
+
+`prepared_dir: DIR` reads the corpus tokenised and encoded once (data.prepared, written by
+`python -m data.prepare` or here on first use, by local rank 0 only) and memory-mapped, for corpora
+of millions of pairs: the same pairs, ids and batches as from the raw text, and a start-up that
+does not grow with the corpus.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Literal
@@ -21,8 +27,9 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from .batching import BucketBatchSampler, collate_pairs
-from .parallel import DataError, ParallelText, find_split
-from .tokenizers import Tokenizer, build_tokenizer
+from .parallel import DataError, ParallelText, find_split, split_files
+from .prepared import PreparedPairs, open_prepared, prepare, prepared_key, wait_for
+from .tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state
 from .vocab import Vocabulary
 
 
@@ -44,6 +51,10 @@ class PairDataset(Dataset):
             "tgt_text": self.text.tgt[i],
             "line": self.text.lines[i],
         }
+
+    def lengths(self) -> list[int]:
+        """max(source, target) tokens + 1 of every pair, for bucketing."""
+        return [max(len(s), len(t)) + 1 for s, t in zip(self.src_ids, self.tgt_ids)]
 
 
 def fixed_subset(text: ParallelText, size: int, seed: int) -> ParallelText:
@@ -74,6 +85,7 @@ class ParallelTextDataModule(pl.LightningDataModule):
         dev_split: str = "dev",
         test_split: str = "test",
         val_size: int | None = None,
+        prepared_dir: str | None = None,
     ):
         super().__init__()
         if val_size is not None and val_size < 1:
@@ -97,9 +109,11 @@ class ParallelTextDataModule(pl.LightningDataModule):
             )  # fmt: skip
         return build_tokenizer("word", lowercase=hp.lowercase, kind=hp.word_tokenizer)
 
-    def build(self) -> None:
-        if self._built:
-            return
+    def split_files(self, split: str) -> list[Path]:
+        """The files a split is read from (for the prepared folder's key)."""
+        return split_files(self.data_dir, split, self.hparams.src_lang, self.hparams.tgt_lang)
+
+    def read_train(self) -> ParallelText:
         hp = self.hparams
         if not self.data_dir.is_dir():
             raise DataError(f"{self.data_dir}: no such data directory (data.data_dir)")
@@ -111,6 +125,17 @@ class ParallelTextDataModule(pl.LightningDataModule):
             )
         if len(train) == 0:
             raise DataError(f"{train.origin}: the training set is empty (after skipping empty lines)")
+        return train
+
+    def build(self) -> None:
+        if self._built:
+            return
+        hp = self.hparams
+        if hp.prepared_dir:
+            self._build_prepared()
+            self._built = True
+            return
+        train = self.read_train()
         self.src_tokenizer = self._tokenizer(train.src)
         self.tgt_tokenizer = self._tokenizer(train.tgt)
         src_tok = [self.src_tokenizer.tokenize(s) for s in train.src]
@@ -144,6 +169,40 @@ class ParallelTextDataModule(pl.LightningDataModule):
                 self.datasets[name] = self.encode_text(text)
                 rank_zero_info(note)
         self._built = True
+
+    def _build_prepared(self) -> None:
+        """Open (or, on local rank 0, first write) the prepared folder and memory-map its splits."""
+        hp = self.hparams
+        key = prepared_key(self)
+        found = open_prepared(hp.prepared_dir, key)
+        if found is None:
+            if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+                prepare(self, hp.prepared_dir)
+                found = open_prepared(hp.prepared_dir, key)
+            else:
+                found = wait_for(hp.prepared_dir, key)
+        folder, meta = found
+        self.src_tokenizer = tokenizer_from_state(meta["src_tokenizer"])
+        self.tgt_tokenizer = tokenizer_from_state(meta["tgt_tokenizer"])
+        self.src_vocab = Vocabulary.from_list(meta["src_vocab"])
+        self.tgt_vocab = Vocabulary.from_list(meta["tgt_vocab"])
+        self.datasets["train"] = PreparedPairs(folder, "train", meta)
+        rank_zero_info(
+            f"[data] {folder} (prepared from {meta['origins']['train']}): {meta['pairs']['train']} training "
+            f"pairs; {meta['dropped_long']} longer than max_len={hp.max_len} dropped, "
+            f"{meta['skipped_empty']['train']} with an empty side skipped; vocabularies "
+            f"{len(self.src_vocab)} ({hp.src_lang}) / {len(self.tgt_vocab)} ({hp.tgt_lang})"
+        )
+        for name in ("dev", "test"):
+            if name not in meta["pairs"]:
+                continue
+            n, indices = meta["pairs"][name], None
+            note = f"[data] {meta['origins'][name]} (prepared): {n} {name} pairs"
+            if name == "dev" and hp.val_size is not None and hp.val_size < n:
+                note += f"; validating on {hp.val_size} of them, drawn with seed {hp.seed}"
+                indices = sorted(random.Random(hp.seed).sample(range(n), hp.val_size))  # as fixed_subset
+            self.datasets[name] = PreparedPairs(folder, name, meta, indices)
+            rank_zero_info(note)
 
     def encode_text(self, text: ParallelText) -> PairDataset:
         """Raw pairs -> a dataset with this module's tokenizers and vocabularies (no filtering)."""
@@ -192,7 +251,7 @@ class ParallelTextDataModule(pl.LightningDataModule):
     def _loader(self, name: str, train: bool) -> DataLoader:
         hp = self.hparams
         ds = self.datasets[name]
-        lengths = [max(len(s), len(t)) + 1 for s, t in zip(ds.src_ids, ds.tgt_ids)]
+        lengths = ds.lengths()
         sampler = BucketBatchSampler(
             lengths, hp.batch_size if train else hp.eval_batch_size,
             hp.batch_by if train else "sentences", shuffle=train, seed=hp.seed, even=train,

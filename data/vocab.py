@@ -52,6 +52,20 @@ class Vocabulary:
         counts the four specials too (``None``: no limit). Special strings (``"<unk>"``, ...)
         found in the data are not added a second time.
         """
+        counts: Counter[str] = Counter()
+        for sentence in sentences:
+            if isinstance(sentence, str):
+                raise TypeError(
+                    f"Vocabulary.build expects sentences as lists of tokens, got a str: {sentence[:80]!r}"
+                )
+            counts.update(sentence)
+        return cls.from_counts(counts, min_freq, max_size)
+
+    @classmethod
+    def from_counts(
+        cls, counts: dict[str, int], min_freq: int = 1, max_size: int | None = None
+    ) -> Vocabulary:
+        """``build`` from token counts already made (data.prepare counts in worker processes)."""
         if isinstance(min_freq, bool) or not isinstance(min_freq, int) or min_freq < 1:
             raise ValueError(f"min_freq must be an int >= 1, got {min_freq!r}")
         if max_size is not None and (
@@ -61,13 +75,6 @@ class Vocabulary:
                 f"max_size must be None or an int >= {len(SPECIALS)} (it counts the specials), "
                 f"got {max_size!r}"
             )
-        counts: Counter[str] = Counter()
-        for sentence in sentences:
-            if isinstance(sentence, str):
-                raise TypeError(
-                    f"Vocabulary.build expects sentences as lists of tokens, got a str: {sentence[:80]!r}"
-                )
-            counts.update(sentence)
         specials = set(SPECIALS)
         kept = sorted(
             (token for token, count in counts.items() if count >= min_freq and token not in specials),

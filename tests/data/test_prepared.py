@@ -1,0 +1,197 @@
+"""Prepared corpora (data.prepared, data.prepare): the same batches as the raw text, keyed
+folders, errors that name what differs, no half folder after an interruption."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from data import prepared as prepared_module
+from data.multimodal import MultimodalDataModule
+from data.parallel import DataError
+from data.prepared import prepare
+from data.translation import ParallelTextDataModule
+from tests.data.test_multimodal import write_set
+
+ROOT = Path(__file__).resolve().parents[2]
+WORDS = "the a red blue cat dog sees eats %s file <eos> big small runs , . !".split()
+
+
+def write_corpus(root: Path, n: int = 400, seed: int = 0) -> Path:
+    """train/dev/test with empty lines, pairs longer than max_len=12 and special strings in the text."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, size in (("train", n), ("dev", n // 4), ("test", n // 5)):
+        en, de = [], []
+        for i in range(size):
+            length = rng.randint(1, 16)
+            words = [rng.choice(WORDS) for _ in range(length)]
+            en.append("" if i % 37 == 5 else " ".join(words))
+            de.append(" ".join(w.upper() for w in reversed(words)) + f" {i % 7}")
+        (root / f"{split}.en").write_text("\n".join(en) + "\n")
+        (root / f"{split}.de").write_text("\n".join(de) + "\n")
+    return root
+
+
+OPTIONS = dict(max_len=12, max_vocab_size=20, batch_size=60, batch_by="tokens", val_size=50, seed=3)
+
+
+def same_batches(a, b) -> int:
+    """Assert two loaders yield equal batches (tensors and lists); returns how many."""
+    n = 0
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for key in x:
+            if isinstance(x[key], torch.Tensor):
+                assert torch.equal(x[key], y[key]), key
+            else:
+                assert x[key] == y[key], key
+        n += 1
+    return n
+
+
+@pytest.mark.parametrize("tokenizer", ["word", "sentencepiece"])
+def test_prepared_folder_gives_exactly_the_raw_batches(tmp_path, tokenizer):
+    data = write_corpus(tmp_path / "corpus")
+    options = OPTIONS | {"tokenizer": tokenizer, "sp_vocab_size": 40}
+    raw = ParallelTextDataModule(str(data), **options)
+    ready = ParallelTextDataModule(str(data), **options, prepared_dir=str(tmp_path / "prep"))
+    raw.setup("fit")
+    ready.setup("fit")
+    assert ready.src_vocab == raw.src_vocab and ready.tgt_vocab == raw.tgt_vocab
+    assert ready.vocab_state() == raw.vocab_state()
+    assert len(ready.datasets["train"]) == len(raw.datasets["train"]) < 400  # empty and long pairs gone
+    for epoch in (0, 1):  # the shuffle depends on the epoch; both paths alike
+        a, b = raw.train_dataloader(), ready.train_dataloader()
+        a.batch_sampler.set_epoch(epoch)
+        b.batch_sampler.set_epoch(epoch)
+        assert same_batches(a, b) > 3
+    assert same_batches(raw.val_dataloader(), ready.val_dataloader()) >= 1  # val_size: the same 50
+    assert same_batches(raw.test_dataloader(), ready.test_dataloader()) >= 1
+    assert ready.datasets["dev"].text.src[0] == raw.datasets["dev"].text.src[0]
+    encoded = ready.encode_text(raw.datasets["test"].text)  # the tokenizers come back from the folder
+    assert encoded.src_ids == raw.datasets["test"].src_ids
+
+
+def test_one_process_and_a_pool_write_the_same_folder(tmp_path):
+    data = write_corpus(tmp_path / "corpus", n=300)
+    one = prepare(ParallelTextDataModule(str(data), **OPTIONS), tmp_path / "one", workers=1, progress=False)
+    two = prepare(ParallelTextDataModule(str(data), **OPTIONS), tmp_path / "two", workers=2, progress=False)
+    assert one.name == two.name
+    for path in sorted(one.glob("*.npy")):
+        assert path.read_bytes() == (two / path.name).read_bytes(), path.name
+
+
+def test_a_change_of_options_or_data_prepares_a_new_folder(tmp_path):
+    data = write_corpus(tmp_path / "corpus", n=100)
+    root = tmp_path / "prep"
+    first = prepare(ParallelTextDataModule(str(data), **OPTIONS), root, workers=1, progress=False)
+    assert prepare(ParallelTextDataModule(str(data), **OPTIONS), root, workers=1, progress=False) == first
+    other_len = prepare(
+        ParallelTextDataModule(str(data), **OPTIONS | {"max_len": 8}), root, workers=1, progress=False
+    )
+    with open(data / "train.de", "a") as f:
+        f.write("one more\n")
+    with open(data / "train.en", "a") as f:
+        f.write("ein mehr\n")
+    other_data = prepare(ParallelTextDataModule(str(data), **OPTIONS), root, workers=1, progress=False)
+    assert len({first, other_len, other_data}) == 3 and all(
+        (p / "meta.json").is_file() for p in (first, other_data)
+    )
+    assert json.loads((other_data / "meta.json").read_text())["pairs"]["train"] == (
+        json.loads((first / "meta.json").read_text())["pairs"]["train"] + 1
+    )
+
+
+def test_a_folder_given_directly_must_fit_the_options_and_says_what_differs(tmp_path):
+    data = write_corpus(tmp_path / "corpus", n=100)
+    folder = prepare(
+        ParallelTextDataModule(str(data), **OPTIONS), tmp_path / "prep", workers=1, progress=False
+    )
+    pinned = ParallelTextDataModule(str(data), **OPTIONS, prepared_dir=str(folder))
+    pinned.build()  # the same options: used as it is
+    with pytest.raises(DataError, match=r"max_vocab_size: 20 in the folder, 30 asked for"):
+        ParallelTextDataModule(
+            str(data), **OPTIONS | {"max_vocab_size": 30}, prepared_dir=str(folder)
+        ).build()
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["key"]["tokenizer_version"] = 0
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"tokenizer_version: 0 in the folder, 1 in this code"):
+        ParallelTextDataModule(str(data), **OPTIONS, prepared_dir=str(folder)).build()
+
+
+def test_an_interrupted_preparation_leaves_nothing_a_later_run_trusts(tmp_path, monkeypatch):
+    data = write_corpus(tmp_path / "corpus", n=100)
+    root = tmp_path / "prep"
+    real = prepared_module._write_split
+
+    def fail_on_dev(folder, name, *args, **kw):
+        if name == "dev":
+            raise KeyboardInterrupt
+        return real(folder, name, *args, **kw)
+
+    monkeypatch.setattr(prepared_module, "_write_split", fail_on_dev)
+    with pytest.raises(KeyboardInterrupt):
+        ParallelTextDataModule(str(data), **OPTIONS, prepared_dir=str(root)).build()
+    assert list(root.iterdir()) == []  # neither a folder nor its temporary
+    monkeypatch.setattr(prepared_module, "_write_split", real)
+    (root / ".leftover.tmp-1").mkdir()  # a killed run's temporary (kill -9 cannot clean up)
+    dm = ParallelTextDataModule(str(data), **OPTIONS, prepared_dir=str(root))
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) > 50
+
+
+def test_mismatched_line_counts_are_named(tmp_path):
+    data = write_corpus(tmp_path / "corpus", n=50)
+    (data / "train.de").write_text("nur eine zeile\n")
+    with pytest.raises(DataError, match=r"train.en has 50 lines but .*train.de has 1"):
+        ParallelTextDataModule(str(data), **OPTIONS, prepared_dir=str(tmp_path / "prep")).build()
+    assert not (tmp_path / "prep").exists()
+
+
+def test_multimodal_pairs_keep_their_images_from_a_prepared_folder(tmp_path):
+    root = write_set(tmp_path / "d", n=6, empty_line=1)
+    args = dict(data_dir=str(root), image_dir=str(root / "images"), word_tokenizer="space", image_size=32)
+    raw, ready = (
+        MultimodalDataModule(**args),
+        MultimodalDataModule(**args, prepared_dir=str(tmp_path / "prep")),
+    )
+    for dm in (raw, ready):
+        dm.setup("fit")
+    assert list(ready.datasets["train"].text.lines) == [0, 2, 3, 4, 5]
+    assert ready.image_paths("train") == raw.image_paths("train")
+    assert same_batches(raw.train_dataloader(), ready.train_dataloader()) >= 1
+
+
+def test_prepare_cli_takes_a_training_config_and_reports_bad_options(tmp_path):
+    data = write_corpus(tmp_path / "corpus", n=120)
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        "model:\n  class_path: seq2seq.translation.TranslationModule\n"
+        f"data:\n  class_path: data.translation.ParallelTextDataModule\n  init_args:\n"
+        f"    data_dir: {data}\n    max_len: 12\n    max_vocab_size: 20\n"
+    )
+    run = [sys.executable, "-m", "data.prepare", "-c", str(config), "--out", str(tmp_path / "prep")]
+    done = subprocess.run(run + ["--seed", "3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.split()[0])
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["key"]["options"]["max_len"] == 12 and meta["key"]["options"]["seed"] == 3
+    dm = ParallelTextDataModule(str(data), **OPTIONS, prepared_dir=str(tmp_path / "prep"))
+    dm.build()  # training with the same options finds the folder (no second preparation)
+    assert sorted(p.name for p in (tmp_path / "prep").iterdir()) == [folder.name]
+    bad = subprocess.run(run + ["--max_len"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--NAME VALUE" in bad.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "data.prepare", "--data_dir", str(tmp_path / "nothing"),
+         "--out", str(tmp_path / "p2")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "nothing: no such data directory" in missing.stderr
