@@ -39,6 +39,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from collections import Counter
 from multiprocessing import get_context
@@ -111,40 +112,72 @@ def key_differences(stored: dict, wanted: dict) -> list[str]:
 
 
 # -- workers ----------------------------------------------------------------------------------
-_TOKENIZERS: dict[str, Tokenizer] = {}
+_TOKENIZERS: list[Tokenizer] = []
 
 
-def _init_worker(src_state: dict, tgt_state: dict) -> None:
-    _TOKENIZERS["src"], _TOKENIZERS["tgt"] = tokenizer_from_state(src_state), tokenizer_from_state(tgt_state)
+def _init_worker(*states: dict) -> None:
+    _TOKENIZERS[:] = [tokenizer_from_state(state) for state in states]
 
 
-def _tokenize_chunk(
-    chunk: tuple[list[str], list[str]],
-) -> dict[str, tuple[list[str], np.ndarray, np.ndarray]]:
-    """(source lines, target lines) -> per side: the chunk's distinct tokens, every token as an
-    index into them (int32, flat), and the number of tokens of each line (int32)."""
-    out = {}
-    for side, lines in zip(("src", "tgt"), chunk):
-        tokenize, local, ids = _TOKENIZERS[side].tokenize, {}, []
+def _tokenize_chunk(chunk: tuple[list[str], ...]) -> list[tuple[list[str], np.ndarray, np.ndarray]]:
+    """Lines of each side (source, target; or one side) -> per side: the chunk's distinct tokens,
+    every token as an index into them (int32, flat), and the number of tokens of each line."""
+    out = []
+    for tokenizer, lines in zip(_TOKENIZERS, chunk):
+        tokenize, local, ids = tokenizer.tokenize, {}, []
         lengths = np.empty(len(lines), dtype=np.int32)
         for i, line in enumerate(lines):
             tokens = tokenize(line)
             lengths[i] = len(tokens)
             ids.extend([local.setdefault(t, len(local)) for t in tokens])
-        out[side] = (list(local), np.asarray(ids, dtype=np.int32), lengths)
+        out.append((list(local), np.asarray(ids, dtype=np.int32), lengths))
     return out
 
 
-def _tokenized(pool, text: ParallelText, name: str, progress: bool) -> list[dict]:
-    chunks = [(text.src[i : i + CHUNK], text.tgt[i : i + CHUNK]) for i in range(0, len(text), CHUNK)]
-    results = pool.imap(_tokenize_chunk, chunks) if pool is not None else map(_tokenize_chunk, chunks)
-    bar = tqdm(total=len(text), desc=f"tokenising {name}", unit="pairs", disable=None if progress else True)
-    out = []
-    for r in results:
-        out.append(r)
-        bar.update(len(r["src"][2]))
-    bar.close()
-    return out
+def tokenize_splits(
+    tokenizers: list[Tokenizer], splits: dict[str, list[list[str]]], workers: int, progress: bool, unit: str
+) -> dict[str, list[list[tuple]]]:
+    """{split: [lines of side 0, lines of side 1, ...]} -> {split: chunks of _tokenize_chunk's
+    output}, in a pool of `workers` processes (none for 1), with a progress bar per split."""
+    states = [t.state() for t in tokenizers]
+    pool = None
+    if workers > 1:  # fork where there is one: the workers need not import torch again
+        context = get_context("fork") if sys.platform.startswith("linux") else get_context()
+        pool = context.Pool(workers, _init_worker, states)
+    else:
+        _init_worker(*states)
+    try:
+        parts = {}
+        for name, sides in splits.items():
+            n = len(sides[0])
+            chunks = [tuple(side[i : i + CHUNK] for side in sides) for i in range(0, n, CHUNK)]
+            results = pool.imap(_tokenize_chunk, chunks) if pool is not None else map(_tokenize_chunk, chunks)
+            bar = tqdm(total=n, desc=f"tokenising {name}", unit=unit, disable=None if progress else True)
+            parts[name] = []
+            for r in results:
+                parts[name].append(r)
+                bar.update(len(r[0][2]))
+            bar.close()
+        return parts
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+
+
+def count_tokens(chunks: list[list[tuple]], side: int, keep: np.ndarray | None = None) -> Counter:
+    """Token counts of one side over the chunks (only lines where `keep` is true)."""
+    counts: Counter[str] = Counter()
+    start = 0
+    for chunk in chunks:
+        tokens, local, n = chunk[side]
+        if keep is not None:
+            local = local[np.repeat(keep[start : start + len(n)], n)]
+        start += len(n)
+        for token, c in zip(tokens, np.bincount(local, minlength=len(tokens)).tolist()):
+            if c:
+                counts[token] += c
+    return counts
 
 
 def _lookup(vocab: Vocabulary, tokens: list[str]) -> np.ndarray:
@@ -169,7 +202,7 @@ def _write_split(
 ) -> None:
     """One split's ids and text; `keep` (bool per pair) drops over-long training pairs."""
     longest = None
-    for side, texts in (("src", text.src), ("tgt", text.tgt)):
+    for side, (stem, texts) in enumerate((("src", text.src), ("tgt", text.tgt))):
         ids, lengths = [], []
         start = 0
         for part in parts:
@@ -183,7 +216,7 @@ def _write_split(
             start += n_pairs
         kept_texts = texts if keep is None else [t for t, k in zip(texts, keep) if k]
         lengths = np.concatenate(lengths)
-        _save_side(folder, f"{name}.{side}", ids, lengths, kept_texts)
+        _save_side(folder, f"{name}.{stem}", ids, lengths, kept_texts)
         longest = lengths if longest is None else np.maximum(longest, lengths)
     np.save(folder / f"{name}.lengths.npy", longest + 1)  # what batches are bucketed by
     lines = np.asarray(text.lines, dtype=np.int64)
@@ -209,37 +242,22 @@ def prepare(
         text = dm._read(getattr(hp, f"{name}_split"))
         if text is not None:
             splits[name] = text
-    context = get_context("fork" if "fork" in get_context().get_start_method() else None)
-    init = (src_tokenizer.state(), tgt_tokenizer.state())
-    pool = context.Pool(workers, _init_worker, init) if workers > 1 else None
-    if pool is None:
-        _init_worker(*init)
-    try:
-        parts = {name: _tokenized(pool, text, name, progress) for name, text in splits.items()}
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
+    parts = tokenize_splits(
+        [src_tokenizer, tgt_tokenizer], {name: [t.src, t.tgt] for name, t in splits.items()},
+        workers, progress, unit="pairs",
+    )  # fmt: skip
 
     # keep the training pairs within max_len, count their tokens, build the vocabularies
-    src_len = np.concatenate([p["src"][2] for p in parts["train"]])
-    tgt_len = np.concatenate([p["tgt"][2] for p in parts["train"]])
+    src_len = np.concatenate([p[0][2] for p in parts["train"]])
+    tgt_len = np.concatenate([p[1][2] for p in parts["train"]])
     keep = np.maximum(src_len, tgt_len) <= hp.max_len
     if not keep.any():
         raise DataError(f"{train.origin}: every training pair is longer than max_len={hp.max_len}")
     limit = None if hp.tokenizer == "sentencepiece" else hp.max_vocab_size
-    vocabs = {}
-    for side in ("src", "tgt"):
-        counts: Counter[str] = Counter()
-        start = 0
-        for part in parts["train"]:
-            tokens, local, n = part[side]
-            k = keep[start : start + len(n)]
-            start += len(n)
-            for token, c in zip(tokens, np.bincount(local[np.repeat(k, n)], minlength=len(tokens)).tolist()):
-                if c:
-                    counts[token] += c
-        vocabs[side] = Vocabulary.from_counts(counts, hp.min_freq, limit)
+    vocabs = [
+        Vocabulary.from_counts(count_tokens(parts["train"], side, keep), hp.min_freq, limit)
+        for side in (0, 1)
+    ]
 
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{folder.name}.tmp-{os.getpid()}"
@@ -252,8 +270,8 @@ def prepare(
             sizes[name] = int(keep.sum()) if name == "train" else len(text)
         meta = {
             "key": key,
-            "src_vocab": vocabs["src"].to_list(),
-            "tgt_vocab": vocabs["tgt"].to_list(),
+            "src_vocab": vocabs[0].to_list(),
+            "tgt_vocab": vocabs[1].to_list(),
             "src_tokenizer": src_tokenizer.state(),
             "tgt_tokenizer": tgt_tokenizer.state(),
             "pairs": sizes,
