@@ -3,7 +3,8 @@
     python -m data.prepare -c configs/translation/gettext_attention.yaml --out data/prepared/gettext
     python -m data.prepare --data_dir data/corpora/gettext-en-de --max_vocab_size 32000 --out DIR
 
-Takes the `data:` section of a training config (ParallelTextDataModule or MultimodalDataModule)
+Takes the `data:` section of a training config (ParallelTextDataModule, MultimodalDataModule,
+or TextDataModule for a language model)
 and/or that data module's options as ``--NAME VALUE`` (a value is read as YAML: ``--max_len 50``,
 ``--lowercase true``, ``--max_vocab_size null``). ``--out`` defaults to the config's
 ``prepared_dir``. Training then reads the folder with ``data.init_args.prepared_dir`` set to the
@@ -23,6 +24,7 @@ import yaml
 
 from .parallel import DataError
 from .prepared import prepare
+from .prepared_text import prepare_text
 
 DEFAULT_CLASS = "data.translation.ParallelTextDataModule"
 
@@ -55,9 +57,9 @@ def build_datamodule(class_path: str, init_args: dict):
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
         raise DataError(f"data class_path {class_path!r}: no such class") from None
-    if not hasattr(cls, "split_files"):
+    if not (hasattr(cls, "split_files") or hasattr(cls, "source_files")):
         raise DataError(
-            f"{class_path}: data.prepare prepares parallel text (ParallelTextDataModule and its subclasses)"
+            f"{class_path}: data.prepare takes a ParallelTextDataModule (or subclass) or a TextDataModule"
         )
     try:
         return cls(**init_args)
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         init_args["prepared_dir"] = out
         dm = build_datamodule(class_path, init_args)
         started = time.perf_counter()
-        folder = prepare(dm, out, workers=args.workers, progress=not args.no_progress)
+        run = prepare_text if hasattr(dm, "source_files") else prepare  # LM text, or parallel text
+        folder = run(dm, out, workers=args.workers, progress=not args.no_progress)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

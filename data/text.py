@@ -43,10 +43,13 @@ from __future__ import annotations
 
 import glob
 import math
+import os
+import time
 import warnings
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
@@ -56,7 +59,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from .batching import BucketBatchSampler
 from .corpus_io import split_of
 from .parallel import DataError, read_lines
-from .tokenizers import Tokenizer, build_tokenizer
+from .prepared_text import MappedStreamChunks, load_units, open_prepared_text, prepare_text, text_key
+from .tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state
 from .vocab import BOS, EOS, PAD, UNK, Vocabulary
 
 __all__ = [
@@ -221,10 +225,13 @@ class TextDataModule(pl.LightningDataModule):
         eval_batch_size: int | None = None,
         tbptt_steps: int | None = 35,
         seed: int = 0,
+        prepared_dir: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         self._built = False
+        self.prepared: Path | None = None  # the prepared folder in use (data.prepared_text)
+        self.streams: dict[str, np.ndarray] = {}
         self.units: dict[str, list[list[int]]] = {}
         self.origins: dict[str, str] = {}
 
@@ -295,6 +302,19 @@ class TextDataModule(pl.LightningDataModule):
             raise DataError(f"{self.origins.get('train', 'the training data')}: no text to train on")
         return texts
 
+    def source_files(self) -> list[Path]:
+        """The files the text is read from (for a prepared folder's key)."""
+        hp = self.hparams
+        if hp.data_dir:
+            root = Path(hp.data_dir).expanduser()
+            names = ["train.txt", "valid.txt", "dev.txt", "test.txt"]
+            return [root / name for name in names if (root / name).is_file()]
+        entries = (
+            [(hp.train_files, "train_files"), (hp.val_files, "val_files"), (hp.test_files, "test_files")]
+            if hp.train_files else [(hp.files, "files")]
+        )  # fmt: skip
+        return [path for value, option in entries if value for path in expand_files(value, option)]
+
     def _tokenizer(self, train: list[str]) -> Tokenizer:
         hp = self.hparams
         if hp.level == "char":
@@ -314,6 +334,10 @@ class TextDataModule(pl.LightningDataModule):
             return
         self.check()
         hp = self.hparams
+        if hp.prepared_dir:
+            self._build_prepared()
+            self._built = True
+            return
         texts = self._read_split_texts()
         self.tokenizer = self._tokenizer(texts["train"])
         tokens = {split: [self.tokenizer.tokenize(u) for u in units] for split, units in texts.items()}
@@ -330,6 +354,33 @@ class TextDataModule(pl.LightningDataModule):
             )
         rank_zero_info(f"[data] vocabulary: {len(self.vocab)} {hp.level} types (from train)")
         self._built = True
+
+    def _build_prepared(self) -> None:
+        """Open (or, on local rank 0, first write) the prepared folder; units and streams memory-mapped."""
+        hp = self.hparams
+        key = text_key(self)
+        found = open_prepared_text(hp.prepared_dir, key)
+        if found is None:
+            if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+                prepare_text(self, hp.prepared_dir)
+            else:
+                while found is None:  # local rank 0 prepares it
+                    time.sleep(1.0)
+                    found = open_prepared_text(hp.prepared_dir, key)
+            found = found or open_prepared_text(hp.prepared_dir, key)
+        self.prepared, meta = found
+        self.tokenizer = tokenizer_from_state(meta["tokenizer"])
+        self.vocab = Vocabulary.from_list(meta["vocab"])
+        for split, counts in meta["counts"].items():
+            self.units[split] = load_units(self.prepared, split)
+            self.streams[split] = np.load(self.prepared / f"{split}.stream.npy", mmap_mode="r")
+            self.origins[split] = meta["origins"][split]
+            n = max(counts["tokens"], 1)
+            rank_zero_info(
+                f"[data] {self.origins[split]} (prepared, {self.prepared}): {counts['units']} {hp.unit}s, "
+                f"{counts['tokens']} {hp.level} tokens ({100.0 * counts['unk'] / n:.1f}% <unk>)"
+            )
+        rank_zero_info(f"[data] vocabulary: {len(self.vocab)} {hp.level} types (from train)")
 
     @property
     def vocab_size(self) -> int:
@@ -358,7 +409,10 @@ class TextDataModule(pl.LightningDataModule):
         """The split as (B, N) inputs and targets (see :func:`batchify`)."""
         self.build()
         B = streams or self.hparams.batch_size
-        stream = encode_stream(self.units[split])
+        if split in self.streams:
+            stream = torch.from_numpy(np.asarray(self.streams[split], dtype=np.int64))
+        else:
+            stream = encode_stream(self.units[split])
         try:
             return batchify(stream, B)
         except ValueError:
@@ -372,11 +426,25 @@ class TextDataModule(pl.LightningDataModule):
         B = hp.batch_size if train else (hp.eval_batch_size or hp.batch_size)
         if hp.tbptt_steps is None:
             units = self.units[split]
-            sampler = BucketBatchSampler(
-                [len(u) + 1 for u in units], B, "sentences", shuffle=train, seed=hp.seed, even=train
+            lengths = (
+                [n + 1 for n in np.diff(units.offsets).tolist()]
+                if self.prepared
+                else [len(u) + 1 for u in units]
             )
+            sampler = BucketBatchSampler(lengths, B, "sentences", shuffle=train, seed=hp.seed, even=train)
             return DataLoader(UnitDataset(units), batch_sampler=sampler, collate_fn=collate_units)
         rank, world = _dist()
+        if split in self.streams:  # prepared: chunks sliced from the memory-mapped stream
+            try:
+                chunks = MappedStreamChunks(
+                    self.streams[split], B * world, range(rank * B, (rank + 1) * B), hp.tbptt_steps
+                )
+            except ValueError:
+                raise DataError(
+                    f"{self.origins[split]}: {len(self.streams[split])} tokens are too few for {B * world} "
+                    "parallel streams; lower data.batch_size / data.eval_batch_size"
+                ) from None
+            return DataLoader(chunks, batch_size=None)
         inputs, targets = self.stream(split, B * world)
         rows = slice(rank * B, (rank + 1) * B)
         # batch_size=None: every item already is a batch; an IterableDataset keeps the order

@@ -195,3 +195,84 @@ def test_prepare_cli_takes_a_training_config_and_reports_bad_options(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert missing.returncode == 2 and "nothing: no such data directory" in missing.stderr
+
+
+# -- language-model text (data.prepared_text) -------------------------------------------------
+def write_text_dir(root: Path, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    root.mkdir(parents=True)
+    for name, n in (("train.txt", 300), ("valid.txt", 60), ("test.txt", 50)):
+        lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 12))) for _ in range(n)]
+        (root / name).write_text("\n".join(lines[:10] + [""] + lines[10:]) + "\n")  # an empty line too
+    return root
+
+
+@pytest.mark.parametrize("tbptt_steps", [7, None])
+def test_prepared_lm_text_gives_exactly_the_raw_batches(tmp_path, tbptt_steps):
+    from data.text import TextDataModule
+
+    data = write_text_dir(tmp_path / "text")
+    options = dict(
+        data_dir=str(data), max_vocab_size=15, batch_size=4, eval_batch_size=3, tbptt_steps=tbptt_steps
+    )
+    raw = TextDataModule(**options)
+    ready = TextDataModule(**options, prepared_dir=str(tmp_path / "prep"))
+    raw.setup("fit")
+    ready.setup("fit")
+    assert ready.vocab_state() == raw.vocab_state()
+    for split in ("train", "valid", "test"):
+        assert list(ready.units[split]) == raw.units[split]
+        a, b = raw.stream(split), ready.stream(split)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert same_batches(raw.train_dataloader(), ready.train_dataloader()) > 5
+    assert same_batches(raw.val_dataloader(), ready.val_dataloader()) > 1
+    assert same_batches(raw.test_dataloader(), ready.test_dataloader()) > 1
+
+
+def test_prepared_lm_text_follows_its_files_and_names_what_differs(tmp_path):
+    from data.text import TextDataModule
+
+    data = write_text_dir(tmp_path / "text")
+    root = tmp_path / "prep"
+    TextDataModule(data_dir=str(data), prepared_dir=str(root)).build()
+    with open(data / "train.txt", "a") as f:
+        f.write("one more line\n")
+    dm = TextDataModule(data_dir=str(data), prepared_dir=str(root))
+    dm.build()
+    assert len(list(root.iterdir())) == 2 and len(dm.units["train"]) == 301
+    with pytest.raises(DataError, match=r"level: 'word' in the folder, 'char' asked for"):
+        TextDataModule(data_dir=str(data), level="char", prepared_dir=str(dm.prepared)).build()
+
+
+def test_mapped_stream_chunks_of_one_rank_are_its_rows_of_batchify():
+    """Under DDP rank r reads rows [r*B, (r+1)*B) of the stream cut into B * world streams."""
+    import numpy as np
+
+    from data.prepared_text import MappedStreamChunks
+    from data.text import StreamChunks, batchify
+
+    stream = np.array([2, 5, 6, 3, 2, 7, 3, 2, 8, 9, 9, 3] * 9, dtype=np.int32)
+    inputs, targets = batchify(torch.from_numpy(stream.astype(np.int64)), 6)
+    for rank in (0, 1):
+        rows = slice(rank * 3, (rank + 1) * 3)
+        mapped = MappedStreamChunks(stream, 6, range(rank * 3, (rank + 1) * 3), 5)
+        assert same_batches(StreamChunks(inputs[rows], targets[rows], 5), mapped) == 4
+
+
+def test_prepare_cli_prepares_language_model_text_from_its_config(tmp_path):
+    from data.text import TextDataModule
+
+    data = write_text_dir(tmp_path / "text")
+    config = tmp_path / "lm.yaml"
+    config.write_text(
+        f"data:\n  class_path: data.text.TextDataModule\n  init_args:\n    data_dir: {data}\n"
+        f"    max_vocab_size: 15\n    prepared_dir: {tmp_path / 'prep'}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "data.prepare", "-c", str(config), "--no-progress"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    dm = TextDataModule(data_dir=str(data), max_vocab_size=15, prepared_dir=str(tmp_path / "prep"))
+    dm.build()
+    assert str(dm.prepared) == done.stdout.split()[0] and len(dm.vocab) == 15
