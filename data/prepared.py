@@ -340,7 +340,13 @@ class PreparedPairs(Dataset):
         folder = Path(folder)
 
         def load(name: str) -> np.ndarray:
-            return np.load(folder / f"{split}.{name}.npy", mmap_mode="r")
+            try:
+                return np.load(folder / f"{split}.{name}.npy", mmap_mode="r")
+            except (OSError, ValueError) as error:
+                raise DataError(
+                    f"{folder}: {split}.{name}.npy cannot be read ({error}); the folder is damaged or from "
+                    "another version of seqcap: delete it and prepare again"
+                ) from None
 
         idx = np.asarray(indices, dtype=np.int64) if indices is not None else None
         self.src_ids = _Ragged(load("src.ids"), load("src.offsets"), idx, text=False)

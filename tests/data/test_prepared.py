@@ -276,3 +276,26 @@ def test_prepare_cli_prepares_language_model_text_from_its_config(tmp_path):
     dm = TextDataModule(data_dir=str(data), max_vocab_size=15, prepared_dir=str(tmp_path / "prep"))
     dm.build()
     assert str(dm.prepared) == done.stdout.split()[0] and len(dm.vocab) == 15
+
+
+def test_other_local_ranks_wait_for_rank_0_and_never_prepare(tmp_path, monkeypatch):
+    import threading
+
+    data = write_corpus(tmp_path / "corpus", n=100)
+    root = tmp_path / "prep"
+    calls = []
+    real = prepared_module.prepare
+
+    def counted(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr("data.translation.prepare", counted)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    rank0 = ParallelTextDataModule(str(data), **OPTIONS)  # as local rank 0 would, a little later
+    later = threading.Timer(1.0, lambda: real(rank0, root, workers=1, progress=False))
+    later.start()
+    dm = ParallelTextDataModule(str(data), **OPTIONS, prepared_dir=str(root))
+    dm.build()
+    later.join()
+    assert calls == [] and len(dm.datasets["train"]) > 50
