@@ -23,8 +23,8 @@ from pathlib import Path
 import yaml
 
 from .parallel import DataError
-from .prepared import prepare
-from .prepared_text import prepare_text
+from .prepared import digest, prepare, prepared_key
+from .prepared_text import prepare_text, text_key
 
 DEFAULT_CLASS = "data.translation.ParallelTextDataModule"
 
@@ -87,12 +87,18 @@ def main(argv: list[str] | None = None) -> int:
         init_args["prepared_dir"] = out
         dm = build_datamodule(class_path, init_args)
         started = time.perf_counter()
-        run = prepare_text if hasattr(dm, "source_files") else prepare  # LM text, or parallel text
-        folder = run(dm, out, workers=args.workers, progress=not args.no_progress)
+        lm = hasattr(dm, "source_files")  # language-model text, or parallel text
+        key = text_key(dm) if lm else prepared_key(dm)
+        there = (Path(out) / digest(key) / "meta.json").is_file()
+        folder = (prepare_text if lm else prepare)(
+            dm, out, workers=args.workers, progress=not args.no_progress
+        )
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{folder} ({time.perf_counter() - started:.1f} s); train with data.init_args.prepared_dir: {out}")
+    seconds = time.perf_counter() - started
+    done = "already prepared for these options" if there else f"prepared in {seconds:.1f} s"
+    print(f"{folder} ({done}); train with data.init_args.prepared_dir: {out}")
     return 0
 
 
