@@ -42,6 +42,8 @@ import shutil
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,6 +83,7 @@ def prepared_key(dm: ParallelTextDataModule) -> dict[str, Any]:
             files.append([str(path), st.st_size, st.st_mtime_ns])
     return {
         "format": FORMAT,
+        "kind": "parallel",
         "tokenizer_version": TOKENIZER_VERSION,
         "options": {name: hp[name] for name in KEY_OPTIONS},
         "files": files,
@@ -94,9 +97,13 @@ def digest(key: dict[str, Any]) -> str:
 def key_differences(stored: dict, wanted: dict) -> list[str]:
     """Human-readable differences between two keys ("max_len: 50 in the folder, 100 asked for")."""
     out = []
-    for name in ("format", "tokenizer_version"):
+    for name, what in (
+        ("format", "in this code"),
+        ("kind", "asked for"),
+        ("tokenizer_version", "in this code"),
+    ):
         if stored.get(name) != wanted.get(name):
-            out.append(f"{name}: {stored.get(name)} in the folder, {wanted.get(name)} in this code")
+            out.append(f"{name}: {stored.get(name)} in the folder, {wanted.get(name)} {what}")
     old, new = stored.get("options", {}), wanted.get("options", {})
     for name in sorted(set(old) | set(new)):
         if old.get(name) != new.get(name):
@@ -223,6 +230,28 @@ def _write_split(
     np.save(folder / f"{name}.lines.npy", lines if keep is None else lines[keep])
 
 
+@contextmanager
+def written_atomically(folder: Path) -> Iterator[Path]:
+    """A hidden temporary folder beside `folder`, renamed to `folder` when the block completes
+    (it must write meta.json last) and removed when it fails; a folder that another process
+    completed first wins."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not (folder / "meta.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def prepare(
     dm: ParallelTextDataModule, root: str | Path, workers: int | None = None, progress: bool = True
 ) -> Path:
@@ -259,11 +288,7 @@ def prepare(
         for side in (0, 1)
     ]
 
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with written_atomically(folder) as tmp:
         sizes = {}
         for name, text in splits.items():
             _write_split(tmp, name, text, parts[name], vocabs, keep if name == "train" else None)
@@ -281,15 +306,6 @@ def prepare(
             "seconds": round(time.perf_counter() - started, 2),
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
-        try:
-            os.rename(tmp, folder)
-        except OSError:  # another process finished the same folder first: use that one
-            if not (folder / "meta.json").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     rank_zero_info(
         f"[data] prepared {folder}: {sizes} pairs in {meta['seconds']:.1f} s "
         f"({len(train) / meta['seconds']:,.0f} training pairs/s, {workers} processes)"
@@ -397,8 +413,8 @@ def open_prepared(path: str | Path, key: dict[str, Any]) -> tuple[Path, dict] | 
     if differences:
         raise DataError(
             f"{folder}: this prepared folder does not fit the data options:\n  " + "\n  ".join(differences)
-            + f"\nPrepare the corpus again (python -m data.prepare, or set data.prepared_dir to the folder "
-            f"above {folder.name}, where a folder per set of options is kept)"
+            + f"\nSet data.prepared_dir to the folder above {folder.name} (a folder per set of options is "
+            "kept there), or remove it and prepare again (python -m data.prepare)"
         )  # fmt: skip
     return folder, meta
 

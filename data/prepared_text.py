@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,15 +30,14 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import IterableDataset
 
-from .parallel import DataError
-from .prepared import FORMAT, _lookup, _Ragged, count_tokens, digest, key_differences, tokenize_splits
+from .prepared import FORMAT, _lookup, _Ragged, count_tokens, digest, tokenize_splits, written_atomically
 from .tokenizers import VERSION as TOKENIZER_VERSION
 from .vocab import BOS, EOS, PAD, Vocabulary
 
 if TYPE_CHECKING:
     from .text import TextDataModule
 
-__all__ = ["MappedStreamChunks", "open_prepared_text", "prepare_text", "text_key"]
+__all__ = ["MappedStreamChunks", "load_units", "prepare_text", "text_key"]
 
 KEY_OPTIONS = (
     "data_dir", "train_files", "val_files", "test_files", "files", "val_fraction", "test_fraction",
@@ -92,11 +90,7 @@ def prepare_text(
     )
     limit = None if hp.level == "sentencepiece" else hp.max_vocab_size
     vocab = Vocabulary.from_counts(count_tokens(parts["train"], 0), hp.min_freq, limit)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with written_atomically(folder) as tmp:
         counts = {}
         for split, chunks in parts.items():
             ids = [_lookup(vocab, tokens)[local] for tokens, local, _ in (c[0] for c in chunks)]
@@ -116,41 +110,8 @@ def prepare_text(
             "seconds": round(time.perf_counter() - started, 2),
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
-        try:
-            os.rename(tmp, folder)
-        except OSError:  # another process finished the same folder first: use that one
-            if not (folder / "meta.json").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     rank_zero_info(f"[data] prepared {folder}: {counts} in {meta['seconds']:.1f} s ({workers} processes)")
     return folder
-
-
-def open_prepared_text(path: str | Path, key: dict[str, Any]) -> tuple[Path, dict] | None:
-    """As :func:`data.prepared.open_prepared`, for language-model text."""
-    path = Path(path)
-    folder = path if (path / "meta.json").is_file() else path / digest(key)
-    if not (folder / "meta.json").is_file():
-        return None
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, ValueError) as error:
-        raise DataError(
-            f"{folder / 'meta.json'}: cannot be read ({error}); delete {folder} and prepare again"
-        ) from None
-    differences = key_differences(meta.get("key", {}), key)
-    if meta.get("key", {}).get("kind") != "text":
-        differences.insert(0, "kind: the folder holds parallel text, not language-model text")
-    if differences:
-        raise DataError(
-            f"{folder}: this prepared folder does not fit the data options:\n  " + "\n  ".join(differences)
-            + f"\nSet data.prepared_dir to the folder above {folder.name} (a folder per set of options is "
-            "kept there), or remove it to prepare again"
-        )  # fmt: skip
-    return folder, meta
 
 
 def load_units(folder: Path, split: str) -> _Ragged:

@@ -44,7 +44,6 @@ from __future__ import annotations
 import glob
 import math
 import os
-import time
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -59,7 +58,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from .batching import BucketBatchSampler
 from .corpus_io import split_of
 from .parallel import DataError, read_lines
-from .prepared_text import MappedStreamChunks, load_units, open_prepared_text, prepare_text, text_key
+from .prepared import open_prepared, wait_for
+from .prepared_text import MappedStreamChunks, load_units, prepare_text, text_key
 from .tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state
 from .vocab import BOS, EOS, PAD, UNK, Vocabulary
 
@@ -359,15 +359,13 @@ class TextDataModule(pl.LightningDataModule):
         """Open (or, on local rank 0, first write) the prepared folder; units and streams memory-mapped."""
         hp = self.hparams
         key = text_key(self)
-        found = open_prepared_text(hp.prepared_dir, key)
+        found = open_prepared(hp.prepared_dir, key)
         if found is None:
             if int(os.environ.get("LOCAL_RANK", "0")) == 0:
                 prepare_text(self, hp.prepared_dir)
+                found = open_prepared(hp.prepared_dir, key)
             else:
-                while found is None:  # local rank 0 prepares it
-                    time.sleep(1.0)
-                    found = open_prepared_text(hp.prepared_dir, key)
-            found = found or open_prepared_text(hp.prepared_dir, key)
+                found = wait_for(hp.prepared_dir, key)
         self.prepared, meta = found
         self.tokenizer = tokenizer_from_state(meta["tokenizer"])
         self.vocab = Vocabulary.from_list(meta["vocab"])
