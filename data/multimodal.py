@@ -106,7 +106,16 @@ class MultimodalDataModule(ParallelTextDataModule):
         super()._build_prepared()  # the text comes prepared; the image lists are read as they are
         for name in self.datasets:
             split = self._split_file(name)
-            self.image_names[split] = read_lines(image_list_path(self.data_dir, split))
+            path = image_list_path(self.data_dir, split)
+            names = read_lines(path)
+            text = self.datasets[name].text
+            n_text = int(text.lines.max()) + 1 if len(text) else 0  # at least this many file lines
+            if len(names) < n_text:
+                raise DataError(
+                    f"{path} has {len(names)} lines but {text.origin} has at least {n_text} sentence pairs: "
+                    "the image list needs one image file name a line, line i for pair i"
+                )
+            self.image_names[split] = names
 
     def _split_file(self, name: str) -> str:
         hp = self.hparams

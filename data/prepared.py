@@ -40,6 +40,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -153,8 +154,8 @@ def tokenize_splits(
         pool = context.Pool(workers, _init_worker, states)
     else:
         _init_worker(*states)
+    parts = {}
     try:
-        parts = {}
         for name, sides in splits.items():
             n = len(sides[0])
             chunks = [tuple(side[i : i + CHUNK] for side in sides) for i in range(0, n, CHUNK)]
@@ -165,11 +166,14 @@ def tokenize_splits(
                 parts[name].append(r)
                 bar.update(len(r[0][2]))
             bar.close()
-        return parts
-    finally:
+    except BaseException:  # a failing worker or Ctrl-C: stop the others now
         if pool is not None:
-            pool.close()
-            pool.join()
+            pool.terminate()
+        raise
+    if pool is not None:
+        pool.close()
+        pool.join()
+    return parts
 
 
 def count_tokens(chunks: list[list[tuple]], side: int, keep: np.ndarray | None = None) -> Counter:
@@ -222,10 +226,10 @@ def _write_split(
             lengths.append(n)
             start += n_pairs
         kept_texts = texts if keep is None else [t for t, k in zip(texts, keep) if k]
-        lengths = np.concatenate(lengths)
+        lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int32)  # an empty split
         _save_side(folder, f"{name}.{stem}", ids, lengths, kept_texts)
         longest = lengths if longest is None else np.maximum(longest, lengths)
-    np.save(folder / f"{name}.lengths.npy", longest + 1)  # what batches are bucketed by
+    np.save(folder / f"{name}.lengths.npy", (longest + 1).astype(np.int32))  # what batches are bucketed by
     lines = np.asarray(text.lines, dtype=np.int64)
     np.save(folder / f"{name}.lines.npy", lines if keep is None else lines[keep])
 
@@ -236,9 +240,8 @@ def written_atomically(folder: Path) -> Iterator[Path]:
     (it must write meta.json last) and removed when it fails; a folder that another process
     completed first wins."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    # a name of its own (not just the pid: containers on other nodes of a shared disk repeat pids)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
         yield tmp
         try:
@@ -265,7 +268,7 @@ def prepare(
     started = time.perf_counter()
     train = dm.read_train()
     src_tokenizer, tgt_tokenizer = dm._tokenizer(train.src), dm._tokenizer(train.tgt)
-    workers = workers or len(os.sched_getaffinity(0))
+    workers = workers or cores()
     splits = {"train": train}
     for name in ("dev", "test"):
         text = dm._read(getattr(hp, f"{name}_split"))
@@ -308,12 +311,33 @@ def prepare(
         (tmp / "meta.json").write_text(json.dumps(meta))
     rank_zero_info(
         f"[data] prepared {folder}: {sizes} pairs in {meta['seconds']:.1f} s "
-        f"({len(train) / meta['seconds']:,.0f} training pairs/s, {workers} processes)"
+        f"({len(train) / max(meta['seconds'], 0.01):,.0f} training pairs/s, {workers} processes)"
     )
     return folder
 
 
 # -- reading ----------------------------------------------------------------------------------
+def cores() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def local_rank() -> int:
+    """This process's rank on its node (torchrun / Lightning: LOCAL_RANK, SLURM: SLURM_LOCALID)."""
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")))
+
+
+def load_array(folder: Path, name: str) -> np.ndarray:
+    """``folder/name.npy`` memory-mapped; a missing or unreadable file is named with what to do."""
+    try:
+        return np.load(folder / f"{name}.npy", mmap_mode="r")
+    except (OSError, ValueError) as error:
+        raise DataError(
+            f"{folder}: {name}.npy cannot be read ({error}); the folder is damaged or from another "
+            "version of seqcap: delete it and prepare again"
+        ) from None
+
+
 class _Ragged:
     """Item i of flat values + offsets, as a list of ints (ids) or a str (UTF-8 text)."""
 
@@ -323,7 +347,9 @@ class _Ragged:
     def __len__(self) -> int:
         return len(self.indices) if self.indices is not None else len(self.offsets) - 1
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int | slice):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
         if not 0 <= i < len(self):
             raise IndexError(i)
         j = int(self.indices[i]) if self.indices is not None else i
@@ -356,13 +382,7 @@ class PreparedPairs(Dataset):
         folder = Path(folder)
 
         def load(name: str) -> np.ndarray:
-            try:
-                return np.load(folder / f"{split}.{name}.npy", mmap_mode="r")
-            except (OSError, ValueError) as error:
-                raise DataError(
-                    f"{folder}: {split}.{name}.npy cannot be read ({error}); the folder is damaged or from "
-                    "another version of seqcap: delete it and prepare again"
-                ) from None
+            return load_array(folder, f"{split}.{name}")
 
         idx = np.asarray(indices, dtype=np.int64) if indices is not None else None
         self.src_ids = _Ragged(load("src.ids"), load("src.offsets"), idx, text=False)

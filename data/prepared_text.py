@@ -30,7 +30,17 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import IterableDataset
 
-from .prepared import FORMAT, _lookup, _Ragged, count_tokens, digest, tokenize_splits, written_atomically
+from .prepared import (
+    FORMAT,
+    _lookup,
+    _Ragged,
+    cores,
+    count_tokens,
+    digest,
+    load_array,
+    tokenize_splits,
+    written_atomically,
+)  # fmt: skip
 from .tokenizers import VERSION as TOKENIZER_VERSION
 from .vocab import BOS, EOS, PAD, Vocabulary
 
@@ -84,7 +94,7 @@ def prepare_text(
     started = time.perf_counter()
     texts = dm._read_split_texts()
     tokenizer = dm._tokenizer(texts["train"])
-    workers = workers or len(os.sched_getaffinity(0))
+    workers = workers or cores()
     parts = tokenize_splits(
         [tokenizer], {s: [u] for s, u in texts.items() if u}, workers, progress, unit="units"
     )
@@ -115,8 +125,9 @@ def prepare_text(
 
 
 def load_units(folder: Path, split: str) -> _Ragged:
-    ids = np.load(folder / f"{split}.ids.npy", mmap_mode="r")
-    return _Ragged(ids, np.load(folder / f"{split}.offsets.npy", mmap_mode="r"), None, text=False)
+    return _Ragged(
+        load_array(folder, f"{split}.ids"), load_array(folder, f"{split}.offsets"), None, text=False
+    )
 
 
 class MappedStreamChunks(IterableDataset):

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import glob
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -58,7 +57,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from .batching import BucketBatchSampler
 from .corpus_io import split_of
 from .parallel import DataError, read_lines
-from .prepared import open_prepared, wait_for
+from .prepared import load_array, local_rank, open_prepared, wait_for
 from .prepared_text import MappedStreamChunks, load_units, prepare_text, text_key
 from .tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state
 from .vocab import BOS, EOS, PAD, UNK, Vocabulary
@@ -361,7 +360,7 @@ class TextDataModule(pl.LightningDataModule):
         key = text_key(self)
         found = open_prepared(hp.prepared_dir, key)
         if found is None:
-            if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+            if local_rank() == 0:
                 prepare_text(self, hp.prepared_dir)
                 found = open_prepared(hp.prepared_dir, key)
             else:
@@ -371,7 +370,7 @@ class TextDataModule(pl.LightningDataModule):
         self.vocab = Vocabulary.from_list(meta["vocab"])
         for split, counts in meta["counts"].items():
             self.units[split] = load_units(self.prepared, split)
-            self.streams[split] = np.load(self.prepared / f"{split}.stream.npy", mmap_mode="r")
+            self.streams[split] = load_array(self.prepared, f"{split}.stream")
             self.origins[split] = meta["origins"][split]
             n = max(counts["tokens"], 1)
             rank_zero_info(

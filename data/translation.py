@@ -17,7 +17,6 @@ does not grow with the corpus.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Literal
@@ -28,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .batching import BucketBatchSampler, collate_pairs
 from .parallel import DataError, ParallelText, find_split, split_files
-from .prepared import PreparedPairs, open_prepared, prepare, prepared_key, wait_for
+from .prepared import PreparedPairs, local_rank, open_prepared, prepare, prepared_key, wait_for
 from .tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state
 from .vocab import Vocabulary
 
@@ -140,9 +139,7 @@ class ParallelTextDataModule(pl.LightningDataModule):
         self.tgt_tokenizer = self._tokenizer(train.tgt)
         src_tok = [self.src_tokenizer.tokenize(s) for s in train.src]
         tgt_tok = [self.tgt_tokenizer.tokenize(s) for s in train.tgt]
-        keep = [
-            i for i, (s, t) in enumerate(zip(src_tok, tgt_tok)) if max(len(s), len(t)) <= hp.max_len
-        ]
+        keep = [i for i, (s, t) in enumerate(zip(src_tok, tgt_tok)) if max(len(s), len(t)) <= hp.max_len]
         dropped = len(src_tok) - len(keep)
         if not keep:
             raise DataError(f"{train.origin}: every training pair is longer than max_len={hp.max_len}")
@@ -176,7 +173,7 @@ class ParallelTextDataModule(pl.LightningDataModule):
         key = prepared_key(self)
         found = open_prepared(hp.prepared_dir, key)
         if found is None:
-            if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+            if local_rank() == 0:
                 prepare(self, hp.prepared_dir)
                 found = open_prepared(hp.prepared_dir, key)
             else:

@@ -299,3 +299,27 @@ def test_other_local_ranks_wait_for_rank_0_and_never_prepare(tmp_path, monkeypat
     dm.build()
     later.join()
     assert calls == [] and len(dm.datasets["train"]) > 50
+
+
+def test_an_empty_dev_split_and_slices_of_prepared_text_work_as_raw(tmp_path):
+    data = write_corpus(tmp_path / "corpus", n=80)
+    (data / "dev.en").write_text("\n\n")  # every pair has an empty side
+    (data / "dev.de").write_text("x\n\n")
+    raw = ParallelTextDataModule(str(data), **OPTIONS | {"val_size": None})
+    ready = ParallelTextDataModule(
+        str(data), **OPTIONS | {"val_size": None}, prepared_dir=str(tmp_path / "p")
+    )
+    raw.build()
+    ready.build()
+    assert len(ready.datasets["dev"]) == len(raw.datasets["dev"]) == 0
+    test_raw, test_ready = raw.datasets["test"].text, ready.datasets["test"].text
+    assert test_ready.src[:5] == test_raw.src[:5] and test_ready.tgt[2:4] == test_raw.tgt[2:4]
+
+
+def test_a_short_image_list_is_named_on_the_prepared_path(tmp_path):
+    root = write_set(tmp_path / "d", n=6)
+    args = dict(data_dir=str(root), image_dir=str(root / "images"), word_tokenizer="space", image_size=32)
+    MultimodalDataModule(**args, prepared_dir=str(tmp_path / "prep")).build()
+    (root / "dev_images.txt").write_text("dev_0.png\n")
+    with pytest.raises(DataError, match=r"dev_images.txt has 1 lines but .* at least 6 sentence pairs"):
+        MultimodalDataModule(**args, prepared_dir=str(tmp_path / "prep")).build()
