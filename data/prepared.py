@@ -22,7 +22,7 @@ The digest is a hash of the key: the folder format, the tokenizer version
 path, size and modification time. Change any of them and a new folder is built beside the old
 one, as the feature cache does. A folder given directly (``prepared_dir`` pointing at a folder
 with a ``meta.json``) is used as it is, and a key that differs from the options is an error
-naming what differs. Preparation writes into a hidden ``.<digest>.tmp-<pid>`` folder that is
+naming what differs. Preparation writes into a hidden ``.<digest>.tmp-*`` folder that is
 renamed into place only when complete, ``meta.json`` last: an interrupted run leaves nothing a
 later run would trust.
 
