@@ -51,7 +51,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from .parallel import DataError, ParallelText
@@ -62,7 +61,7 @@ from .vocab import BOS, EOS, PAD, UNK, Vocabulary
 if TYPE_CHECKING:
     from .translation import ParallelTextDataModule
 
-__all__ = ["FORMAT", "KEY_OPTIONS", "PreparedPairs", "prepare", "prepared_key", "open_prepared"]
+__all__ = ["FORMAT", "KEY_OPTIONS", "open_split", "prepare", "prepared_key", "open_prepared"]
 
 FORMAT = 1
 # the data options the ids depend on (batching options are not: the same folder serves them all)
@@ -373,44 +372,30 @@ class PreparedText:
         return len(self.src)
 
 
-class PreparedPairs(Dataset):
-    """A prepared split, memory-mapped; items exactly as :class:`data.translation.PairDataset`'s.
+def open_split(
+    folder: str | Path, split: str, meta: dict, indices: list[int] | None = None
+) -> tuple[_Ragged, _Ragged, PreparedText, np.ndarray]:
+    """A prepared split, memory-mapped: source ids, target ids, the text view and the stored
+    lengths, for :class:`data.translation.PairDataset`; `indices` restricts it to those pairs
+    (``val_size``), in that order."""
+    folder = Path(folder)
 
-    `indices` restricts it to those pairs (``val_size``), in that order."""
+    def load(name: str) -> np.ndarray:
+        return load_array(folder, f"{split}.{name}")
 
-    def __init__(self, folder: str | Path, split: str, meta: dict, indices: list[int] | None = None):
-        folder = Path(folder)
+    idx = np.asarray(indices, dtype=np.int64) if indices is not None else None
 
-        def load(name: str) -> np.ndarray:
-            return load_array(folder, f"{split}.{name}")
+    def pick(values: np.ndarray) -> np.ndarray:
+        return values if idx is None else values[idx]
 
-        idx = np.asarray(indices, dtype=np.int64) if indices is not None else None
-        self.src_ids = _Ragged(load("src.ids"), load("src.offsets"), idx, text=False)
-        self.tgt_ids = _Ragged(load("tgt.ids"), load("tgt.offsets"), idx, text=False)
-        lines = load("lines")
-        self._lengths = load("lengths") if idx is None else load("lengths")[idx]
-        self.text = PreparedText(
-            _Ragged(load("src.text"), load("src.text_offsets"), idx, text=True),
-            _Ragged(load("tgt.text"), load("tgt.text_offsets"), idx, text=True),
-            lines[idx] if idx is not None else lines, meta["origins"][split], meta["skipped_empty"][split],
-        )  # fmt: skip
-
-    def __len__(self) -> int:
-        return len(self.src_ids)
-
-    def __getitem__(self, i: int) -> dict:
-        return {
-            "index": i,
-            "src": self.src_ids[i],
-            "tgt": self.tgt_ids[i],
-            "src_text": self.text.src[i],
-            "tgt_text": self.text.tgt[i],
-            "line": int(self.text.lines[i]),
-        }
-
-    def lengths(self) -> list[int]:
-        """max(source, target) tokens + 1 of every pair, for bucketing (stored at preparation)."""
-        return self._lengths.tolist()
+    text = PreparedText(
+        _Ragged(load("src.text"), load("src.text_offsets"), idx, text=True),
+        _Ragged(load("tgt.text"), load("tgt.text_offsets"), idx, text=True),
+        pick(load("lines")), meta["origins"][split], meta["skipped_empty"][split],
+    )  # fmt: skip
+    src = _Ragged(load("src.ids"), load("src.offsets"), idx, text=False)
+    tgt = _Ragged(load("tgt.ids"), load("tgt.offsets"), idx, text=False)
+    return src, tgt, text, pick(load("lengths"))
 
 
 def open_prepared(path: str | Path, key: dict[str, Any]) -> tuple[Path, dict] | None:

@@ -18,25 +18,33 @@ does not grow with the corpus.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from .batching import BucketBatchSampler, collate_pairs
 from .parallel import DataError, ParallelText, find_split, split_files
-from .prepared import PreparedPairs, local_rank, open_prepared, prepare, prepared_key, wait_for
+from .prepared import local_rank, open_prepared, open_split, prepare, prepared_key, wait_for
 from .tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state
 from .vocab import Vocabulary
 
 
 class PairDataset(Dataset):
-    """Token-id pairs with their raw text (for BLEU against the untouched references)."""
+    """Token-id pairs with their raw text (for BLEU against the untouched references).
 
-    def __init__(self, src_ids: list[list[int]], tgt_ids: list[list[int]], text: ParallelText):
-        self.src_ids, self.tgt_ids, self.text = src_ids, tgt_ids, text
+    Lists in memory (the raw-text path), or the memory-mapped views of a prepared folder
+    (:func:`data.prepared.open_split`) with the lengths stored there."""
+
+    def __init__(
+        self, src_ids: Sequence[list[int]], tgt_ids: Sequence[list[int]], text: ParallelText,
+        lengths: Sequence[int] | None = None,
+    ):  # fmt: skip
+        self.src_ids, self.tgt_ids, self.text, self.stored_lengths = src_ids, tgt_ids, text, lengths
 
     def __len__(self) -> int:
         return len(self.src_ids)
@@ -48,11 +56,13 @@ class PairDataset(Dataset):
             "tgt": self.tgt_ids[i],
             "src_text": self.text.src[i],
             "tgt_text": self.text.tgt[i],
-            "line": self.text.lines[i],
+            "line": int(self.text.lines[i]),
         }
 
     def lengths(self) -> list[int]:
         """max(source, target) tokens + 1 of every pair, for bucketing."""
+        if self.stored_lengths is not None:
+            return np.asarray(self.stored_lengths).tolist()
         return [max(len(s), len(t)) + 1 for s, t in zip(self.src_ids, self.tgt_ids)]
 
 
@@ -183,7 +193,7 @@ class ParallelTextDataModule(pl.LightningDataModule):
         self.tgt_tokenizer = tokenizer_from_state(meta["tgt_tokenizer"])
         self.src_vocab = Vocabulary.from_list(meta["src_vocab"])
         self.tgt_vocab = Vocabulary.from_list(meta["tgt_vocab"])
-        self.datasets["train"] = PreparedPairs(folder, "train", meta)
+        self.datasets["train"] = PairDataset(*open_split(folder, "train", meta))
         rank_zero_info(
             f"[data] {folder} (prepared from {meta['origins']['train']}): {meta['pairs']['train']} training "
             f"pairs; {meta['dropped_long']} longer than max_len={hp.max_len} dropped, "
@@ -198,7 +208,7 @@ class ParallelTextDataModule(pl.LightningDataModule):
             if name == "dev" and hp.val_size is not None and hp.val_size < n:
                 note += f"; validating on {hp.val_size} of them, drawn with seed {hp.seed}"
                 indices = sorted(random.Random(hp.seed).sample(range(n), hp.val_size))  # as fixed_subset
-            self.datasets[name] = PreparedPairs(folder, name, meta, indices)
+            self.datasets[name] = PairDataset(*open_split(folder, name, meta, indices))
             rank_zero_info(note)
 
     def encode_text(self, text: ParallelText) -> PairDataset:
