@@ -1,0 +1,58 @@
+"""VQA accuracy (Antol et al. 2015, as the official VQA v2 evaluation script computes it).
+
+An answer counts as right when at least 3 of the 10 annotators gave it: for each of the ten
+leave-one-annotator-out subsets of nine, ``min(#annotators in the subset who gave it / 3, 1)``,
+averaged over the ten subsets::
+
+    acc(a) = 1/10 * sum_i min(#{j != i : a_j = a} / 3, 1)
+
+So an answer given by 3 annotators scores 0.9 (7 subsets keep all three, 3 keep two: 7 * 1 + 3 *
+2/3 = 9), by 2 scores 0.6, by 1 scores 0.3, and by 4 or more 1.0. Answers are compared after the
+script's normalisation: lower case, punctuation removed (a period only outside a decimal number),
+number words zero..ten as digits, the articles a, an, the dropped, whitespace collapsed. The
+official script's table of contractions ("dont" -> "don't") is left out: no shapes answer has one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+__all__ = ["normalize_answer", "vqa_accuracy", "vqa_scores"]
+
+_NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+            "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}  # fmt: skip
+_ARTICLES = {"a", "an", "the"}
+_PERIOD = re.compile(r"(?<!\d)\.(?!\d)")
+_PUNCT = re.compile(r"[;/\[\]\"{}()=+\\_\-><@`,?!*#%^&$|~:']")
+
+
+def normalize_answer(answer: str) -> str:
+    text = _PUNCT.sub("", _PERIOD.sub("", answer.replace("\n", " ").replace("\t", " ").strip().lower()))
+    words = [_NUMBERS.get(w, w) for w in text.split() if w not in _ARTICLES]
+    return " ".join(words)
+
+
+def vqa_accuracy(predicted: str, answers: Sequence[str]) -> float:
+    """One question: `predicted` against its (ten) annotators' `answers`, in [0, 1]."""
+    if not answers:
+        raise ValueError("a question needs its annotators' answers")
+    guess = normalize_answer(predicted)
+    given = [normalize_answer(a) for a in answers]
+    matches = sum(g == guess for g in given)
+    # leaving annotator i out leaves `matches` or `matches - 1` matching answers
+    return sum(min((matches - (g == guess)) / 3.0, 1.0) for g in given) / len(given)
+
+
+def vqa_scores(predictions: Iterable[tuple[str, Sequence[str], str]]) -> dict[str, float]:
+    """(predicted answer, annotators' answers, question type) triples -> accuracy in percent,
+    ``overall`` and one entry per question type."""
+    total, by_type = [], defaultdict(list)
+    for predicted, answers, qtype in predictions:
+        acc = vqa_accuracy(predicted, answers)
+        total.append(acc)
+        by_type[qtype].append(acc)
+    scores = {"overall": 100.0 * sum(total) / max(len(total), 1)}
+    scores.update({t: 100.0 * sum(v) / len(v) for t, v in sorted(by_type.items())})
+    return scores
