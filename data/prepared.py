@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
@@ -61,7 +61,15 @@ from .vocab import BOS, EOS, PAD, UNK, Vocabulary
 if TYPE_CHECKING:
     from .translation import ParallelTextDataModule
 
-__all__ = ["FORMAT", "KEY_OPTIONS", "open_split", "prepare", "prepared_key", "open_prepared"]
+__all__ = [
+    "FORMAT",
+    "KEY_OPTIONS",
+    "open_or_prepare",
+    "open_split",
+    "prepare",
+    "prepared_key",
+    "open_prepared",
+]
 
 FORMAT = 1
 # the data options the ids depend on (batching options are not: the same folder serves them all)
@@ -431,4 +439,19 @@ def wait_for(path: str | Path, key: dict[str, Any], timeout_s: float = 6 * 3600)
         if time.monotonic() > deadline:
             raise DataError(f"{path}: waited {timeout_s:.0f} s for local rank 0 to prepare {digest(key)}")
         time.sleep(1.0)
+    return found
+
+
+def open_or_prepare(
+    path: str | Path, key: dict[str, Any], prepare_here: Callable[[], Path]
+) -> tuple[Path, dict]:
+    """The prepared folder for `key` under `path`; when it is missing, local rank 0 runs
+    `prepare_here` and every other process waits for it (preparation happens once a node)."""
+    found = open_prepared(path, key)
+    if found is None:
+        if local_rank() == 0:
+            prepare_here()
+            found = open_prepared(path, key)
+        else:
+            found = wait_for(path, key)
     return found

@@ -57,7 +57,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from .batching import BucketBatchSampler
 from .corpus_io import split_of
 from .parallel import DataError, read_lines
-from .prepared import load_array, local_rank, open_prepared, wait_for
+from .prepared import load_array, open_or_prepare
 from .prepared_text import MappedStreamChunks, load_units, prepare_text, text_key
 from .tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state
 from .vocab import BOS, EOS, PAD, UNK, Vocabulary
@@ -357,15 +357,9 @@ class TextDataModule(pl.LightningDataModule):
     def _build_prepared(self) -> None:
         """Open (or, on local rank 0, first write) the prepared folder; units and streams memory-mapped."""
         hp = self.hparams
-        key = text_key(self)
-        found = open_prepared(hp.prepared_dir, key)
-        if found is None:
-            if local_rank() == 0:
-                prepare_text(self, hp.prepared_dir)
-                found = open_prepared(hp.prepared_dir, key)
-            else:
-                found = wait_for(hp.prepared_dir, key)
-        self.prepared, meta = found
+        self.prepared, meta = open_or_prepare(
+            hp.prepared_dir, text_key(self), lambda: prepare_text(self, hp.prepared_dir)
+        )
         self.tokenizer = tokenizer_from_state(meta["tokenizer"])
         self.vocab = Vocabulary.from_list(meta["vocab"])
         for split, counts in meta["counts"].items():

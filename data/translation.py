@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .batching import BucketBatchSampler, collate_pairs
 from .parallel import DataError, ParallelText, find_split, split_files
-from .prepared import local_rank, open_prepared, open_split, prepare, prepared_key, wait_for
+from .prepared import open_or_prepare, open_split, prepare, prepared_key
 from .tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state
 from .vocab import Vocabulary
 
@@ -180,15 +180,9 @@ class ParallelTextDataModule(pl.LightningDataModule):
     def _build_prepared(self) -> None:
         """Open (or, on local rank 0, first write) the prepared folder and memory-map its splits."""
         hp = self.hparams
-        key = prepared_key(self)
-        found = open_prepared(hp.prepared_dir, key)
-        if found is None:
-            if local_rank() == 0:
-                prepare(self, hp.prepared_dir)
-                found = open_prepared(hp.prepared_dir, key)
-            else:
-                found = wait_for(hp.prepared_dir, key)
-        folder, meta = found
+        folder, meta = open_or_prepare(
+            hp.prepared_dir, prepared_key(self), lambda: prepare(self, hp.prepared_dir)
+        )
         self.src_tokenizer = tokenizer_from_state(meta["src_tokenizer"])
         self.tgt_tokenizer = tokenizer_from_state(meta["tgt_tokenizer"])
         self.src_vocab = Vocabulary.from_list(meta["src_vocab"])
