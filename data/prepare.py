@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from .parallel import DataError
-from .prepared import digest, prepare, prepared_key
+from .prepared import keyed_folder, prepare, prepared_key
 from .prepared_text import prepare_text, text_key
 
 DEFAULT_CLASS = "data.translation.ParallelTextDataModule"
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         lm = hasattr(dm, "source_files")  # language-model text, or parallel text
         key = text_key(dm) if lm else prepared_key(dm)
-        there = (Path(out) / digest(key) / "meta.json").is_file()
+        _, there = keyed_folder(out, key)
         folder = (prepare_text if lm else prepare)(
             dm, out, workers=args.workers, progress=not args.no_progress
         )

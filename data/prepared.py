@@ -102,6 +102,12 @@ def digest(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def keyed_folder(root: str | Path, key: dict[str, Any]) -> tuple[Path, bool]:
+    """``root/<digest of key>`` and whether it is prepared already (its meta.json is written last)."""
+    folder = Path(root) / digest(key)
+    return folder, (folder / "meta.json").is_file()
+
+
 def key_differences(stored: dict, wanted: dict) -> list[str]:
     """Human-readable differences between two keys ("max_len: 50 in the folder, 100 asked for")."""
     out = []
@@ -268,9 +274,8 @@ def prepare(
     """Tokenise and encode `dm`'s corpus into ``root/<digest>`` (nothing to do when it is there)."""
     hp = dm.hparams
     key = prepared_key(dm)
-    root = Path(root)
-    folder = root / digest(key)
-    if (folder / "meta.json").is_file():
+    folder, done = keyed_folder(root, key)
+    if done:
         return folder
     started = time.perf_counter()
     train = dm.read_train()
@@ -413,8 +418,8 @@ def open_prepared(path: str | Path, key: dict[str, Any]) -> tuple[Path, dict] | 
     if (path / "meta.json").is_file():
         folder = path
     else:
-        folder = path / digest(key)
-        if not (folder / "meta.json").is_file():
+        folder, done = keyed_folder(path, key)
+        if not done:
             return None
     try:
         meta = json.loads((folder / "meta.json").read_text())

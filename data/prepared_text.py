@@ -36,7 +36,7 @@ from .prepared import (
     _Ragged,
     cores,
     count_tokens,
-    digest,
+    keyed_folder,
     load_array,
     tokenize_splits,
     written_atomically,
@@ -87,9 +87,8 @@ def prepare_text(
     """Tokenise and encode `dm`'s text into ``root/<digest>`` (nothing to do when it is there)."""
     hp = dm.hparams
     key = text_key(dm)
-    root = Path(root)
-    folder = root / digest(key)
-    if (folder / "meta.json").is_file():
+    folder, done = keyed_folder(root, key)
+    if done:
         return folder
     started = time.perf_counter()
     texts = dm._read_split_texts()
