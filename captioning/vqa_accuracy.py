@@ -8,30 +8,20 @@ averaged over the ten subsets::
 
 So an answer given by 3 annotators scores 0.9 (7 subsets keep all three, 3 keep two: 7 * 1 + 3 *
 2/3 = 9), by 2 scores 0.6, by 1 scores 0.3, and by 4 or more 1.0. Answers are compared after the
-script's normalisation: lower case, punctuation removed (a period only outside a decimal number),
-number words zero..ten as digits, the articles a, an, the dropped, whitespace collapsed. The
-official script's table of contractions ("dont" -> "don't") is left out: no shapes answer has one.
+script's normalisation (data.vqa.normalize_answer, shared with the answer vocabulary): lower case,
+punctuation removed (a period only outside a decimal number), number words zero..ten as digits, the
+articles a, an, the dropped, whitespace collapsed. The official script's table of contractions
+("dont" -> "don't") is left out: no shapes answer has one.
 """
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
+from data.vqa import normalize_answer
+
 __all__ = ["normalize_answer", "vqa_accuracy", "vqa_scores"]
-
-_NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-            "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}  # fmt: skip
-_ARTICLES = {"a", "an", "the"}
-_PERIOD = re.compile(r"(?<!\d)\.(?!\d)")
-_PUNCT = re.compile(r"[;/\[\]\"{}()=+\\_\-><@`,?!*#%^&$|~:']")
-
-
-def normalize_answer(answer: str) -> str:
-    text = _PUNCT.sub("", _PERIOD.sub("", answer.replace("\n", " ").replace("\t", " ").strip().lower()))
-    words = [_NUMBERS.get(w, w) for w in text.split() if w not in _ARTICLES]
-    return " ".join(words)
 
 
 def vqa_accuracy(predicted: str, answers: Sequence[str]) -> float:

@@ -14,12 +14,27 @@ question without an annotation, an image that is not there.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .parallel import DataError
 
-__all__ = ["VQAItem", "read_vqa"]
+__all__ = ["VQAItem", "normalize_answer", "read_vqa"]
+
+_NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+            "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}  # fmt: skip
+_ARTICLES = {"a", "an", "the"}
+_PERIOD = re.compile(r"(?<!\d)\.(?!\d)")
+_PUNCT = re.compile(r"[;/\[\]\"{}()=+\\_\-><@`,?!*#%^&$|~:']")
+
+
+def normalize_answer(answer: str) -> str:
+    """As the official VQA script compares answers: lower case, punctuation removed (a period only
+    outside a decimal number), number words as digits, no articles, whitespace collapsed."""
+    text = _PUNCT.sub("", _PERIOD.sub("", answer.replace("\n", " ").replace("\t", " ").strip().lower()))
+    words = [_NUMBERS.get(w, w) for w in text.split() if w not in _ARTICLES]
+    return " ".join(words)
 
 
 @dataclass

@@ -108,8 +108,10 @@ class SeqCapCLI(LightningCLI):
             "data.tgt_vocab_size", "model.init_args.tgt_vocab_size", apply_on="instantiate"
         )
         # Links whose source or target the chosen classes lack are skipped by jsonargparse, so
-        # one CLI serves translation (src/tgt sizes) and language models (one vocab_size).
+        # one CLI serves translation (src/tgt sizes), language models (one vocab_size) and VQA
+        # (vocab_size and num_answers).
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.num_answers", "model.init_args.num_answers", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config

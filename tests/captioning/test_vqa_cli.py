@@ -1,0 +1,143 @@
+"""`python -m captioning fit -c configs/vqa/...` and `python -m captioning.answer`, as a user runs
+them: two tiny checkpoints (attention and blind) trained by subprocess on a tiny shapes VQA set,
+then answered from the checkpoint alone (the questions' folder is moved away first)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from captioning import answer as answer_cli
+from data import shapes_vqa
+from data.shapes import build_shapes_dataset
+from tests.captioning.test_caption_cli import run_parallel
+from tests.conftest import REPO, explain, run_python
+
+CONFIG = "configs/vqa/shapes_attention.yaml"
+TINY_FIT = (
+    "--data.init_args.batch_size", "16",
+    "--data.init_args.image_size", "64",  # a 2 x 2 grid: R = 4
+    "--trainer.max_steps", "3",
+    "--trainer.limit_val_batches", "1",
+    "--trainer.num_sanity_val_steps", "0",
+    "--trainer.enable_progress_bar", "false",
+    "--model.init_args.pretrained", "false",
+    "--model.init_args.embed_dim", "8",
+    "--model.init_args.hidden_size", "8",
+    "--model.init_args.joint_size", "16",
+)  # fmt: skip
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
+
+
+@dataclass
+class Trained:
+    image: Path
+    ckpt: dict[str, Path]
+    answers: list[str]
+    base: Path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Trained:
+    base = tmp_path_factory.mktemp("vqa_cli")
+    build_shapes_dataset(base / "shapes", n_train=12, n_val=3, n_test=2, size=64, progress=False)
+    shapes_vqa.write(base / "questions", shapes_vqa.build(base / "shapes"))
+    jobs = {}
+    for kind in ("attention", "blind"):
+        args = [
+            "-m", "captioning", "fit", "-c", CONFIG, "--model.init_args.model", kind,
+            "--data.init_args.root", str(base / "questions"),
+            "--data.init_args.cache_dir", str(base / f"cache-{kind}"),
+            "--trainer.default_root_dir", str(base / f"runs-{kind}"), *TINY_FIT,
+        ]  # fmt: skip
+        jobs[kind] = (args, REPO)
+    ckpts = {}
+    for kind, result in run_parallel(jobs, base / "logs", timeout=400).items():
+        assert result.returncode == 0, explain(result)
+        ckpt = base / f"runs-{kind}" / "shapes_vqa_attention" / "version_0" / "checkpoints" / "last.ckpt"
+        assert ckpt.is_file(), explain(result)
+        ckpts[kind] = ckpt
+    loaded = torch.load(ckpts["attention"], map_location="cpu", weights_only=True)
+    answers = loaded["seqcap"]["answers"]
+    assert {"yes", "no", "1"} <= set(answers)  # the shapes answers, normalised
+    image = base / "image.png"
+    shutil.copy(base / "shapes" / "images" / "test_00000.png", image)
+    shutil.rmtree(base / "questions")  # the checkpoint is all the answer CLI may need
+    shutil.rmtree(base / "shapes")
+    return Trained(image, ckpts, answers, base)
+
+
+def answer(trained: Trained, *args: str, kind: str = "attention"):
+    return run_python(["-m", "captioning.answer", "--checkpoint", str(trained.ckpt[kind]), *args], REPO)
+
+
+def parse(stdout: str) -> dict[str, list[tuple[float, str]]]:
+    """question -> [(probability, answer)] from the CLI's output."""
+    out, question = {}, None
+    for line in stdout.splitlines():
+        if line.startswith("  "):
+            p, text = line.split(maxsplit=1)
+            out[question].append((float(p), text))
+        else:
+            question = line
+            out[question] = []
+    return out
+
+
+def test_answer_prints_the_top_answers_with_probabilities(trained, tmp_path):
+    plots = tmp_path / "plots"
+    result = answer(
+        trained, str(trained.image), "what colour is the star?", "is there a zebra in the picture?",
+        "--top", "3", "--attention-plot", str(plots),
+    )  # fmt: skip
+    assert result.returncode == 0, explain(result)
+    got = parse(result.stdout)
+    assert list(got) == ["what colour is the star?", "is there a zebra in the picture?"]
+    for pairs in got.values():
+        probs = [p for p, _ in pairs]
+        assert len(pairs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.001
+        assert all(text in trained.answers for _, text in pairs)
+    # unknown words are read as <unk>, named on stderr, and the question is still answered
+    assert "words the model never saw, read as <unk>: zebra, in, picture" in result.stderr
+    assert sorted(p.name for p in plots.iterdir()) == ["image-q1.png", "image-q2.png"]
+    assert Image.open(plots / "image-q1.png").size[0] > 100
+    again = answer(trained, str(trained.image), "how many shapes are there?", "--attention-plot", str(plots))
+    assert again.returncode == 2 and "image-q1.png exists; choose a new folder" in again.stderr
+
+
+def test_the_answers_are_those_of_the_module(trained):
+    """The CLI's Answerer gives the module's own softmax on the image's CNN grid."""
+    answerer = answer_cli.Answerer.from_checkpoint(trained.ckpt["attention"], "cpu")
+    [a] = answerer.answer(trained.image, ["what shape is the red object?"], top=len(trained.answers))
+    assert sum(p for _, p in a.top) == pytest.approx(1.0, abs=1e-5) and a.unknown == []
+    assert a.attention.shape == (2, 4) and torch.allclose(a.attention.sum(-1), torch.ones(2))
+    module = answerer.module
+    ids, lengths = module.encode_questions(["what shape is the red object?"])
+    pixels = answerer.transform(Image.open(trained.image).convert("RGB"))[None]
+    with torch.inference_mode():
+        probs = module(ids, lengths, module.encoder(pixels))[0].softmax(-1)[0]
+    assert a.top[0] == (module.answers[int(probs.argmax())], pytest.approx(float(probs.max()), abs=1e-6))
+
+
+def test_bad_inputs_are_named(trained, tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_text("not an image")
+    code = answer_cli.main(["--checkpoint", str(trained.ckpt["attention"]), str(bad), "what?"])
+    assert code == 2 and f"cannot read image {bad}" in capsys.readouterr().err
+    missing = tmp_path / "nope.png"
+    assert answer_cli.main(["--checkpoint", str(trained.ckpt["attention"]), str(missing), "what?"]) == 2
+    assert f"cannot read image {missing}: no such file" in capsys.readouterr().err
+    code = answer_cli.main(["--checkpoint", str(bad), str(trained.image), "what?"])
+    assert code == 2 and f"{bad}: not a loadable seqcap checkpoint" in capsys.readouterr().err
+    code = answer_cli.main([
+        "--checkpoint", str(trained.ckpt["blind"]), str(trained.image), "what?",
+        "--attention-plot", str(tmp_path / "p"),
+    ])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "is a 'blind' model, which has no attention to plot" in err
+    assert not (tmp_path / "p").exists()
