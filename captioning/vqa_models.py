@@ -11,13 +11,8 @@ F features; the pooled image is their mean).
 - ``lstm_q_norm_i`` (Antol et al. 2015, "deeper LSTM Q + norm I"): i = mean_r v_r / ||mean_r v_r||,
   u = tanh(W_q q) * tanh(W_i i) (element-wise), then the classifier;
 - ``attention`` (Yang et al. 2016, stacked attention): u_0 = tanh(W_q q); hop k:
-  p_k = softmax_r(w^T tanh(W_a u_{k-1} + U_a m_r)) over the regions m_r = tanh(W_i v_r + W_c c_r),
-  with :class:`seq2seq.modules.attention.BahdanauAttention`; u_k = u_{k-1} + sum_r p_k,r m_r.
-  c_r = (x_r, y_r) in [-1, 1] is region r's place on the (square) grid (``coords=True``, as the
-  relation networks of Santoro et al. 2017 tag CNN cells): a frozen CNN's features say little of
-  where a region is. From hop 2 on the regions also carry their offset from where the hop before
-  looked, m_r = tanh(W_i v_r + W_c c_r + W_d (c_r - sum_r' p_{k-1},r' c_r')), so that "what is left
-  of the star?" can be a direction from the place hop 1 found;
+  p_k = softmax_r(w^T tanh(W_a u_{k-1} + U_a m_r)) over the regions m_r = tanh(W_i v_r), with
+  :class:`seq2seq.modules.attention.BahdanauAttention`; u_k = u_{k-1} + sum_r p_k,r m_r;
 - ``blind``: u = tanh(W_q q), the image is never read;
 - ``image_only``: u = tanh(W_i i), the question is never read.
 
@@ -26,7 +21,6 @@ Classifier (the same for all): Linear(J, J) -> ReLU -> Dropout -> Linear(J, K).
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -36,20 +30,10 @@ from torch import Tensor, nn
 from seq2seq.modules.attention import BahdanauAttention
 from seq2seq.modules.encoder import RecurrentEncoder
 
-__all__ = ["KINDS", "VQANet", "grid_coords"]
+__all__ = ["KINDS", "VQANet"]
 
 Kind = Literal["lstm_q_norm_i", "attention", "blind", "image_only"]
 KINDS = ("lstm_q_norm_i", "attention", "blind", "image_only")
-
-
-def grid_coords(R: int) -> Tensor:
-    """(R, 2): (x, y) in [-1, 1] of each cell of the row-major sqrt(R) x sqrt(R) grid."""
-    side = math.isqrt(R)
-    if side * side != R:
-        raise ValueError(f"coords need a square grid of regions, got R = {R}")
-    steps = torch.linspace(-1.0, 1.0, side) if side > 1 else torch.zeros(1)
-    y, x = torch.meshgrid(steps, steps, indexing="ij")
-    return torch.stack([x.flatten(), y.flatten()], dim=1)
 
 
 class VQANet(nn.Module):
@@ -65,7 +49,6 @@ class VQANet(nn.Module):
         hops: int = 2,
         dropout: float = 0.3,
         cell: Literal["rnn", "lstm", "gru"] = "lstm",
-        coords: bool = True,
     ):
         super().__init__()
         if kind not in KINDS:
@@ -76,9 +59,6 @@ class VQANet(nn.Module):
         self.encoder = RecurrentEncoder(vocab_size, embed_dim, hidden_size, cell, bidirectional=True)
         self.question = nn.Linear(self.encoder.output_size, joint_size)  # W_q
         self.image = nn.Linear(feature_size, joint_size)  # W_i
-        located = kind == "attention" and coords
-        self.coords = nn.Linear(2, joint_size, bias=False) if located else None  # W_c
-        self.offsets = nn.Linear(2, joint_size, bias=False) if located and hops > 1 else None  # W_d
         self.attention = nn.ModuleList(
             [BahdanauAttention(joint_size, joint_size) for _ in range(hops if kind == "attention" else 0)]
         )
@@ -104,17 +84,11 @@ class VQANet(nn.Module):
             i = F.normalize(features.mean(dim=1), dim=-1)  # the L2-normalised pooled image
             u = self.encode_question(question, lengths) * torch.tanh(self.image(i))
         else:
-            content = self.image(features)  # W_i v_r: (B, R, J)
-            c = grid_coords(features.shape[1]).to(content)  # c_r: (R, 2)
-            if self.coords is not None:
-                content = content + self.coords(c)
-            regions = torch.tanh(content)  # m_r: (B, R, J)
+            regions = torch.tanh(self.image(features))  # m_r: (B, R, J)
             u = self.encode_question(question, lengths)
-            for k, attend in enumerate(self.attention):
-                if k > 0 and self.offsets is not None:  # where each region is from the last hop's place
-                    place = torch.einsum("br,rd->bd", weights[-1], c)  # (B, 2)
-                    regions = torch.tanh(content + self.offsets(c[None] - place[:, None]))
-                context, p = attend(u, regions, keys=attend.project_keys(regions))  # sum_r p_r m_r
+            for attend in self.attention:
+                keys = attend.project_keys(regions)
+                context, p = attend(u, regions, keys=keys)  # sum_r p_r m_r, p: (B, R)
                 u = u + context
-                weights.append(p)  # p: (B, R)
+                weights.append(p)
         return self.classifier(u), weights

@@ -61,7 +61,6 @@ class VQAModule(ImageFeatures, DecodingModule):
         hops: int = 2,
         dropout: float = 0.3,
         cell: Literal["rnn", "lstm", "gru"] = "lstm",
-        coords: bool = True,  # attention: the regions' grid coordinates (and offsets) join their features
         lr: float = 1e-3,
         backbone_lr: float = 1e-4,
         weight_decay: float = 0.0,
@@ -79,7 +78,6 @@ class VQAModule(ImageFeatures, DecodingModule):
         self.model = VQANet(
             vocab_size, num_answers, self.encoder.feature_dim, model, embed_dim=embed_dim,
             hidden_size=hidden_size, joint_size=joint_size, hops=hops, dropout=dropout, cell=cell,
-            coords=coords,
         )  # fmt: skip
         self.vocab: Vocabulary | None = None
         self.answers: list[str] = []

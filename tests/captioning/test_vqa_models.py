@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from captioning.vqa_models import KINDS, VQANet, grid_coords
+from captioning.vqa_models import KINDS, VQANet
 
 
-def inputs(seed: int = 0, B: int = 4, T: int = 5, R: int = 9, F: int = 10):
+def inputs(seed: int = 0, B: int = 4, T: int = 5, R: int = 6, F: int = 10):
     g = torch.Generator().manual_seed(seed)
     question = torch.randint(1, 20, (B, T), generator=g)
     lengths = torch.tensor([T, T - 1, 3, T][:B])
@@ -24,7 +24,7 @@ def test_attention_weights_cover_the_grid_and_sum_to_one(hops):
     logits, weights = net(*inputs())
     assert logits.shape == (4, 7) and len(weights) == hops
     for p in weights:
-        assert p.shape == (4, 9)
+        assert p.shape == (4, 6)
         assert torch.allclose(p.sum(-1), torch.ones(4)) and bool((p > 0).all())  # every region seen
 
 
@@ -74,23 +74,3 @@ def test_a_tiny_attention_model_learns_a_colour_question():
 def test_a_bad_kind_is_named():
     with pytest.raises(ValueError, match=r"model kind must be one of .*got 'cnn'"):
         VQANet(20, 7, 10, "cnn")
-
-
-def test_grid_coords_are_row_major_in_minus_one_to_one():
-    assert grid_coords(4).tolist() == [[-1, -1], [1, -1], [-1, 1], [1, 1]]  # (x, y), y down
-    assert grid_coords(9)[5].tolist() == [1, 0] and grid_coords(1).tolist() == [[0, 0]]
-    with pytest.raises(ValueError, match="square grid of regions, got R = 6"):
-        grid_coords(6)
-
-
-@pytest.mark.parametrize("coords", [True, False])
-def test_coords_tell_the_attention_model_where_a_region_is(coords):
-    """With coords, the same regions in another order give another answer; without, the
-    attention model sees a set of regions, and only their contents count."""
-    torch.manual_seed(0)
-    net = VQANet(20, 7, 10, "attention", embed_dim=8, hidden_size=8, joint_size=16, coords=coords).eval()
-    question, lengths, _ = inputs()
-    features = torch.randn(4, 9, 10)
-    shuffled = features[:, torch.randperm(9)]
-    same = torch.allclose(net(question, lengths, features)[0], net(question, lengths, shuffled)[0], atol=1e-6)
-    assert same != coords
