@@ -48,7 +48,7 @@ from torch import Tensor
 
 from data.vocab import PAD, Vocabulary
 from seq2seq.checkpoint import CheckpointError
-from seq2seq.image_features import ImageFeatures
+from seq2seq.image_features import ImageFeatures, backbone_param_groups
 from seq2seq.lightning import DecodingModule, perplexity
 from seq2seq.modules.vision import ImageEncoder
 
@@ -354,10 +354,5 @@ class CaptioningModule(ImageFeatures, DecodingModule):
     # -- optimisation -------------------------------------------------------------------------
     def param_groups(self) -> list[dict]:
         """[CNN parameters that train at backbone_lr (possibly none), the rest at lr]."""
-        backbone = list(self.encoder.backbone_parameters())
-        ids = {id(p) for p in backbone}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
-        return [
-            {"params": backbone, "lr": self.hparams.backbone_lr, "name": "backbone"},
-            {"params": rest, "lr": self.hparams.lr, "name": "decoder"},
-        ]
+        hp = self.hparams
+        return backbone_param_groups(self, self.encoder, hp.lr, hp.backbone_lr, "decoder")

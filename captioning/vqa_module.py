@@ -28,7 +28,7 @@ from torch import Tensor
 
 from data.vocab import Vocabulary
 from data.vqa_data import IGNORE, tokenize_question
-from seq2seq.image_features import ImageFeatures
+from seq2seq.image_features import ImageFeatures, backbone_param_groups
 from seq2seq.lightning import DecodingModule
 from seq2seq.modules.vision import ImageEncoder
 
@@ -182,10 +182,5 @@ class VQAModule(ImageFeatures, DecodingModule):
     # -- optimisation -------------------------------------------------------------------------
     def param_groups(self) -> list[dict]:
         """[the CNN's trainable parameters at backbone_lr (none when frozen), the rest at lr]."""
-        backbone = list(self.encoder.backbone_parameters())
-        ids = {id(p) for p in backbone}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
-        return [
-            {"params": backbone, "lr": self.hparams.backbone_lr, "name": "backbone"},
-            {"params": rest, "lr": self.hparams.lr, "name": "vqa"},
-        ]
+        hp = self.hparams
+        return backbone_param_groups(self, self.encoder, hp.lr, hp.backbone_lr, "vqa")

@@ -75,3 +75,17 @@ class ImageFeatures:
         if "features" in batch:
             return batch["features"]
         return self.image_encoder(batch["images"])
+
+
+def backbone_param_groups(
+    module: torch.nn.Module, encoder: ImageEncoder, lr: float, backbone_lr: float, name: str
+) -> list[dict]:
+    """Adam's parameter groups of a module with a CNN: [the CNN's trainable parameters at
+    `backbone_lr` (none while it is frozen), everything else, named `name`, at `lr`]."""
+    backbone = list(encoder.backbone_parameters())
+    ids = {id(p) for p in backbone}
+    rest = [p for p in module.parameters() if p.requires_grad and id(p) not in ids]
+    return [
+        {"params": backbone, "lr": backbone_lr, "name": "backbone"},
+        {"params": rest, "lr": lr, "name": name},
+    ]
