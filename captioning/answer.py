@@ -155,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
 
         for a, png in zip(answers, plots):
             hops = [f"hop {k + 1}" for k in range(a.attention.shape[0])]
-            attention_overlay(args.image, hops, a.attention, png, title=f"{a.question} {a.top[0][0]}")
-            print(f"attention plot: {png}", file=sys.stderr)
+            answer, p = a.top[0]
+            attention_overlay(args.image, hops, a.attention, png, title=f"answer: {answer} ({p:.2f})")
+            print(f"attention plot for {a.question!r}: {png}", file=sys.stderr)
     return 0
 
 

@@ -21,7 +21,7 @@ from tests.conftest import REPO, explain, run_python
 CONFIG = "configs/vqa/shapes_attention.yaml"
 TINY_FIT = (
     "--data.init_args.batch_size", "16",
-    "--data.init_args.image_size", "64",  # a 2 x 2 grid: R = 4
+    "--data.init_args.image_size", "64",  # block 4 (stride 16): a 4 x 4 grid, R = 16
     "--trainer.max_steps", "3",
     "--trainer.limit_val_batches", "1",
     "--trainer.num_sanity_val_steps", "0",
@@ -115,7 +115,7 @@ def test_the_answers_are_those_of_the_module(trained):
     answerer = answer_cli.Answerer.from_checkpoint(trained.ckpt["attention"], "cpu")
     [a] = answerer.answer(trained.image, ["what shape is the red object?"], top=len(trained.answers))
     assert sum(p for _, p in a.top) == pytest.approx(1.0, abs=1e-5) and a.unknown == []
-    assert a.attention.shape == (2, 4) and torch.allclose(a.attention.sum(-1), torch.ones(2))
+    assert a.attention.shape == (2, 16) and torch.allclose(a.attention.sum(-1), torch.ones(2))
     module = answerer.module
     ids, lengths = module.encode_questions(["what shape is the red object?"])
     pixels = answerer.transform(Image.open(trained.image).convert("RGB"))[None]
