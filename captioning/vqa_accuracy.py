@@ -10,8 +10,12 @@ So an answer given by 3 annotators scores 0.9 (7 subsets keep all three, 3 keep 
 2/3 = 9), by 2 scores 0.6, by 1 scores 0.3, and by 4 or more 1.0. Answers are compared after the
 script's normalisation (data.vqa.normalize_answer, shared with the answer vocabulary): lower case,
 punctuation removed (a period only outside a decimal number), number words zero..ten as digits, the
-articles a, an, the dropped, whitespace collapsed. The official script's table of contractions
-("dont" -> "don't") is left out: no shapes answer has one.
+articles a, an, the dropped, whitespace collapsed. Where this differs from the official script
+(on real VQA v2 answers, scores can differ in such cases): its table of contractions ("dont" ->
+"don't") is left out, since no shapes answer has one; punctuation is always deleted, where the
+script puts a space for some marks between words ("yes/no" -> "yes no"); and both the prediction
+and the ten answers get the whole normalisation, where the script gives the annotators' answers
+only the punctuation step.
 """
 
 from __future__ import annotations

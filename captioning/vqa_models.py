@@ -56,9 +56,13 @@ class VQANet(nn.Module):
         if kind == "attention" and hops < 1:
             raise ValueError(f"hops must be >= 1 for the attention model, got {hops}")
         self.kind, self.hops = kind, hops
-        self.encoder = RecurrentEncoder(vocab_size, embed_dim, hidden_size, cell, bidirectional=True)
-        self.question = nn.Linear(self.encoder.output_size, joint_size)  # W_q
-        self.image = nn.Linear(feature_size, joint_size)  # W_i
+        # only what the kind reads: an unused parameter would stop DDP (no gradient to reduce)
+        self.encoder = self.question = self.image = None
+        if kind != "image_only":
+            self.encoder = RecurrentEncoder(vocab_size, embed_dim, hidden_size, cell, bidirectional=True)
+            self.question = nn.Linear(self.encoder.output_size, joint_size)  # W_q
+        if kind != "blind":
+            self.image = nn.Linear(feature_size, joint_size)  # W_i
         self.attention = nn.ModuleList(
             [BahdanauAttention(joint_size, joint_size) for _ in range(hops if kind == "attention" else 0)]
         )

@@ -27,7 +27,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from data.vocab import Vocabulary
-from data.vqa_data import IGNORE, tokenize_question
+from data.vqa_data import IGNORE, pad_questions, tokenize_question
 from seq2seq.image_features import ImageFeatures, backbone_param_groups
 from seq2seq.lightning import DecodingModule
 from seq2seq.modules.vision import ImageEncoder
@@ -100,15 +100,11 @@ class VQAModule(ImageFeatures, DecodingModule):
         return self.model(question, lengths, features)
 
     def encode_questions(self, questions: list[str]) -> tuple[Tensor, Tensor]:
-        """Question strings -> (B, T) ids (unknown words -> <unk>) and lengths (B,), on this device."""
+        """Question strings -> (B, T) ids (unknown words -> <unk>) on this device, and lengths (B,)."""
         if self.vocab is None:
             raise RuntimeError("no vocabulary: fit with a VQADataModule or load a checkpoint")
-        ids = [self.vocab.encode(tokenize_question(q)) or [self.vocab.stoi["<unk>"]] for q in questions]
-        lengths = torch.tensor([len(i) for i in ids])
-        batch = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)
-        for b, row in enumerate(ids):
-            batch[b, : len(row)] = torch.tensor(row)
-        return batch.to(self.device), lengths
+        question, lengths = pad_questions([self.vocab.encode(tokenize_question(q)) for q in questions])
+        return question.to(self.device), lengths
 
     def eval_loss(self, batch: dict) -> tuple[Tensor, int]:
         logits, _ = self.model(batch["question"], batch["lengths"], self.image_features(batch))

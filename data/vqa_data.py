@@ -45,10 +45,10 @@ from .epoch_shuffle import EpochShuffle
 from .features import Extractor, cached_features
 from .images import IMAGENET_MEAN, IMAGENET_STD, ImageFileError, check_image, default_transform, load_rgb
 from .parallel import DataError
-from .vocab import PAD, Vocabulary
+from .vocab import PAD, UNK, Vocabulary
 from .vqa import VQAItem, normalize_answer, read_vqa
 
-__all__ = ["IGNORE", "TOKENIZER_NAME", "VQADataModule", "tokenize_question"]
+__all__ = ["IGNORE", "TOKENIZER_NAME", "VQADataModule", "pad_questions", "tokenize_question"]
 
 SPLITS = ("train", "val", "test")
 TOKENIZER_NAME = "vqa-words"
@@ -90,11 +90,19 @@ class VQADataset(Dataset):
         return out
 
 
+def pad_questions(ids: list[list[int]]) -> tuple[Tensor, Tensor]:
+    """Questions as ids -> (B, T) long padded with PAD, and lengths (B,); a question without a
+    single word is read as one ``<unk>``."""
+    ids = [row or [UNK] for row in ids]
+    lengths = torch.tensor([len(row) for row in ids])
+    question = torch.full((len(ids), int(lengths.max())), PAD, dtype=torch.long)
+    for i, row in enumerate(ids):
+        question[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+    return question, lengths
+
+
 def collate_questions(batch: list[dict]) -> dict:
-    lengths = torch.tensor([max(len(b["ids"]), 1) for b in batch])
-    question = torch.full((len(batch), int(lengths.max())), PAD, dtype=torch.long)
-    for i, b in enumerate(batch):
-        question[i, : len(b["ids"])] = torch.as_tensor(b["ids"], dtype=torch.long)
+    question, lengths = pad_questions([b["ids"] for b in batch])
     out = {
         "question": question,
         "lengths": lengths,
@@ -150,7 +158,19 @@ class VQADataModule(pl.LightningDataModule):
         if isinstance(max_answers, bool) or not isinstance(max_answers, int) or max_answers < 1:
             raise ValueError(f"max_answers must be an int >= 1, got {max_answers!r}")
         if (images is None) == (image_pattern is None):
-            raise ValueError("give images (a JSON map image_id -> path per split) or image_pattern, not both")
+            raise DataError(
+                f"VQADataModule: images={images!r}, image_pattern={image_pattern!r}: give one, either "
+                "images (a JSON map image_id -> path per split) or images: null with image_pattern"
+            )
+        if images is not None and image_dir is not None:
+            raise DataError(
+                f"VQADataModule: image_dir={image_dir!r} is read with image_pattern only, not with images"
+            )
+        unknown = sorted(set(split_names or {}) - set(SPLITS))
+        if unknown:
+            raise DataError(
+                f"VQADataModule: split_names has {', '.join(unknown)}; its keys are {', '.join(SPLITS)}"
+            )
         self.save_hyperparameters()
         self._built = False
         self.items: dict[str, list[VQAItem]] = {}
@@ -176,7 +196,14 @@ class VQADataModule(pl.LightningDataModule):
         if hp.images is not None:
             kwargs["images"] = self._file(hp.images, split)
         else:
-            kwargs["image_dir"] = (hp.image_dir or hp.root).format(split=name)
+            try:
+                kwargs["image_dir"] = (hp.image_dir or hp.root).format(split=name)
+                hp.image_pattern.format(image_id=0, split=name)
+            except (KeyError, IndexError, ValueError) as error:
+                raise DataError(
+                    f"VQADataModule: image_dir {hp.image_dir!r} / image_pattern {hp.image_pattern!r}: "
+                    f"{type(error).__name__} {error}; the fields are {{split}} and {{image_id}}"
+                ) from None
             kwargs["image_pattern"] = hp.image_pattern.replace("{split}", name)
         return read_vqa(questions, self._file(hp.annotations, split), **kwargs)
 

@@ -59,7 +59,8 @@ class SeqCapModule(pl.LightningModule):
         """Checks `state` against the model (sizes) and the checkpoint's (same words), then uses it."""
         for key, size_name in self.vocab_sizes.items():
             if self.vocab_state is not None and self.vocab_state[key] != state[key]:
-                name = key.replace("_", " ") + "ulary"  # vocab, src_vocab -> vocabulary, src vocabulary
+                # vocab, src_vocab -> vocabulary, src vocabulary; answers -> answer vocabulary
+                name = key.replace("_", " ") + "ulary" if key.endswith("vocab") else f"{key[:-1]} vocabulary"
                 raise ValueError(
                     f"the data's {name} differs from the checkpoint's: use the {self.vocab_hint} "
                     "the checkpoint was trained with"

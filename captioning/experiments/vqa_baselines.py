@@ -1,7 +1,7 @@
 """The four VQA models on the shapes questions, several seeds: VQA accuracy overall and by type.
 
     python -m captioning.experiments.vqa_baselines --out DIR
-        [--models attention,lstm_q_norm_i,blind,image_only] [--seeds 3] [--epochs 6]
+        [--models lstm_q_norm_i,attention,blind,image_only] [--seeds 3] [--epochs 6]
         [--data data/corpora/shapes_vqa] [--config configs/vqa/shapes_attention.yaml]
         [--overwrite] [any LightningCLI override for every run, e.g. --model.init_args.joint_size 512]
 
@@ -45,7 +45,8 @@ from .image_input import prepare_data
 NAMES = {"attention": "attention (SAN, 2 hops)", "lstm_q_norm_i": "LSTM Q + norm I",
          "blind": "blind (Q only)", "image_only": "image only", "majority": "majority per type"}  # fmt: skip
 RESERVED = ("--data.init_args.root", "--data.init_args.seed", "--model.init_args.model",
-            "--trainer.default_root_dir", "--trainer.max_epochs", "--seed_everything")  # fmt: skip
+            "--trainer.default_root_dir", "--trainer.max_epochs", "--trainer.devices",
+            "--seed_everything")  # fmt: skip
 FILES = ["vqa_baselines.csv", "vqa_baselines.png", "vqa_baselines.md", "config.json"]
 COLUMNS = ["model", "seed", "overall", *TYPES, "best_val_acc", "epochs", "train_seconds"]
 

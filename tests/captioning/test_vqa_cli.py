@@ -141,3 +141,19 @@ def test_bad_inputs_are_named(trained, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "is a 'blind' model, which has no attention to plot" in err
     assert not (tmp_path / "p").exists()
+
+
+def test_images_are_normalised_as_for_the_cnn_that_was_trained(trained, tmp_path):
+    """The model is rebuilt without pretrained weights, yet the images get the mean/std of the
+    weights it was trained from (EfficientNet-Lite0's packaged ones: (x - 127) / 128)."""
+    from seq2seq.modules.pretrained import input_normalization
+
+    ckpt = torch.load(trained.ckpt["attention"], map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["pretrained"] = True
+    torch.save(ckpt, tmp_path / "pretrained.ckpt")
+    normalize = answer_cli.Answerer.from_checkpoint(tmp_path / "pretrained.ckpt", "cpu").transform.transforms[
+        -1
+    ]
+    mean, std = input_normalization("efficientnet_lite0", True, None)
+    assert tuple(normalize.mean) == tuple(mean) and tuple(normalize.std) == tuple(std)
+    assert tuple(mean) != tuple(input_normalization("efficientnet_lite0", False, None)[0])

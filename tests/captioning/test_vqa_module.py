@@ -54,3 +54,12 @@ def test_the_attention_model_learns_colour_questions(tmp_path):
     samples = (tmp_path / "run" / "samples" / "val_epoch024.txt").read_text()
     assert samples.startswith("val VQA accuracy") and samples.count("\nQ   what colour is the ") == 4
     assert len(list((tmp_path / "run" / "attention").glob("val_epoch024_*.png"))) == 3
+
+
+def test_a_checkpoint_with_other_answers_is_refused_by_name():
+    module = VQAModule(10, 3, "blind", pretrained=False, embed_dim=4, hidden_size=4, joint_size=8)
+    words = ["<pad>", "<unk>", "<bos>", "<eos>", *"abcdef"]
+    module.set_vocab_state({"vocab": words, "answers": ["red", "blue", "green"]})
+    with pytest.raises(ValueError, match="the data's answer vocabulary differs from the checkpoint's"):
+        module.set_vocab_state({"vocab": words, "answers": ["red", "blue", "yellow"]})
+    assert module.model.image is None and module.model.encoder is not None  # blind: no W_i at all

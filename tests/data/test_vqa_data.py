@@ -115,10 +115,10 @@ def _coco_fixture(root: Path) -> None:
             )
             qid = image_id * 1000 + k
             questions.append({"image_id": image_id, "question": "What color is the bus?", "question_id": qid})
-            given = ["Red"] * 7 + ["red bus", "orange", "red"]
+            given = ["Red"] * 7 + ["red bus", "orange", "red."]  # as annotators type them
             annotations.append({
                 "question_id": qid, "image_id": image_id, "question_type": "what color is the",
-                "answer_type": "other", "multiple_choice_answer": "red",
+                "answer_type": "other", "multiple_choice_answer": "Red.",
                 "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": j + 1}
                             for j, a in enumerate(given)],
             })  # fmt: skip
@@ -141,7 +141,7 @@ def test_real_vqa_v2_files_load_through_patterns_and_split_names(tmp_path):
         str(tmp_path / "train2014" / "COCO_train2014_000000000009.jpg"),
         str(tmp_path / "train2014" / "COCO_train2014_000000000025.jpg"),
     ]
-    assert dm.answers == ["red"] and len(dm.items["test"]) == 1  # test read from val2014
+    assert dm.answers == ["red"] and len(dm.items["test"]) == 1  # normalised; test read from val2014
     assert dm.items["val"][0].answers[7] == "red bus"
     batch = next(iter(dm.val_dataloader()))
     assert batch["images"].shape == (1, 3, 32, 32) and batch["answer"].tolist() == [0]
@@ -165,3 +165,20 @@ def test_missing_splits_and_images_are_named(vqa_root, tmp_path):
         dm.build()
     with pytest.raises(ValueError, match="max_answers must be an int >= 1"):
         VQADataModule(str(vqa_root), max_answers=0)
+
+
+def test_bad_image_options_are_named(vqa_root, tmp_path):
+    with pytest.raises(DataError, match="images=None, image_pattern=None: give one"):
+        VQADataModule(str(vqa_root), images=None)
+    with pytest.raises(DataError, match="image_dir='x' is read with image_pattern only"):
+        VQADataModule(str(vqa_root), image_dir="x")
+    with pytest.raises(DataError, match="split_names has tets; its keys are train, val, test"):
+        VQADataModule(str(vqa_root), split_names={"tets": "val2014"})
+    _coco_fixture(tmp_path)
+    dm = VQADataModule(
+        str(tmp_path), questions="v2_OpenEnded_mscoco_{split}_questions.json",
+        annotations="v2_mscoco_{split}_annotations.json", images=None,
+        image_pattern="COCO_{split}_{id:012d}.jpg", split_names={"train": "train2014"},
+    )  # fmt: skip
+    with pytest.raises(DataError, match=r"image_pattern 'COCO_\{split\}_\{id:012d\}.jpg': KeyError 'id'"):
+        dm.build()
