@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .caption_datasets import CaptionEvalDataset, CaptionTrainDataset, collate_captions
 from .caption_sources import SPLITS, TOKENIZER_NAME, CaptionImage, read_source
-from .epoch_shuffle import EpochShuffle
+from .epoch_shuffle import EpochShuffle, eval_sampler
 from .features import Extractor, cached_features
 from .images import IMAGENET_MEAN, IMAGENET_STD, ImageFileError, check_image, default_transform
 from .parallel import DataError
@@ -264,7 +264,7 @@ class CaptionDataModule(pl.LightningDataModule):
         train = split == "train"
         dataset = self.dataset(split)
         # the order of epoch e from (seed, e) alone, as a straight run's: exact resume
-        sampler = EpochShuffle(len(dataset), hp.seed) if train else None
+        sampler = EpochShuffle(len(dataset), hp.seed) if train else eval_sampler(dataset)
         generator = torch.Generator().manual_seed(hp.seed) if train else None  # the workers' seeds
         return DataLoader(
             dataset, batch_size=hp.batch_size if train else hp.eval_batch_size,

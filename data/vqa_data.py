@@ -41,7 +41,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from .epoch_shuffle import EpochShuffle
+from .epoch_shuffle import EpochShuffle, eval_sampler
 from .features import Extractor, cached_features
 from .images import IMAGENET_MEAN, IMAGENET_STD, ImageFileError, check_image, default_transform, load_rgb
 from .parallel import DataError
@@ -329,7 +329,7 @@ class VQADataModule(pl.LightningDataModule):
         dataset = self.dataset(split)
         return DataLoader(
             dataset, batch_size=hp.batch_size if train else hp.eval_batch_size,
-            sampler=EpochShuffle(len(dataset), hp.seed) if train else None,
+            sampler=EpochShuffle(len(dataset), hp.seed) if train else eval_sampler(dataset),
             generator=torch.Generator().manual_seed(hp.seed) if train else None,
             collate_fn=collate_questions, num_workers=hp.num_workers,
             persistent_workers=hp.num_workers > 0,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
-from data.epoch_shuffle import EpochShuffle
+from data.epoch_shuffle import EpochShuffle, eval_sampler
 
 
 def epochs_of(loader: DataLoader, sampler: EpochShuffle | None, epochs) -> list[list[int]]:
@@ -32,3 +32,17 @@ def test_the_orders_are_those_of_a_seeded_shuffling_dataloader_and_depend_on_the
     state = torch.get_rng_state()
     list(loader)
     assert torch.equal(state, torch.get_rng_state())  # the global generator (dropout's) is untouched
+
+
+def test_under_ddp_every_process_takes_an_equal_disjoint_share_of_the_epoch():
+    whole = list(EpochShuffle(37, seed=3))
+    shares = [EpochShuffle(37, seed=3, rank=r, world_size=3) for r in range(3)]
+    for share in shares:
+        share.set_epoch(0)
+    got = [list(s) for s in shares]
+    assert [len(g) for g in got] == [12, 12, 12] == [len(s) for s in shares]  # the same step count
+    assert sorted(i for g in got for i in g) == sorted(whole[:36])  # the last 37 % 3 sit out
+    assert got[1] == whole[1:36:3]
+    assert eval_sampler(list(range(5))) is None  # one process: the loader's own order
+    evals = [list(eval_sampler(list(range(5)), r, 2)) for r in range(2)]
+    assert evals == [[0, 2, 4], [1, 3, 0]]  # in order, padded to equal shares, every example seen
