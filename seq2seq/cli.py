@@ -180,12 +180,18 @@ def main(args: list[str] | None = None) -> SeqCapCLI:
 def run(args: list[str] | None = None) -> SeqCapCLI:
     """`main` for a `__main__` module: an error in the user's data or checkpoint (DataError,
     CheckpointError: it names the file and the line, image or option) ends the run with that
-    message instead of a traceback."""
+    message instead of a traceback, also when a constructor raised it while LightningCLI built
+    the classes (jsonargparse then raises its own error with ours as the cause)."""
     from data.parallel import DataError
 
     from .checkpoint import CheckpointError
 
     try:
         return main(args)
-    except (DataError, CheckpointError) as e:
-        raise SystemExit(f"error: {e}") from None
+    except Exception as e:  # noqa: BLE001 - re-raised unless a user error is in its chain
+        cause: BaseException | None = e
+        while cause is not None and not isinstance(cause, (DataError, CheckpointError)):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise SystemExit(f"error: {cause}") from None

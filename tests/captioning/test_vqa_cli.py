@@ -157,3 +157,19 @@ def test_images_are_normalised_as_for_the_cnn_that_was_trained(trained, tmp_path
     mean, std = input_normalization("efficientnet_lite0", True, None)
     assert tuple(normalize.mean) == tuple(mean) and tuple(normalize.std) == tuple(std)
     assert tuple(mean) != tuple(input_normalization("efficientnet_lite0", False, None)[0])
+
+
+def test_a_bad_data_option_ends_the_fit_with_one_error_line(tmp_path):
+    """The data module refuses the option in its constructor, where LightningCLI wraps the error
+    in its own: the CLI still prints just ours."""
+    result = run_python(
+        ["-m", "captioning", "fit", "-c", CONFIG, "--data.init_args.root", str(tmp_path),
+         "--data.init_args.images", "null"],
+        REPO,
+    )  # fmt: skip
+    assert result.returncode == 1, explain(result)
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: VQADataModule: images=None, image_pattern=None: give one, either images (a JSON map "
+        "image_id -> path per split) or images: null with image_pattern"
+    )
+    assert "Traceback" not in result.stderr
