@@ -106,16 +106,20 @@ class VQAModule(ImageFeatures, DecodingModule):
         question, lengths = pad_questions([self.vocab.encode(tokenize_question(q)) for q in questions])
         return question.to(self.device), lengths
 
-    def eval_loss(self, batch: dict) -> tuple[Tensor, int]:
-        logits, _ = self.model(batch["question"], batch["lengths"], self.image_features(batch))
-        target = batch["answer"]
+    def _answer(self, batch: dict) -> tuple[Tensor, list[Tensor]]:
+        """A batch (cached features or images) -> logits (B, K), attention [(B, R)] per hop."""
+        return self.model(batch["question"], batch["lengths"], self.image_features(batch))
+
+    @staticmethod
+    def answer_loss(logits: Tensor, target: Tensor) -> tuple[Tensor, int]:
+        """Mean cross-entropy over the questions whose answer is among the K, and their count."""
         n = int((target != IGNORE).sum())
         if n == 0:  # no question of this batch has an answer among the K
             return logits.sum() * 0.0, 0
         return F.cross_entropy(logits.float(), target, ignore_index=IGNORE), n
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss, n = self.eval_loss(batch)
+        loss, n = self.answer_loss(self._answer(batch)[0], batch["answer"])
         self.log("train_loss", loss, prog_bar=True, batch_size=max(n, 1))
         return loss
 
@@ -126,8 +130,17 @@ class VQAModule(ImageFeatures, DecodingModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "test", "argmax")
 
-    def decode_outputs(self, batch: dict, prefix: str, method: str) -> list[dict]:
-        logits, weights = self.model(batch["question"], batch["lengths"], self.image_features(batch))
+    def _eval_step(self, batch: dict, prefix: str, method: str) -> None:
+        """DecodingModule's step (the loss, then this batch's outputs) on one forward pass: for a
+        classifier, eval_loss and decode_outputs would run the same network twice."""
+        logits, weights = self._answer(batch)
+        loss, n = self.answer_loss(logits, batch["answer"])
+        self.log(f"{prefix}_loss", loss, batch_size=max(n, 1), sync_dist=True)
+        self._outputs.extend(self.outputs(batch, logits, weights))
+
+    def outputs(self, batch: dict, logits: Tensor, weights: list[Tensor]) -> list[dict]:
+        """One dict a question: its id, text, type, ten answers, image, and the arg-max answer with
+        its probability (and, for attention, the weights of each hop: (hops, R))."""
         probs = logits.float().softmax(-1)
         best, index = probs.max(-1)
         attention = torch.stack(weights, 1).float().cpu() if weights else None  # (B, hops, R)
