@@ -31,9 +31,9 @@ quickstart: quickstart-translation quickstart-captioning
 # Build the gettext en-de corpus, train the attention translator (6 epochs, about 7 minutes), print test
 # BLEU beside the copy baseline and example translations.
 quickstart-translation: $(STAMP)
-	$(PY) -m seq2seq.quickstart
+	$(PY) -m seq2seq.translation.quickstart
 
 # Draw a small shapes set, cache the frozen EfficientNet-Lite0's features, train Show and Tell (15
 # epochs), print test BLEU-1..4 and the captions of three test images.
 quickstart-captioning: $(STAMP)
-	$(PY) -m captioning.quickstart
+	$(PY) -m captioning.captioner.quickstart

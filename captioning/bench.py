@@ -22,11 +22,10 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from data.captions import CaptionDataModule
-from data.shapes import build_shapes_dataset
-from seq2seq.checkpoint import resolve_device
-
-from .module import CaptioningModule
+from captioning.captioner.module import CaptioningModule
+from data.builders.shapes import build_shapes_dataset
+from data.datamodules.captions import CaptionDataModule
+from seq2seq.training.checkpoint import resolve_device
 
 
 class EpochTimer(pl.Callback):

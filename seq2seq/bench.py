@@ -14,11 +14,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from data.translation import ParallelTextDataModule
-from data.vocab import PAD
-
-from .checkpoint import resolve_device
-from .model import Seq2Seq, pad_batch
+from data.core.vocab import PAD
+from data.datamodules.translation import ParallelTextDataModule
+from seq2seq.training.checkpoint import resolve_device
+from seq2seq.translation.network import Seq2Seq, pad_batch
 
 
 def peak_memory_mb(device: torch.device) -> float:

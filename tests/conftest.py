@@ -23,7 +23,7 @@ import torch
 
 os.environ["WANDB_MODE"] = "disabled"
 
-from data.synthetic import build_synthetic_corpus  # noqa: E402
+from data.builders.synthetic import build_synthetic_corpus  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REVERSE_CONFIG = "configs/translation/reverse_attention.yaml"
@@ -124,7 +124,7 @@ def reverse_corpus(tmp_path_factory) -> Path:
 
 
 # The trained translator: small enough for ~15 s on two cores, good enough to reverse sentences.
-TRAINED_MAX_LEN = 20  # data.max_len: longer input lines are truncated by seq2seq.translate
+TRAINED_MAX_LEN = 20  # data.max_len: longer input lines are truncated by seq2seq.translation.cli
 TRAINED_ARGS = (
     "--model.init_args.embed_dim", "32",
     "--model.init_args.hidden_size", "64",

@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 from statistics import mean, stdev
 
-from data.corpus_io import CorpusError
-from data.parallel import DataError
+from data.core.corpus_io import CorpusError
+from data.core.parallel import DataError
 from seq2seq.experiments.cli import int_at_least, lightning_overrides, prepare_out, write_csv
 
 VARIANTS = {"image_once": False, "image_every_step": True}  # name: ShowTell(image_every_step=...)
@@ -51,9 +51,9 @@ def prepare_data(source: Path, experiment: str = "image_input") -> None:
         return
     if source.name != "dataset_shapes.json":
         raise DataError(
-            f"{source}: no such caption file; draw a shapes set with `python -m data.shapes --out DIR`"
+            f"{source}: no such caption file; draw a shapes set with `python -m data.builders.shapes --out DIR`"
         )
-    from data.shapes import build_shapes_dataset
+    from data.builders.shapes import build_shapes_dataset
 
     print(f"[{experiment}] drawing the shapes set in {source.parent}", file=sys.stderr)
     build_shapes_dataset(source.parent)
@@ -69,7 +69,7 @@ def config_model(path: str) -> str:
 
 def train_and_test(variant: str, seed: int, args: argparse.Namespace, out: Path, extra: list[str]) -> dict:
     """One `python -m captioning fit` run, then test of its best checkpoint -> a CSV row."""
-    from seq2seq.cli import main as cli
+    from seq2seq.training.cli import main as cli
 
     began = time.perf_counter()
     run = cli([
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 )
     except CorpusError as e:  # a shapes folder left half-drawn by an interrupted run
         raise SystemExit(
-            f"error: {e}; draw it again with `python -m data.shapes --out DIR --force`"
+            f"error: {e}; draw it again with `python -m data.builders.shapes --out DIR --force`"
         ) from None
     except DataError as e:
         raise SystemExit(f"error: {e}") from None

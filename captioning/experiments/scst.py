@@ -29,11 +29,10 @@ import sys
 import time
 from pathlib import Path
 
-from data.corpus_io import CorpusError
-from data.parallel import DataError
+from captioning.experiments.image_input import prepare_data
+from data.core.corpus_io import CorpusError
+from data.core.parallel import DataError
 from seq2seq.experiments.cli import int_at_least, lightning_overrides, positive_float, prepare_out, write_csv
-
-from .image_input import prepare_data
 
 CONFIGS = {
     "showtell": "configs/captioning/shapes_showtell.yaml",
@@ -51,7 +50,7 @@ def run(
     model: str, stage: str, args: argparse.Namespace, out: Path, extra: list[str], init: str | None
 ) -> dict:
     """One fit (or, for a given cross-entropy checkpoint, only its test) -> a CSV row."""
-    from seq2seq.cli import main as cli
+    from seq2seq.training.cli import main as cli
 
     began = time.perf_counter()
     common = ["-c", CONFIGS[model], "--data.init_args.source", str(args.source),
@@ -194,7 +193,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             rows.append(run(model, "scst", args, out, extra, xe["checkpoint"]))
     except CorpusError as e:
         raise SystemExit(
-            f"error: {e}; draw it again with `python -m data.shapes --out DIR --force`"
+            f"error: {e}; draw it again with `python -m data.builders.shapes --out DIR --force`"
         ) from None
     except DataError as e:
         raise SystemExit(f"error: {e}") from None

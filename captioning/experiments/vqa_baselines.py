@@ -9,7 +9,7 @@ Each (model, seed) trains from the config with `model` set, seed_everything and 
 seed = the seed, max_epochs = --epochs, one device, through the same LightningCLI as `python -m
 captioning fit`; its best checkpoint (val VQA accuracy) is then tested. The frozen CNN's grid
 features come from the feature cache, so the CNN runs once for all the trainings. Where --data has
-no questions yet they are generated (``data.shapes_vqa``, from the shapes set, itself drawn with
+no questions yet they are generated (``data.builders.shapes_vqa``, from the shapes set, itself drawn with
 its defaults when missing).
 
 The `majority` row is the test accuracy of always giving the most frequent training answer of the
@@ -33,14 +33,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from statistics import mean, stdev
 
-from data.corpus_io import CorpusError
-from data.parallel import DataError
-from data.shapes_vqa import TYPES
+from captioning.experiments.image_input import prepare_data
+from captioning.vqa.metrics import vqa_scores
+from captioning.vqa.network import KINDS
+from data.builders.shapes_vqa import TYPES
+from data.core.corpus_io import CorpusError
+from data.core.parallel import DataError
 from seq2seq.experiments.cli import int_at_least, lightning_overrides, prepare_out, write_csv
-
-from ..vqa_accuracy import vqa_scores
-from ..vqa_models import KINDS
-from .image_input import prepare_data
 
 NAMES = {"attention": "attention (SAN, 2 hops)", "lstm_q_norm_i": "LSTM Q + norm I",
          "blind": "blind (Q only)", "image_only": "image only", "majority": "majority per type"}  # fmt: skip
@@ -55,8 +54,7 @@ def prepare_questions(root: Path) -> None:
     """The shapes questions in `root` (and the shapes set beside them) where they are missing."""
     if (root / "train_questions.json").exists():
         return
-    from data import shapes_vqa
-
+    from data.builders import shapes_vqa
     source = Path("data/corpora/shapes")
     prepare_data(source / "dataset_shapes.json", "vqa_baselines")
     print(f"[vqa_baselines] writing the shapes questions in {root}", file=sys.stderr)
@@ -65,7 +63,7 @@ def prepare_questions(root: Path) -> None:
 
 def majority_row(root: Path) -> dict:
     """Test accuracy of the most frequent training answer of each question type."""
-    from data.vqa import read_vqa
+    from data.core.vqa import read_vqa
 
     def read(split: str):
         return read_vqa(root / f"{split}_questions.json", root / f"{split}_annotations.json",
@@ -84,7 +82,7 @@ def majority_row(root: Path) -> dict:
 
 def train_and_test(model: str, seed: int, args: argparse.Namespace, out: Path, extra: list[str]) -> dict:
     """One `python -m captioning fit` run, then the test of its best checkpoint -> a CSV row."""
-    from seq2seq.cli import main as cli
+    from seq2seq.training.cli import main as cli
 
     began = time.perf_counter()
     run = cli([
@@ -221,7 +219,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows.append(majority_row(args.data))
     except CorpusError as e:  # a shapes folder left half-drawn by an interrupted run
         raise SystemExit(
-            f"error: {e}; draw it again with `python -m data.shapes --out DIR --force`"
+            f"error: {e}; draw it again with `python -m data.builders.shapes --out DIR --force`"
         ) from None
     except DataError as e:
         raise SystemExit(f"error: {e}") from None

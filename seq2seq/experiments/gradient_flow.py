@@ -60,8 +60,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .cli import int_at_least, prepare_out, write_config, write_csv
-from .long_dependency import LongDependencyModel, cell_list, make_batch, train_model
+from seq2seq.experiments.cli import int_at_least, prepare_out, write_config, write_csv
+from seq2seq.experiments.long_dependency import LongDependencyModel, cell_list, make_batch, train_model
 
 TABLE_DISTANCES = (1, 10, 25, 50, 99)
 

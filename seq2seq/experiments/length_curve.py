@@ -19,10 +19,10 @@ are grouped into buckets of --bucket-width source lengths in words (a bucket wit
 bucket gets sacreBLEU and the exact-match rate (output == reference, compared as sacreBLEU's 13a
 tokens). The copy baseline scores the source itself as the output.
 
-Tasks. reverse: the synthetic reversal corpus (data.synthetic, vocabulary 20) with training and dev
+Tasks. reverse: the synthetic reversal corpus (data.builders.synthetic, vocabulary 20) with training and dev
 sources of 5-20 tokens and test sources of 5-60, so the curve goes past the training lengths;
 built into DIR/data unless --data-dir names one. gettext: English -> German software messages
-(data.gettext, buckets by source length in words), from data/corpora/gettext-en-de, built there
+(data.builders.gettext, buckets by source length in words), from data/corpora/gettext-en-de, built there
 when missing.
 
 Outputs in DIR: length_curve.csv (task, model, seed, bucket, min_len, max_len, mean_len, count,
@@ -45,14 +45,13 @@ from statistics import mean, stdev
 
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
-from data.corpus_io import CorpusError
-from data.parallel import DataError, ParallelText, find_split
-from data.synthetic import build_synthetic_corpus
-
-from ..checkpoint import CheckpointError, load_checkpoint
-from ..metrics import sacre_bleu
-from ..translator import Translator
-from .cli import int_at_least, lightning_overrides, prepare_out, write_csv
+from data.builders.synthetic import build_synthetic_corpus
+from data.core.corpus_io import CorpusError
+from data.core.parallel import DataError, ParallelText, find_split
+from seq2seq.experiments.cli import int_at_least, lightning_overrides, prepare_out, write_csv
+from seq2seq.training.checkpoint import CheckpointError, load_checkpoint
+from seq2seq.training.metrics import sacre_bleu
+from seq2seq.translation.predictor import Translator
 
 MODELS = ("fixed", "attention")
 TASKS = {
@@ -157,7 +156,7 @@ def prepare_data(args: argparse.Namespace, out: Path) -> tuple[Path, ParallelTex
                 n=args.n_train, n_dev=args.n_dev, n_test=args.n_test, seed=args.data_seed,
             )  # fmt: skip
         else:
-            from data.gettext import build_gettext_corpus
+            from data.builders.gettext import build_gettext_corpus
 
             print(f"[length_curve] building the gettext en-de corpus in {data_dir}", file=sys.stderr)
             build_gettext_corpus("en", "de", data_dir)
@@ -180,7 +179,7 @@ def train(
     task: str, model: str, seed: int, args: argparse.Namespace, data_dir: Path, out: Path, extra: list[str]
 ) -> str:
     """One `python -m seq2seq fit` run of configs/translation/{task}_{model}.yaml -> its best checkpoint."""
-    from ..cli import main as cli
+    from seq2seq.training.cli import main as cli
 
     config = Path(args.configs) / f"{task}_{model}.yaml"
     if not config.is_file():

@@ -58,10 +58,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seq2seq.experiments.cli import (
+    int_at_least,
+    int_list,
+    positive_float,
+    prepare_out,
+    write_config,
+    write_csv,
+)
 from seq2seq.modules.cells import CELLS, State
 from seq2seq.modules.rnn import RNN
-
-from .cli import int_at_least, int_list, positive_float, prepare_out, write_config, write_csv
 
 N_SYMBOLS = 8  # ids 0..7: what must be remembered
 N_NOISE = 8  # ids 8..15: distractors in the gap

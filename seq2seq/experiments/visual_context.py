@@ -7,7 +7,7 @@
 
 The probes of Caglayan et al. 2019 ("Probing the Need for Visual Context in Multimodal Machine
 Translation") and Elliott 2018 ("Adversarial evaluation of multimodal MT") on the shapes scenes
-(data.shapes_mmt: English descriptions of a rendered scene, German translations with gender, case
+(data.builders.shapes_mmt: English descriptions of a rendered scene, German translations with gender, case
 and adjective endings). For every source side, fusion and seed, configs/translation/shapes_mmt.yaml
 is trained through the same LightningCLI as `python -m seq2seq fit` (seed_everything and the data
 order's seed = the seed; best checkpoint on dev BLEU), then tested twice with beam search:
@@ -20,7 +20,7 @@ Sources: ``en`` (the full English sentence: the image adds nothing the translati
 ``en_masked`` (every colour word replaced by ``[v]``: only the image can tell the colour).
 Fusions: ``none`` (text only), ``decinit``, ``flat`` and ``doubly`` (seq2seq/modules/decoder.py).
 Metrics: sacreBLEU against the German reference and the share of the reference's colour words that
-the output has in the same place (data.shapes_mmt.colour_accuracy; chance is 1 in 8 colours).
+the output has in the same place (data.builders.shapes_mmt.colour_accuracy; chance is 1 in 8 colours).
 
 The frozen EfficientNet-Lite0 runs once per image (the feature cache, DIR/feature_cache, shared by
 every run); the data is built into DIR/data unless --data-dir names a shapes_mmt folder (with
@@ -38,11 +38,10 @@ import time
 from pathlib import Path
 from statistics import mean, stdev
 
-from data.corpus_io import CorpusError
-from data.parallel import DataError
-
-from ..metrics import sacre_bleu
-from .cli import int_at_least, lightning_overrides, prepare_out, write_config, write_csv
+from data.core.corpus_io import CorpusError
+from data.core.parallel import DataError
+from seq2seq.experiments.cli import int_at_least, lightning_overrides, prepare_out, write_config, write_csv
+from seq2seq.training.metrics import sacre_bleu
 
 FUSIONS = ("none", "decinit", "flat", "doubly")
 SOURCES = ("en", "en_masked")
@@ -54,13 +53,13 @@ COLUMNS = ["source", "fusion", "seed", "images", "bleu", "colour_accuracy", "tra
 
 def prepare_data(args: argparse.Namespace, out: Path) -> Path:
     """The shapes_mmt folder: --data-dir, or built into DIR/data (kept for a rerun)."""
-    from data.shapes_mmt import build_shapes_mmt
+    from data.builders.shapes_mmt import build_shapes_mmt
 
     if args.data_dir:
         data = Path(args.data_dir)
         missing = [f for f in ("train.en_masked", "test_images.txt") if not (data / f).is_file()]
         if missing:
-            hint = f"python -m data.shapes_mmt --out {data} --mask"
+            hint = f"python -m data.builders.shapes_mmt --out {data} --mask"
             raise DataError(f"{data}: no {missing[0]}; build it with {hint}")
         return data
     data = out / "data"
@@ -73,7 +72,7 @@ def prepare_data(args: argparse.Namespace, out: Path) -> Path:
 
 def train(source: str, fusion: str, seed: int, args, data: Path, out: Path, extra: list[str]):
     """One `python -m seq2seq fit` run -> the LightningCLI (its trainer, model and datamodule)."""
-    from ..cli import main as cli
+    from seq2seq.training.cli import main as cli
 
     return cli([
         "fit", "-c", str(Path(args.configs) / "shapes_mmt.yaml"), "--seed_everything", str(seed),
@@ -88,7 +87,7 @@ def train(source: str, fusion: str, seed: int, args, data: Path, out: Path, extr
 
 def test(run, images: str) -> tuple[float, float]:
     """(test BLEU, colour accuracy) of the run's best checkpoint with congruent or shuffled images."""
-    from data.shapes_mmt import colour_accuracy
+    from data.builders.shapes_mmt import colour_accuracy
 
     dm = run.datamodule
     if images == "incongruent":

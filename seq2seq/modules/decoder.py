@@ -38,8 +38,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .attention import BahdanauAttention, LuongAttention, masked_softmax
-from .rnn import RNN, cell_options
+from seq2seq.modules.attention import BahdanauAttention, LuongAttention, masked_softmax
+from seq2seq.modules.rnn import RNN, cell_options
 
 DecoderState = dict[str, Tensor]
 

@@ -6,8 +6,8 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from .cells import State
-from .rnn import RNN, cell_options
+from seq2seq.modules.cells import State
+from seq2seq.modules.rnn import RNN, cell_options
 
 
 class RecurrentEncoder(nn.Module):

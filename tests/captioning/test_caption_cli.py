@@ -1,4 +1,4 @@
-"""`python -m captioning.caption`, `python -m captioning.evaluate` and the Captioner API, on two tiny
+"""`python -m captioning.captioner.cli`, `python -m captioning.captioner.evaluate` and the Captioner API, on two tiny
 checkpoints (ShowTell and ShowAttendTell) trained once by `python -m captioning fit` on a tiny
 shapes set. After training the dataset folder is moved away, so every use of a checkpoint here
 shows that it is self-contained.
@@ -24,18 +24,18 @@ import pytest
 import torch
 from PIL import Image
 
-from captioning import caption as caption_cli
-from captioning import evaluate as evaluate_cli
-from captioning import metrics as caption_metrics_module
-from captioning.caption import plot_names
-from captioning.captioner import Captioner, image_problem, load_captioning_checkpoint
-from captioning.metrics import caption_metrics
-from data.images import ImageFileError, load_rgb
-from data.shapes import build_shapes_dataset
-from data.vocab import BOS, PAD, SPECIALS
+from captioning.captioner.cli import plot_names
+from captioning.captioner.metrics import caption_metrics
+from captioning.captioner.predictor import Captioner, image_problem, load_captioning_checkpoint
+from captioning.captioner import cli as caption_cli
+from captioning.captioner import evaluate as evaluate_cli
+from captioning.captioner import metrics as caption_metrics_module
+from data.builders.shapes import build_shapes_dataset
+from data.core.images import ImageFileError, load_rgb
+from data.core.vocab import BOS, PAD, SPECIALS
 from seq2seq import search
-from seq2seq.checkpoint import CheckpointError
-from seq2seq.metrics import nltk_bleu
+from seq2seq.training.checkpoint import CheckpointError
+from seq2seq.training.metrics import nltk_bleu
 from tests.conftest import REPO, cli_env, explain
 
 CONFIGS = {
@@ -157,12 +157,12 @@ def cli(trained, tmp_path_factory) -> CliRuns:
     attention_inputs = ["one/pic.png", "two/pic.png", "third.png"]
     jobs = {
         "attention": (
-            ["-m", "captioning.caption", "--checkpoint", "model.ckpt", *attention_inputs,
+            ["-m", "captioning.captioner.cli", "--checkpoint", "model.ckpt", *attention_inputs,
              "--greedy", "--attention-plot", "plots", "--device", "cpu"],
             fresh,
         ),
         "evaluate": (
-            ["-m", "captioning.evaluate", "--checkpoint", str(trained.ckpt["showtell"]),
+            ["-m", "captioning.captioner.evaluate", "--checkpoint", str(trained.ckpt["showtell"]),
              "--data", str(trained.json), "--split", "test", "--device", "cpu"],
             base,
         ),
@@ -228,7 +228,7 @@ def decoded(monkeypatch) -> list[dict]:
     return calls
 
 
-# -- python -m captioning.caption --------------------------------------------------------------
+# -- python -m captioning.captioner.cli --------------------------------------------------------------
 
 
 def test_cli_prints_one_line_per_image_in_input_order_with_vocabulary_words(cli, trained):
@@ -549,8 +549,8 @@ def test_load_captioning_checkpoint_refuses_other_files_naming_them(trained, tmp
 
 
 def language_model_checkpoint(path: Path) -> Path:
-    """The shape of what `python -m seq2seq fit` writes for seq2seq.lm.LanguageModule: a Lightning
-    checkpoint whose "seqcap" holds a "vocab" list too (data.text's vocab_state)."""
+    """The shape of what `python -m seq2seq fit` writes for seq2seq.lm.module.LanguageModule: a Lightning
+    checkpoint whose "seqcap" holds a "vocab" list too (data.datamodules.text's vocab_state)."""
     vocab = SPECIALS + ["a", "b"]
     torch.save(
         {
@@ -586,7 +586,7 @@ def test_cli_names_a_bad_checkpoint(trained, tmp_path, capsys):
     assert err.startswith(f"error: {text}")
 
 
-# -- python -m captioning.evaluate ---------------------------------------------------------------
+# -- python -m captioning.captioner.evaluate ---------------------------------------------------------------
 
 
 def references(json_path: Path, split: str) -> tuple[list[str], list[list[list[str]]]]:
@@ -696,7 +696,7 @@ def test_captioner_normalises_as_the_trained_cnn_though_it_loads_no_pretrained_w
     """The Captioner rebuilds the module with pretrained=False (the state dict holds the CNN), which
     alone would give ImageNet mean/std; a checkpoint of the packaged EfficientNet-Lite0 weights was
     trained on (x - 127) / 128 inputs and must be captioned on them (a mismatch cost 5 BLEU-4)."""
-    from data.images import IMAGENET_MEAN, IMAGENET_STD
+    from data.core.images import IMAGENET_MEAN, IMAGENET_STD
     from seq2seq.modules import pretrained
 
     ckpt = torch.load(trained.ckpt["showtell"], map_location="cpu", weights_only=True)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from captioning.captioner import Captioner
-from captioning.models import ShowAttendTell, ShowTell
-from data.shapes import build_shapes_dataset
+from captioning.captioner.network import ShowAttendTell, ShowTell
+from captioning.captioner.predictor import Captioner
+from data.builders.shapes import build_shapes_dataset
 from seq2seq.modules.rnn import RNN
 from tests.conftest import REPO, explain, run_python
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from captioning.models import ShowAttendTell, ShowTell
+from captioning.captioner.network import ShowAttendTell, ShowTell
 from tests.seq2seq.test_expected_values import TGT_IN, TGT_OUT, check, close, summary
 
 C, HW = 6, 3  # feature_dim, grid size of ShowAttendTell

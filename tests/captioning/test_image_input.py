@@ -12,7 +12,7 @@ import torch
 
 from captioning.experiments import image_input
 from captioning.experiments.image_input import COLUMNS
-from data.shapes import build_shapes_dataset
+from data.builders.shapes import build_shapes_dataset
 from tests.conftest import REPO, explain, metric_values, read_metrics, run_python
 
 TINY = (
@@ -98,7 +98,7 @@ def test_both_variants_of_a_seed_read_the_same_cached_features(experiment):
     cached = sorted(p.name.split("-")[0] for p in (base / "shapes" / "feature_cache").glob("*.pt"))
     # untrained CNNs differ by seed, so one set of train/val/test features per seed, not per run
     assert cached == ["test", "test", "train", "train", "val", "val"]
-    # the first variant of a seed computes them, the second reads them (data/features.py logs both)
+    # the first variant of a seed computes them, the second reads them (data/core/features.py logs both)
     log = result.stdout + result.stderr
     assert len(re.findall(r"\[features\] \w+: \d+ images computed and cached in ", log)) == 6, log[-3000:]
     assert len(re.findall(r"\[features\] \w+: \d+ images from ", log)) == 6, log[-3000:]

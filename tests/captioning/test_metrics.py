@@ -1,4 +1,4 @@
-"""captioning.metrics: the COCO caption metrics through pycocoevalcap, nltk BLEU beside them, and
+"""captioning.captioner.metrics: the COCO caption metrics through pycocoevalcap, nltk BLEU beside them, and
 CIDEr-D with fixed document frequencies (SCST's reward) and its cache."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
-from captioning import metrics
-from captioning.metrics import CiderD, caption_metrics, cider_d_for, format_metrics, java_available
-from seq2seq.metrics import nltk_bleu
+from captioning.captioner.metrics import CiderD, caption_metrics, cider_d_for, format_metrics, java_available
+from captioning.captioner import metrics
+from seq2seq.training.metrics import nltk_bleu
 
 
 def words(text: str) -> list[str]:
@@ -160,8 +160,7 @@ def test_a_failing_meteor_process_is_left_out_with_a_warning_and_not_started_aga
     import subprocess
     import threading
 
-    from captioning import metrics
-
+    from captioning.captioner import metrics
     class Broken:  # what pycocoevalcap's Meteor does when java prints no number back
         def __init__(self):
             self.lock, self.meteor_p = threading.Lock(), subprocess.Popen(["sleep", "30"])

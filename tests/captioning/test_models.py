@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from captioning.models import ShowAttendTell, ShowTell
-from data.vocab import BOS, EOS, PAD
+from captioning.captioner.network import ShowAttendTell, ShowTell
+from data.core.vocab import BOS, EOS, PAD
 
 V, C, E, H, HW = 12, 10, 8, 16, 6
 

@@ -12,10 +12,10 @@ import torch
 from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
 from PIL import Image
 
-from captioning.metrics import caption_metrics
-from captioning.module import CaptioningModule
-from data.captions import CaptionDataModule
-from data.shapes import build_shapes_dataset
+from captioning.captioner.metrics import caption_metrics
+from captioning.captioner.module import CaptioningModule
+from data.builders.shapes import build_shapes_dataset
+from data.datamodules.captions import CaptionDataModule
 from tests.conftest import REPO, explain, metric_values, read_metrics, run_python
 
 SHOWTELL_CONFIG = "configs/captioning/shapes_showtell.yaml"

@@ -1,4 +1,4 @@
-"""`python -m captioning.quickstart` (make quickstart's captioning part), as a user runs it: in a
+"""`python -m captioning.captioner.quickstart` (make quickstart's captioning part), as a user runs it: in a
 fresh folder with the repo's configs, on a tiny shapes set already in place, with a tiny model."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from data.shapes import build_shapes_dataset
+from data.builders.shapes import build_shapes_dataset
 from tests.conftest import REPO, explain, run_python
 
 
@@ -19,7 +19,7 @@ def test_quickstart_trains_tests_and_captions_three_images(tmp_path):
     data = tmp_path / "data" / "corpora" / "shapes-quickstart"
     build_shapes_dataset(data, n_train=8, n_val=2, n_test=4, size=64, progress=False)
     result = run_python(
-        ["-m", "captioning.quickstart", "--trainer.max_steps", "3", "--trainer.limit_val_batches", "1",
+        ["-m", "captioning.captioner.quickstart", "--trainer.max_steps", "3", "--trainer.limit_val_batches", "1",
          "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.enable_progress_bar", "false",
          "--model.init_args.pretrained", "false", "--model.init_args.embed_dim", "16",
          "--model.init_args.hidden_size", "16", "--model.init_args.max_len", "6",

@@ -1,4 +1,4 @@
-"""Self-critical sequence training: the loss's pieces (captioning/scst.py) on tiny models, and a tiny
+"""Self-critical sequence training: the loss's pieces (captioning/captioner/scst.py) on tiny models, and a tiny
 SCST run of CaptioningModule that starts from a cross-entropy checkpoint and raises CIDEr-D."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from captioning import scst
-from captioning.metrics import CiderD
-from captioning.models import ShowAttendTell, ShowTell
-from captioning.module import CaptioningModule
-from data.captions import CaptionDataModule
-from data.shapes import build_shapes_dataset
-from data.vocab import BOS, EOS, PAD
+from captioning.captioner.metrics import CiderD
+from captioning.captioner.module import CaptioningModule
+from captioning.captioner.network import ShowAttendTell, ShowTell
+from captioning.captioner import scst
+from data.builders.shapes import build_shapes_dataset
+from data.core.vocab import BOS, EOS, PAD
+from data.datamodules.captions import CaptionDataModule
 from tests.conftest import REPO, explain, metric_values, read_metrics, run_python
 
 V = 12

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
-from data.shapes import build_shapes_dataset
+from data.builders.shapes import build_shapes_dataset
 from tests.conftest import REPO, explain, run_python
 
 

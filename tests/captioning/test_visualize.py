@@ -1,4 +1,4 @@
-"""captioning.visualize: the attention grid's shape, attention_overlay and caption_grid, checked on
+"""captioning.captioner.visualize: the attention grid's shape, attention_overlay and caption_grid, checked on
 the PNG files they write (sizes, and where the overlay's colour goes)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from captioning.visualize import _first_reference, caption_grid
-from seq2seq.plots import attention_grid_shape, attention_overlay
+from captioning.captioner.visualize import _first_reference, caption_grid
+from seq2seq.training.plots import attention_grid_shape, attention_overlay
 
 PANEL_PX = 220  # visualize.PANEL_INCHES (2.2) at the 100 dpi the PNGs are written with
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from captioning.vqa_accuracy import normalize_answer, vqa_accuracy, vqa_scores
+from captioning.vqa.metrics import normalize_answer, vqa_accuracy, vqa_scores
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""`python -m captioning fit -c configs/vqa/...` and `python -m captioning.answer`, as a user runs
+"""`python -m captioning fit -c configs/vqa/...` and `python -m captioning.vqa.cli`, as a user runs
 them: two tiny checkpoints (attention and blind) trained by subprocess on a tiny shapes VQA set,
 then answered from the checkpoint alone (the questions' folder is moved away first)."""
 
@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from captioning import answer as answer_cli
-from data import shapes_vqa
-from data.shapes import build_shapes_dataset
+from captioning.vqa import cli as answer_cli
+from data.builders import shapes_vqa
+from data.builders.shapes import build_shapes_dataset
 from tests.captioning.test_caption_cli import run_parallel
 from tests.conftest import REPO, explain, run_python
 
@@ -73,7 +73,7 @@ def trained(tmp_path_factory) -> Trained:
 
 
 def answer(trained: Trained, *args: str, kind: str = "attention"):
-    return run_python(["-m", "captioning.answer", "--checkpoint", str(trained.ckpt[kind]), *args], REPO)
+    return run_python(["-m", "captioning.vqa.cli", "--checkpoint", str(trained.ckpt[kind]), *args], REPO)
 
 
 def parse(stdout: str) -> dict[str, list[tuple[float, str]]]:

@@ -9,10 +9,10 @@ from collections import Counter
 import pytest
 
 from captioning.experiments import vqa_baselines
-from data import shapes_vqa
-from data.shapes import build_shapes_dataset
-from data.shapes_vqa import TYPES
-from data.vqa import read_vqa
+from data.builders import shapes_vqa
+from data.builders.shapes import build_shapes_dataset
+from data.builders.shapes_vqa import TYPES
+from data.core.vqa import read_vqa
 from tests.conftest import REPO, explain, run_python
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from captioning.vqa_models import KINDS, VQANet
+from captioning.vqa.network import KINDS, VQANet
 
 
 def inputs(seed: int = 0, B: int = 4, T: int = 5, R: int = 6, F: int = 10):

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 
-from captioning.vqa_module import VQAModule
-from data import shapes_vqa
-from data.shapes import COLOURS, build_shapes_dataset
-from data.vqa_data import VQADataModule
+from captioning.vqa.module import VQAModule
+from data.builders import shapes_vqa
+from data.builders.shapes import COLOURS, build_shapes_dataset
+from data.datamodules.vqa import VQADataModule
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 

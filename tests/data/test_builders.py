@@ -13,11 +13,11 @@ from urllib.error import URLError
 
 import pytest
 
-from data import multi30k
-from data.corpus_io import CorpusError, split_of, stable_fraction
-from data.gettext import build_gettext_corpus
-from data.multi30k import build_multi30k
-from data.synthetic import build_synthetic_corpus, parse_range
+from data.builders import multi30k
+from data.builders.gettext import build_gettext_corpus
+from data.builders.multi30k import build_multi30k
+from data.builders.synthetic import build_synthetic_corpus, parse_range
+from data.core.corpus_io import CorpusError, split_of, stable_fraction
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = "Content-Type: text/plain; charset=UTF-8\n"
@@ -232,7 +232,7 @@ def test_gettext_never_overwrites_without_force(locale_dir, tmp_path):
 
 def test_gettext_cli(locale_dir, tmp_path):
     out = tmp_path / "gt"
-    args = ["data.gettext", "--src", "en", "--tgt", "de", "--out", str(out), "--locale-dir", str(locale_dir)]
+    args = ["data.builders.gettext", "--src", "en", "--tgt", "de", "--out", str(out), "--locale-dir", str(locale_dir)]
     done = run_cli(*args, "--dev-fraction", "0.3", "--test-fraction", "0.3")
     assert done.returncode == 0, done.stderr
     assert "train 2, dev 1, test 2 pairs (5 in all, en-de)" in done.stdout
@@ -246,7 +246,7 @@ def test_gettext_cli(locale_dir, tmp_path):
     assert "Traceback" not in again.stderr
 
     missing = run_cli(
-        "data.gettext", "--tgt", "xx", "--out", str(tmp_path / "x"), "--locale-dir", str(locale_dir)
+        "data.builders.gettext", "--tgt", "xx", "--out", str(tmp_path / "x"), "--locale-dir", str(locale_dir)
     )
     assert missing.returncode == 1 and "no .mo catalogs for language 'xx'" in missing.stderr
     assert "Traceback" not in missing.stderr
@@ -342,13 +342,13 @@ def test_synthetic_rejects_bad_sizes_and_occupied_out(tmp_path):
 def test_synthetic_cli(tmp_path):
     out = tmp_path / "syn"
     done = run_cli(
-        "data.synthetic", "--task", "reverse", "--vocab", "20", "--train-len", "5-20", "--test-len", "5-60",
+        "data.builders.synthetic", "--task", "reverse", "--vocab", "20", "--train-len", "5-20", "--test-len", "5-60",
         "--n", "500", "--n-dev", "10", "--n-test", "20", "--out", str(out),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "train 500, dev 10, test 20 pairs" in done.stdout
     assert len(read(out / "train.src")) == 500
-    bad = run_cli("data.synthetic", "--task", "copy", "--train-len", "20-5", "--out", str(tmp_path / "bad"))
+    bad = run_cli("data.builders.synthetic", "--task", "copy", "--train-len", "20-5", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 1
     assert "--train-len 20-5 has LOW above HIGH" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "bad").exists()
@@ -539,14 +539,14 @@ def test_multi30k_images_folder_is_checked(tmp_path):
 
 def test_multi30k_cli(tmp_path):
     raw = write_m30k(tmp_path / "raw")
-    done = run_cli("data.multi30k", "--out", str(tmp_path / "m30k"), "--from-dir", str(raw))
+    done = run_cli("data.builders.multi30k", "--out", str(tmp_path / "m30k"), "--from-dir", str(raw))
     assert done.returncode == 0, done.stderr
     assert "train 3, dev 2, test 2 pairs (en-de)" in done.stdout
     assert "sha256 train.en.gz " in done.stdout
     write_image_lists(raw)
     images = tmp_path / "images"
     images.mkdir()
-    args = ["data.multi30k", "--out", str(tmp_path / "mm"), "--from-dir", str(raw), "--images", str(images)]
+    args = ["data.builders.multi30k", "--out", str(tmp_path / "mm"), "--from-dir", str(raw), "--images", str(images)]
     missing = run_cli(*args)
     assert missing.returncode == 1 and "7 listed images are not in" in missing.stderr
     assert "Traceback" not in missing.stderr

@@ -13,13 +13,13 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from data.caption_datasets import collate_captions
-from data.caption_sources import detect_format, read_coco, read_karpathy, read_tsv, tokenize_caption
-from data.captions import CaptionDataModule
-from data.images import ImageFileError
-from data.parallel import DataError
-from data.shapes import build_shapes_dataset
-from data.vocab import BOS, EOS, PAD, SPECIALS, UNK
+from data.builders.shapes import build_shapes_dataset
+from data.core.caption_sources import detect_format, read_coco, read_karpathy, read_tsv, tokenize_caption
+from data.core.images import ImageFileError
+from data.core.parallel import DataError
+from data.core.vocab import BOS, EOS, PAD, SPECIALS, UNK
+from data.datamodules.caption_datasets import collate_captions
+from data.datamodules.captions import CaptionDataModule
 
 SIDE = 8
 TRANSFORM = T.Compose([T.Resize((SIDE, SIDE)), T.ToTensor()])
@@ -278,7 +278,7 @@ def test_collate_exact_tensors():
 def test_train_loader_shuffles_with_seed(karpathy):
     """Every epoch is a permutation of the pairs; the seed fixes it, other seeds and later epochs
     give other orders (4 pairs: a loader that does not shuffle gives the dataset order every time);
-    the epoch Lightning sets alone decides it (data/epoch_shuffle.py: exact resume)."""
+    the epoch Lightning sets alone decides it (data/core/epoch_shuffle.py: exact resume)."""
 
     def pairs(batch) -> list[tuple]:
         return [(i, tuple(row)) for i, row in zip(batch["image_ids"], batch["captions_out"].tolist())]
@@ -356,11 +356,11 @@ def test_tsv_and_coco_sources_with_extra_splits(tmp_path):
 
 
 def test_data_does_not_import_captioning_or_seq2seq():
-    """Every module of the data package, not only the ones data.captions happens to import."""
+    """Every module of the data package, not only the ones data.datamodules.captions happens to import."""
     code = (
         "import importlib, pkgutil, sys, data; "
         "names = [m.name for m in pkgutil.iter_modules(data.__path__, 'data.')]; "
-        "assert 'data.captions' in names and 'data.tokenizers' in names, names; "
+        "assert 'data.datamodules.captions' in names and 'data.core.tokenizers' in names, names; "
         "[importlib.import_module(n) for n in names]; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('captioning', 'seq2seq')]; "
         "assert not bad, bad"

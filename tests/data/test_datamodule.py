@@ -10,11 +10,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from data.batching import BucketBatchSampler, collate_pairs
-from data.parallel import DataError
-from data.tokenizers import tokenizer_from_state
-from data.translation import ParallelTextDataModule
-from data.vocab import BOS, EOS, PAD, UNK
+from data.core.batching import BucketBatchSampler, collate_pairs
+from data.core.parallel import DataError
+from data.core.tokenizers import tokenizer_from_state
+from data.core.vocab import BOS, EOS, PAD, UNK
+from data.datamodules.translation import ParallelTextDataModule
 
 # ---------------------------------------------------------------------------------------------
 # BucketBatchSampler
@@ -437,7 +437,7 @@ class _RecordBatches(pl.LightningModule):
 def test_lightning_reshuffles_batches_every_epoch(tmp_path):
     """Lightning calls set_epoch only on dataloader.sampler and dataloader.batch_sampler.sampler,
     never on the batch sampler itself: the bucket sampler must still get each epoch's number
-    (this failed before data/batching.py forwarded it through a `.sampler` attribute)."""
+    (this failed before data/core/batching.py forwarded it through a `.sampler` attribute)."""
     rng = random.Random(1)
     src = [" ".join(f"w{rng.randrange(10)}" for _ in range(rng.randint(1, 9))) for _ in range(256)]
     write_split(tmp_path, "train", src, src)

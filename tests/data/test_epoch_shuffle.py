@@ -1,4 +1,4 @@
-"""EpochShuffle (data/epoch_shuffle.py): the orders of a seeded shuffling DataLoader, from the epoch
+"""EpochShuffle (data/core/epoch_shuffle.py): the orders of a seeded shuffling DataLoader, from the epoch
 alone, so a resumed captioning run sees the batches of a straight one."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
-from data.epoch_shuffle import EpochShuffle, eval_sampler
+from data.core.epoch_shuffle import EpochShuffle, eval_sampler
 
 
 def epochs_of(loader: DataLoader, sampler: EpochShuffle | None, epochs) -> list[list[int]]:

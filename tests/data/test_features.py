@@ -1,4 +1,4 @@
-"""The feature cache (data/features.py) and CaptionDataModule.use_features: hit, miss, invalidation
+"""The feature cache (data/core/features.py) and CaptionDataModule.use_features: hit, miss, invalidation
 (encoder, transform, image file), random transforms left uncached, a corrupt cache file rebuilt, and
 batches that carry the cached features in dataset order."""
 
@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from data.captions import CaptionDataModule
-from data.features import FeatureCache, cache_key, is_deterministic
-from data.images import load_rgb
-from data.shapes import build_shapes_dataset
+from data.builders.shapes import build_shapes_dataset
+from data.core.features import FeatureCache, cache_key, is_deterministic
+from data.core.images import load_rgb
+from data.datamodules.captions import CaptionDataModule
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""`python -m data.flickr8k --check DIR` on tiny fake Flickr8k folders (a few small JPEGs, a Karpathy
+"""`python -m data.builders.flickr8k --check DIR` on tiny fake Flickr8k folders (a few small JPEGs, a Karpathy
 JSON and/or the official text files): exit status, counts, missing and corrupt images, errors that
 name the path, the text-file -> Karpathy JSON conversion, and the Flickr8k config under the CLI."""
 
@@ -12,8 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from data.caption_sources import read_karpathy
-from data.flickr8k import (
+from data.builders.flickr8k import (
     IMAGES_DIR,
     KARPATHY_JSON,
     SPLIT_FILES,
@@ -21,6 +20,7 @@ from data.flickr8k import (
     TOKEN_FILE,
     main,
 )
+from data.core.caption_sources import read_karpathy
 from tests.conftest import REPO, explain, run_python
 
 CONFIG = "configs/captioning/flickr8k_showtell.yaml"
@@ -232,7 +232,7 @@ def test_bad_token_line_exits_2_naming_file_and_line(tmp_path, capsys):
 
 def test_check_runs_as_a_user_runs_it(flickr):
     root, _ = flickr
-    result = run_python(["-m", "data.flickr8k", "--check", str(root)], cwd=REPO, timeout=120)
+    result = run_python(["-m", "data.builders.flickr8k", "--check", str(root)], cwd=REPO, timeout=120)
     assert result.returncode == 0, explain(result)
     assert "OK: all 7 images present and readable" in result.stdout and "Traceback" not in result.stderr
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from data.images import ImageFileError
-from data.multimodal import MultimodalDataModule
-from data.parallel import DataError
+from data.core.images import ImageFileError
+from data.core.parallel import DataError
+from data.datamodules.multimodal import MultimodalDataModule
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
 
@@ -128,7 +128,7 @@ def test_vocab_state_records_the_image_size(tmp_path):
 
 
 def test_multimodal_module_without_images_says_which_datamodule(tmp_path):
-    from seq2seq.translation import TranslationModule
+    from seq2seq.translation.module import TranslationModule
 
     model = TranslationModule(10, 10, embed_dim=4, hidden_size=4, fusion="decinit", pretrained=False)
     batch = {"src": torch.ones(1, 2, dtype=torch.long), "src_lengths": torch.tensor([2])}
@@ -139,7 +139,7 @@ def test_multimodal_module_without_images_says_which_datamodule(tmp_path):
 def test_a_text_only_model_on_multimodal_data_reads_no_image(tmp_path, monkeypatch):
     import pytorch_lightning as pl
 
-    from seq2seq.translation import TranslationModule
+    from seq2seq.translation.module import TranslationModule
 
     root = write_set(tmp_path / "d")
     dm = module(root, batch_size=3)
@@ -153,7 +153,7 @@ def test_a_text_only_model_on_multimodal_data_reads_no_image(tmp_path, monkeypat
     def no_reading(path):
         raise AssertionError(f"{path} was read for a text-only model")
 
-    monkeypatch.setattr("data.multimodal.load_rgb", no_reading)
+    monkeypatch.setattr("data.datamodules.multimodal.load_rgb", no_reading)
     dm = module(root, batch_size=3)
     dm.setup("fit")
     model = TranslationModule(dm.src_vocab_size, dm.tgt_vocab_size, embed_dim=4, hidden_size=4)

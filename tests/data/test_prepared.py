@@ -1,4 +1,4 @@
-"""Prepared corpora (data.prepared, data.prepare): the same batches as the raw text, keyed
+"""Prepared corpora (data.prepared.parallel, data.prepared.prepare): the same batches as the raw text, keyed
 folders, errors that name what differs, no half folder after an interruption."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from data import prepared as prepared_module
-from data.multimodal import MultimodalDataModule
-from data.parallel import DataError
-from data.prepared import prepare
-from data.translation import ParallelTextDataModule
+from data.core.parallel import DataError
+from data.datamodules.multimodal import MultimodalDataModule
+from data.datamodules.translation import ParallelTextDataModule
+from data.prepared import parallel as prepared_module
+from data.prepared.parallel import prepare
 from tests.data.test_multimodal import write_set
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,11 +174,11 @@ def test_prepare_cli_takes_a_training_config_and_reports_bad_options(tmp_path):
     data = write_corpus(tmp_path / "corpus", n=120)
     config = tmp_path / "train.yaml"
     config.write_text(
-        "model:\n  class_path: seq2seq.translation.TranslationModule\n"
-        f"data:\n  class_path: data.translation.ParallelTextDataModule\n  init_args:\n"
+        "model:\n  class_path: seq2seq.translation.module.TranslationModule\n"
+        f"data:\n  class_path: data.datamodules.translation.ParallelTextDataModule\n  init_args:\n"
         f"    data_dir: {data}\n    max_len: 12\n    max_vocab_size: 20\n"
     )
-    run = [sys.executable, "-m", "data.prepare", "-c", str(config), "--out", str(tmp_path / "prep")]
+    run = [sys.executable, "-m", "data.prepared.prepare", "-c", str(config), "--out", str(tmp_path / "prep")]
     done = subprocess.run(run + ["--seed", "3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     folder = Path(done.stdout.split()[0])
@@ -190,14 +190,14 @@ def test_prepare_cli_takes_a_training_config_and_reports_bad_options(tmp_path):
     bad = subprocess.run(run + ["--max_len"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--NAME VALUE" in bad.stderr
     missing = subprocess.run(
-        [sys.executable, "-m", "data.prepare", "--data_dir", str(tmp_path / "nothing"),
+        [sys.executable, "-m", "data.prepared.prepare", "--data_dir", str(tmp_path / "nothing"),
          "--out", str(tmp_path / "p2")],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert missing.returncode == 2 and "nothing: no such data directory" in missing.stderr
 
 
-# -- language-model text (data.prepared_text) -------------------------------------------------
+# -- language-model text (data.prepared.text) -------------------------------------------------
 def write_text_dir(root: Path, seed: int = 0) -> Path:
     rng = random.Random(seed)
     root.mkdir(parents=True)
@@ -209,7 +209,7 @@ def write_text_dir(root: Path, seed: int = 0) -> Path:
 
 @pytest.mark.parametrize("tbptt_steps", [7, None])
 def test_prepared_lm_text_gives_exactly_the_raw_batches(tmp_path, tbptt_steps):
-    from data.text import TextDataModule
+    from data.datamodules.text import TextDataModule
 
     data = write_text_dir(tmp_path / "text")
     options = dict(
@@ -230,7 +230,7 @@ def test_prepared_lm_text_gives_exactly_the_raw_batches(tmp_path, tbptt_steps):
 
 
 def test_prepared_lm_text_follows_its_files_and_names_what_differs(tmp_path):
-    from data.text import TextDataModule
+    from data.datamodules.text import TextDataModule
 
     data = write_text_dir(tmp_path / "text")
     root = tmp_path / "prep"
@@ -248,8 +248,8 @@ def test_mapped_stream_chunks_of_one_rank_are_its_rows_of_batchify():
     """Under DDP rank r reads rows [r*B, (r+1)*B) of the stream cut into B * world streams."""
     import numpy as np
 
-    from data.prepared_text import MappedStreamChunks
-    from data.text import StreamChunks, batchify
+    from data.datamodules.text import StreamChunks, batchify
+    from data.prepared.text import MappedStreamChunks
 
     stream = np.array([2, 5, 6, 3, 2, 7, 3, 2, 8, 9, 9, 3] * 9, dtype=np.int32)
     inputs, targets = batchify(torch.from_numpy(stream.astype(np.int64)), 6)
@@ -260,16 +260,16 @@ def test_mapped_stream_chunks_of_one_rank_are_its_rows_of_batchify():
 
 
 def test_prepare_cli_prepares_language_model_text_from_its_config(tmp_path):
-    from data.text import TextDataModule
+    from data.datamodules.text import TextDataModule
 
     data = write_text_dir(tmp_path / "text")
     config = tmp_path / "lm.yaml"
     config.write_text(
-        f"data:\n  class_path: data.text.TextDataModule\n  init_args:\n    data_dir: {data}\n"
+        f"data:\n  class_path: data.datamodules.text.TextDataModule\n  init_args:\n    data_dir: {data}\n"
         f"    max_vocab_size: 15\n    prepared_dir: {tmp_path / 'prep'}\n"
     )
     done = subprocess.run(
-        [sys.executable, "-m", "data.prepare", "-c", str(config), "--no-progress"],
+        [sys.executable, "-m", "data.prepared.prepare", "-c", str(config), "--no-progress"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -290,7 +290,7 @@ def test_other_local_ranks_wait_for_rank_0_and_never_prepare(tmp_path, monkeypat
         calls.append(1)
         return real(*args, **kw)
 
-    monkeypatch.setattr("data.translation.prepare", counted)
+    monkeypatch.setattr("data.datamodules.translation.prepare", counted)
     monkeypatch.setenv("LOCAL_RANK", "1")
     rank0 = ParallelTextDataModule(str(data), **OPTIONS)  # as local rank 0 would, a little later
     later = threading.Timer(1.0, lambda: real(rank0, root, workers=1, progress=False))

@@ -1,4 +1,4 @@
-"""The synthetic shapes captioning dataset (data.shapes): Karpathy JSON layout, captions true of their
+"""The synthetic shapes captioning dataset (data.builders.shapes): Karpathy JSON layout, captions true of their
 scenes (checked by an independent parser here), drawing that matches the scene, determinism, CLI."""
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.corpus_io import CorpusError
-from data.shapes import build_shapes_dataset, describe, make_scene
+from data.builders.shapes import build_shapes_dataset, describe, make_scene
+from data.core.corpus_io import CorpusError
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 96
 
-# The test's own reading of the caption language (not imported from data.shapes).
+# The test's own reading of the caption language (not imported from data.builders.shapes).
 COLOUR_HUES = {"red": 0, "orange": 28, "yellow": 50, "green": 130, "blue": 225, "purple": 280}
 SHAPE_WORDS = {"circle", "square", "triangle", "star", "cross"}
 SIZE_WORDS = {"small": "small", "large": "large", "big": "large"}
@@ -243,7 +243,7 @@ def test_refuses_bad_arguments_and_occupied_folder(tmp_path):
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "data.shapes", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "data.builders.shapes", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
 
 

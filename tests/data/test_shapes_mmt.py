@@ -1,4 +1,4 @@
-"""The shapes multimodal-translation set (data.shapes_mmt): exact German grammar for hand-built scenes,
+"""The shapes multimodal-translation set (data.builders.shapes_mmt): exact German grammar for hand-built scenes,
 an independent agreement check on many random ones, the Multi30k layout, colour masking, determinism,
 colour_accuracy and the CLI."""
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.shapes import make_scene
-from data.shapes_mmt import (
+from data.builders.shapes import make_scene
+from data.builders.shapes_mmt import (
     MASK_TOKEN,
     PALETTE,
     Mention,
@@ -29,7 +29,7 @@ from data.shapes_mmt import (
 ROOT = Path(__file__).resolve().parents[2]
 SPLITS = ("train", "dev", "test")
 
-# The test's own tables (not imported from data.shapes_mmt).
+# The test's own tables (not imported from data.builders.shapes_mmt).
 COLOURS_DE = {
     "red": "rot", "green": "grün", "blue": "blau", "yellow": "gelb",
     "purple": "violett", "orange": "orangefarben", "black": "schwarz", "brown": "braun",
@@ -456,7 +456,7 @@ def test_colour_accuracy_hand_computed():
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "data.shapes_mmt", *args],
+        [sys.executable, "-m", "data.builders.shapes_mmt", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""data.shapes_vqa (questions from the recorded scenes, VQA v2 layout) and data.vqa (the loader)."""
+"""data.builders.shapes_vqa (questions from the recorded scenes, VQA v2 layout) and data.core.vqa (the loader)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from data.parallel import DataError
-from data.shapes import build_shapes_dataset, relation
-from data.shapes_vqa import TYPES, build
-from data.vqa import read_vqa
+from data.builders.shapes import build_shapes_dataset, relation
+from data.builders.shapes_vqa import TYPES, build
+from data.core.parallel import DataError
+from data.core.vqa import read_vqa
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +29,7 @@ def shapes_set(tmp_path_factory) -> Path:
 def vqa_set(shapes_set, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("vqa") / "vqa"
     done = subprocess.run(
-        [sys.executable, "-m", "data.shapes_vqa", "--out", str(out), "--source", str(shapes_set)],
+        [sys.executable, "-m", "data.builders.shapes_vqa", "--out", str(out), "--source", str(shapes_set)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

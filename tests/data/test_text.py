@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from data.tokenizers import (
+from data.core.tokenizers import (
     CharTokenizer,
     SentencePieceTokenizer,
     Tokenizer,
@@ -15,7 +15,7 @@ from data.tokenizers import (
     build_tokenizer,
     tokenizer_from_state,
 )
-from data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocabulary
+from data.core.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocabulary
 
 # ---------------------------------------------------------------------------------------------
 # Vocabulary
@@ -427,7 +427,7 @@ def test_toktok_on_stdlib_re_tokenizes_as_nltk_does():
 
     from nltk.tokenize import ToktokTokenizer
 
-    from data.tokenizers import _TOKTOK_ESCAPES, _Toktok
+    from data.core.tokenizers import _TOKTOK_ESCAPES, _Toktok
 
     class OnNltkEngine(ToktokTokenizer):
         TOKTOK_REGEXES = [

@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from data import shapes_vqa
-from data.parallel import DataError
-from data.shapes import build_shapes_dataset
-from data.vocab import PAD, SPECIALS
-from data.vqa import normalize_answer
-from data.vqa_data import IGNORE, VQADataModule, tokenize_question
+from data.builders import shapes_vqa
+from data.builders.shapes import build_shapes_dataset
+from data.core.parallel import DataError
+from data.core.vocab import PAD, SPECIALS
+from data.core.vqa import normalize_answer
+from data.datamodules.vqa import IGNORE, VQADataModule, tokenize_question
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from data.vocab import BOS, PAD
-from seq2seq.model import Seq2Seq, pad_batch
+from data.core.vocab import BOS, PAD
 from seq2seq.modules.attention import BahdanauAttention, LuongAttention, masked_softmax
+from seq2seq.translation.network import Seq2Seq, pad_batch
 
 B, S, HQ, HK = 3, 7, 5, 6
 

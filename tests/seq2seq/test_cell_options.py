@@ -9,10 +9,10 @@ import ast
 import pytest
 import torch
 
-from seq2seq.language_model import LanguageModel
-from seq2seq.model import Seq2Seq, pad_batch
+from seq2seq.lm.network import LanguageModel
 from seq2seq.modules.decoder import RecurrentDecoder
 from seq2seq.modules.encoder import RecurrentEncoder
+from seq2seq.translation.network import Seq2Seq, pad_batch
 from tests.conftest import REPO, explain, fit_args, reverse_corpus_at, run_python
 
 
@@ -95,7 +95,7 @@ def test_peephole_config_trains_and_its_checkpoint_translates(tmp_path):
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["peephole"] is True
     assert "model.encoder.rnn.weight_cf_l0_reverse" in ckpt["state_dict"]
-    out = run_python(["-m", "seq2seq.translate", "--checkpoint", str(last)], cwd=tmp_path, input="w1 w2 w3\n")
+    out = run_python(["-m", "seq2seq.translation.cli", "--checkpoint", str(last)], cwd=tmp_path, input="w1 w2 w3\n")
     assert out.returncode == 0 and len(out.stdout.splitlines()) == 1, explain(out)
 
 
@@ -120,16 +120,16 @@ def test_seed_gru_lm_config_trains_and_its_checkpoint_generates(tmp_path):
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
     hp = ckpt["hyper_parameters"]
     assert hp["cell"] == "gru" and hp["gru_reset_after"] is False
-    out = run_python(["-m", "seq2seq.generate", "--checkpoint", str(last), "--num", "2"], cwd=tmp_path)
+    out = run_python(["-m", "seq2seq.lm.cli", "--checkpoint", str(last), "--num", "2"], cwd=tmp_path)
     assert out.returncode == 0 and len(out.stdout.splitlines()) == 2, explain(out)
 
 
 def test_old_gru_cells_checkpoint_rebuilds_as_the_gru_it_was_trained_as():
     """A GRU trained with impl="cells" before gru_reset_after existed computed reset-before: the
     rebuild keeps that function, and resuming with the new default is refused by name."""
-    from seq2seq.checkpoint import build_from_hparams
-    from seq2seq.model import Seq2Seq
-    from seq2seq.translation import TranslationModule
+    from seq2seq.training.checkpoint import build_from_hparams
+    from seq2seq.translation.module import TranslationModule
+    from seq2seq.translation.network import Seq2Seq
 
     hparams = dict(src_vocab_size=9, tgt_vocab_size=9, embed_dim=4, hidden_size=4, cell="gru", impl="cells")
     torch.manual_seed(0)

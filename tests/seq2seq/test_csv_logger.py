@@ -1,11 +1,11 @@
-"""ResumableCSVLogger (seq2seq/cli.py): a resumed run appends to its metrics.csv, whatever columns
+"""ResumableCSVLogger (seq2seq/training/cli.py): a resumed run appends to its metrics.csv, whatever columns
 the resumed run logs first."""
 
 from __future__ import annotations
 
 import csv
 
-from seq2seq.cli import ResumableCSVLogger
+from seq2seq.training.cli import ResumableCSVLogger
 
 
 def rows(path) -> tuple[list[str], list[dict[str, str]]]:

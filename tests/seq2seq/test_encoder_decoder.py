@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from data.vocab import BOS
-from seq2seq.model import Seq2Seq, pad_batch
+from data.core.vocab import BOS
 from seq2seq.modules.encoder import RecurrentEncoder
+from seq2seq.translation.network import Seq2Seq, pad_batch
 
 CONFIGS = [
     dict(context="fixed"),

@@ -1,5 +1,5 @@
 """The two official ways to score a translation checkpoint give one number: `python -m seq2seq test`
-and `python -m seq2seq.evaluate`, on the same test set with the same beam, including sources longer
+and `python -m seq2seq.translation.evaluate`, on the same test set with the same beam, including sources longer
 than the training max_len (both cut them there)."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def test_seq2seq_test_and_evaluate_report_the_same_bleu(trained_run, tmp_path):
     (metrics,) = root.glob("reverse_attention/version_*/metrics.csv")
     test_bleu = metric_values(read_metrics(metrics), "test_bleu")[-1]
     evaluate = run_python(
-        ["-m", "seq2seq.evaluate", "--checkpoint", str(trained_run.best_ckpt),
+        ["-m", "seq2seq.translation.evaluate", "--checkpoint", str(trained_run.best_ckpt),
          "--src", str(data / "test.src"), "--ref", str(data / "test.tgt"),
          "--beam-size", "5", "--batch-size", "7"],
         cwd=tmp_path,

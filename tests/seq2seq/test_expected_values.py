@@ -15,10 +15,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from data.vocab import BOS, EOS, PAD, UNK
+from data.core.vocab import BOS, EOS, PAD, UNK
 from seq2seq import search
-from seq2seq.language_model import LanguageModel
-from seq2seq.model import Seq2Seq
+from seq2seq.lm.network import LanguageModel
+from seq2seq.translation.network import Seq2Seq
 
 ATOL = 1e-5  # float32; the values are O(1)
 

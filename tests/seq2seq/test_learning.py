@@ -3,8 +3,8 @@
 import torch
 import torch.nn.functional as F
 
-from data.vocab import BOS, EOS, PAD
-from seq2seq.model import Seq2Seq, pad_batch
+from data.core.vocab import BOS, EOS, PAD
+from seq2seq.translation.network import Seq2Seq, pad_batch
 
 SPECIALS, VOCAB = 4, 20  # words are ids 4..23
 

@@ -10,10 +10,10 @@ import random
 import pytest
 import torch
 
-from data.parallel import read_lines
+from data.core.parallel import read_lines
 from seq2seq.experiments import length_curve
 from seq2seq.experiments.length_curve import COLUMNS, bucket_by_length, bucket_rows, score
-from seq2seq.metrics import sacre_bleu
+from seq2seq.training.metrics import sacre_bleu
 from tests.conftest import REPO, explain, run_python
 
 # -- buckets ----------------------------------------------------------------------------------------

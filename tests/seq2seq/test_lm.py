@@ -12,14 +12,14 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from data.corpus_io import split_of
-from data.parallel import DataError
-from data.text import TextDataModule, batchify, collate_units
-from data.tokenizers import CharTokenizer, tokenizer_from_state
-from data.vocab import BOS, EOS, PAD, SPECIALS
+from data.core.corpus_io import split_of
+from data.core.parallel import DataError
+from data.core.tokenizers import CharTokenizer, tokenizer_from_state
+from data.core.vocab import BOS, EOS, PAD, SPECIALS
+from data.datamodules.text import TextDataModule, batchify, collate_units
 from seq2seq import search
-from seq2seq.generate import LanguageModelRunner
-from seq2seq.lm import LanguageModule
+from seq2seq.lm.cli import LanguageModelRunner
+from seq2seq.lm.module import LanguageModule
 
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = "the a cat dog sat ran on under mat rug and then".split()
@@ -316,7 +316,7 @@ def test_checkpoint_is_self_contained_and_weights_only(trained):
 def run_generate(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "seq2seq.generate", *args],
+        [sys.executable, "-m", "seq2seq.lm.cli", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 

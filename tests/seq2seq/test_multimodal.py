@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq.model import Seq2Seq, pad_batch
+from seq2seq.translation.network import Seq2Seq, pad_batch
 
 FUSIONS = ("decinit", "flat", "doubly")
 R, DI = 4, 6  # image regions and their size
@@ -37,7 +37,7 @@ def test_text_only_module_unchanged_by_the_image_options():
     """TranslationModule with fusion none builds no CNN and is Seq2Seq for the same seed; building
     the CNN of a multimodal one draws nothing from the random stream (its text encoder, built
     before the decoder's bridge, gets the same initial weights)."""
-    from seq2seq.translation import TranslationModule
+    from seq2seq.translation.module import TranslationModule
 
     torch.manual_seed(0)
     plain = TranslationModule(13, 15, embed_dim=8, hidden_size=8, dropout=0.0)

@@ -1,5 +1,5 @@
 """Multimodal translation as a user runs it: `python -m seq2seq fit` on a tiny Multi30k-layout set
-whose colour only the image tells, then `seq2seq.translate` and `seq2seq.evaluate` on the
+whose colour only the image tells, then `seq2seq.translation.cli` and `seq2seq.translation.evaluate` on the
 checkpoint alone, every bad input named."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from seq2seq.translator import Translator
+from seq2seq.translation.predictor import Translator
 from tests.conftest import REPO, explain, run_python
 
 COLOURS = {
@@ -69,7 +69,7 @@ def lines_of(data: Path, split: str = "test") -> list[str]:
 def test_translate_reads_image_tab_sentence_and_reads_the_image(trained, tmp_path):
     data, ckpt = trained
     result = run_python(
-        ["-m", "seq2seq.translate", "--checkpoint", str(ckpt), "--image-dir", str(data / "images")],
+        ["-m", "seq2seq.translation.cli", "--checkpoint", str(ckpt), "--image-dir", str(data / "images")],
         cwd=tmp_path, input="\n".join(lines_of(data)) + "\n",
     )  # fmt: skip
     assert result.returncode == 0, explain(result)
@@ -87,7 +87,7 @@ def test_translate_reads_image_tab_sentence_and_reads_the_image(trained, tmp_pat
 
 def test_text_only_checkpoint_refuses_image_lines(trained_run, tmp_path):
     result = run_python(
-        ["-m", "seq2seq.translate", "--checkpoint", str(trained_run.last_ckpt)], cwd=tmp_path,
+        ["-m", "seq2seq.translation.cli", "--checkpoint", str(trained_run.last_ckpt)], cwd=tmp_path,
         input="w1 w2\nimg.png\tw1 w2\n",
     )  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -97,7 +97,7 @@ def test_text_only_checkpoint_refuses_image_lines(trained_run, tmp_path):
 def test_multimodal_checkpoint_refuses_plain_lines(trained, tmp_path):
     _, ckpt = trained
     result = run_python(
-        ["-m", "seq2seq.translate", "--checkpoint", str(ckpt)],
+        ["-m", "seq2seq.translation.cli", "--checkpoint", str(ckpt)],
         cwd=tmp_path,
         input="a [v] square in the picture\n",
     )
@@ -109,7 +109,7 @@ def test_missing_image_is_named_and_skip_bad_keeps_lines_aligned(trained, tmp_pa
     data, ckpt = trained
     lines = lines_of(data)[:3]
     lines[1] = "nowhere.png\ta [v] square in the picture"
-    args = ["-m", "seq2seq.translate", "--checkpoint", str(ckpt), "--image-dir", str(data / "images")]
+    args = ["-m", "seq2seq.translation.cli", "--checkpoint", str(ckpt), "--image-dir", str(data / "images")]
     failed = run_python(args, cwd=tmp_path, input="\n".join(lines) + "\n")
     assert failed.returncode == 2 and "Traceback" not in failed.stderr
     assert "line 2" in failed.stderr and "nowhere.png" in failed.stderr
@@ -124,7 +124,7 @@ def test_attention_plot_draws_source_and_image(trained, tmp_path):
     data, ckpt = trained
     plots = tmp_path / "plots"
     result = run_python(
-        ["-m", "seq2seq.translate", "--checkpoint", str(ckpt), "--image-dir", str(data / "images"),
+        ["-m", "seq2seq.translation.cli", "--checkpoint", str(ckpt), "--image-dir", str(data / "images"),
          "--attention-plot", str(plots)],
         cwd=tmp_path, input="\n".join(lines_of(data)[:2]) + "\n",
     )  # fmt: skip
@@ -140,7 +140,7 @@ def test_attention_plot_draws_source_and_image(trained, tmp_path):
 def test_evaluate_with_images_right_and_shuffled(trained, tmp_path):
     data, ckpt = trained
     base = [
-        "-m", "seq2seq.evaluate", "--checkpoint", str(ckpt), "--src", str(data / "test.en"),
+        "-m", "seq2seq.translation.evaluate", "--checkpoint", str(ckpt), "--src", str(data / "test.en"),
         "--ref", str(data / "test.de"), "--images", str(data / "test_images.txt"),
         "--image-dir", str(data / "images"),
     ]  # fmt: skip
@@ -158,7 +158,7 @@ def test_evaluate_names_bad_image_input(trained, tmp_path, trained_run):
     short.write_text("\n".join((data / "test_images.txt").read_text().splitlines()[:5]) + "\n")
     common = ["--src", str(data / "test.en"), "--ref", str(data / "test.de")]
     result = run_python(
-        ["-m", "seq2seq.evaluate", "--checkpoint", str(ckpt), *common, "--images", str(short),
+        ["-m", "seq2seq.translation.evaluate", "--checkpoint", str(ckpt), *common, "--images", str(short),
          "--image-dir", str(data / "images")], cwd=tmp_path,
     )  # fmt: skip
     assert (
@@ -166,10 +166,10 @@ def test_evaluate_names_bad_image_input(trained, tmp_path, trained_run):
         and "short.txt has 5 lines" in result.stderr
         and "test.en has 12" in result.stderr
     )
-    none = run_python(["-m", "seq2seq.evaluate", "--checkpoint", str(ckpt), *common], cwd=tmp_path)
+    none = run_python(["-m", "seq2seq.translation.evaluate", "--checkpoint", str(ckpt), *common], cwd=tmp_path)
     assert none.returncode == 2 and "--images" in none.stderr
     text_ckpt = str(trained_run.last_ckpt)
     text_only = run_python(
-        ["-m", "seq2seq.evaluate", "--checkpoint", text_ckpt, *common, "--images", str(short)], cwd=tmp_path
+        ["-m", "seq2seq.translation.evaluate", "--checkpoint", text_ckpt, *common, "--images", str(short)], cwd=tmp_path
     )
     assert text_only.returncode == 2 and "text-only" in text_only.stderr

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seq2seq import translate as translate_cli
+from seq2seq.translation import cli as translate_cli
 from tests.conftest import (
     REPO,
     TRAINED_MAX_LEN,
@@ -107,7 +107,7 @@ def test_translate_stdin_from_another_directory_without_the_data(trained_run, tm
     too_long = " ".join(f"w{i % 10}" for i in range(TRAINED_MAX_LEN + 5))
     lines = sources[:3] + [""] + sources[3:6] + [too_long] + sources[6:]
     result = run_python(
-        ["-m", "seq2seq.translate", "--checkpoint", str(trained_run.best_ckpt)],
+        ["-m", "seq2seq.translation.cli", "--checkpoint", str(trained_run.best_ckpt)],
         cwd=tmp_path, input="\n".join(lines) + "\n",
     )  # fmt: skip
     assert result.returncode == 0, explain(result)
@@ -126,7 +126,7 @@ def test_translate_stdin_from_another_directory_without_the_data(trained_run, tm
 def test_translate_n_best(trained_run, tmp_path):
     sources = first_test_sources(trained_run, 3)
     result = run_python(
-        ["-m", "seq2seq.translate", "--checkpoint", str(trained_run.last_ckpt), "--n-best", "3"],
+        ["-m", "seq2seq.translation.cli", "--checkpoint", str(trained_run.last_ckpt), "--n-best", "3"],
         cwd=tmp_path, input="\n".join(sources) + "\n",
     )  # fmt: skip
     assert result.returncode == 0, explain(result)
@@ -151,7 +151,7 @@ def test_translate_files_and_attention_plots(trained_run, tmp_path):
     lines = sources[:2] + [""] + sources[2:]
     (tmp_path / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = run_python(
-        ["-m", "seq2seq.translate", "--checkpoint", str(trained_run.best_ckpt), "--input", "in.txt",
+        ["-m", "seq2seq.translation.cli", "--checkpoint", str(trained_run.best_ckpt), "--input", "in.txt",
          "--output", "out.txt", "--attention-plot", "plots", "--beam-size", "3"],
         cwd=tmp_path,
     )  # fmt: skip
@@ -167,7 +167,7 @@ def test_translate_files_and_attention_plots(trained_run, tmp_path):
 
 def test_translate_missing_checkpoint_exits_2_naming_the_file(tmp_path):
     missing = tmp_path / "no" / "such.ckpt"
-    result = run_python(["-m", "seq2seq.translate", "--checkpoint", str(missing)], cwd=tmp_path, input="w1\n")
+    result = run_python(["-m", "seq2seq.translation.cli", "--checkpoint", str(missing)], cwd=tmp_path, input="w1\n")
     assert result.returncode == 2, explain(result)
     assert str(missing) in result.stderr and "no such checkpoint file" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
@@ -201,7 +201,7 @@ def test_n_best_gives_n_lines_for_an_empty_input_line(trained_run, tmp_path):
 def test_evaluate_prints_one_json_line(trained_run, tmp_path):
     data = trained_run.data_dir
     result = run_python(
-        ["-m", "seq2seq.evaluate", "--checkpoint", str(trained_run.best_ckpt),
+        ["-m", "seq2seq.translation.evaluate", "--checkpoint", str(trained_run.best_ckpt),
          "--src", str(data / "test.src"), "--ref", str(data / "test.tgt"), "--beam-size", "3"],
         cwd=tmp_path,
     )  # fmt: skip
@@ -217,8 +217,7 @@ def test_evaluate_prints_one_json_line(trained_run, tmp_path):
 
 
 def test_evaluate_line_count_mismatch_exits_2(trained_run, tmp_path, capsys):
-    from seq2seq import evaluate
-
+    from seq2seq.translation import evaluate
     (tmp_path / "src").write_text("w1 w2\nw3\n", encoding="utf-8")
     (tmp_path / "ref").write_text("w2 w1\n", encoding="utf-8")
     argv = ["--checkpoint", str(trained_run.last_ckpt), "--src", str(tmp_path / "src"),
@@ -467,7 +466,7 @@ def test_ddp_fit_with_validation(reverse_corpus, tmp_path):
                     "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "2",
                     "--trainer.use_distributed_sampler", "false")  # fmt: skip
     code = run_watched(args, log)
-    where = stack_lines(log, "seq2seq/translation.py") + "\n" + stack_lines(log, "log_dir")
+    where = stack_lines(log, "seq2seq/translation/module.py") + "\n" + stack_lines(log, "log_dir")
     assert code is not None, f"deadlocked: next to no CPU used for 8 s (killed); stacks:\n{where}"
     assert code == 0, log.read_text()[-3000:]
     run_dir = tmp_path / "runs" / "reverse_attention" / "version_0"
@@ -500,7 +499,7 @@ def test_quickstart_on_a_tiny_gettext_corpus(tmp_path):
         (corpus / f"{split}.de").write_text("".join(p[1] + "\n" for p in part), encoding="utf-8")
     shutil.copytree(REPO / "configs", tmp_path / "configs")
     result = run_python(
-        ["-m", "seq2seq.quickstart", "--trainer.max_steps", "30", "--trainer.max_epochs", "30",
+        ["-m", "seq2seq.translation.quickstart", "--trainer.max_steps", "30", "--trainer.max_epochs", "30",
          "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "2",
          "--data.init_args.max_len", "6", "--trainer.default_root_dir", str(tmp_path / "runs"),
          "--trainer.enable_progress_bar", "false"],
@@ -522,10 +521,10 @@ def test_quickstart_on_a_tiny_gettext_corpus(tmp_path):
     assert tmp_path / "runs" in checkpoint.parents
     assert load(checkpoint)["seqcap"]["src_lang"] == "en"
     ev = run_python(
-        ["-m", "seq2seq.evaluate", "--checkpoint", str(checkpoint), "--src", str(corpus / "test.en"),
+        ["-m", "seq2seq.translation.evaluate", "--checkpoint", str(checkpoint), "--src", str(corpus / "test.en"),
          "--ref", str(corpus / "test.de"), "--beam-size", "5"],
         cwd=tmp_path,
     )  # fmt: skip
     assert ev.returncode == 0, explain(ev)
-    # the figure the quickstart prints is the one a user gets again from seq2seq.evaluate
+    # the figure the quickstart prints is the one a user gets again from seq2seq.translation.evaluate
     assert json.loads(ev.stdout)["sacrebleu"] == pytest.approx(float(match.group(1)), abs=0.01)

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from data.vocab import BOS, EOS, PAD
+from data.core.vocab import BOS, EOS, PAD
 from seq2seq import search
-from seq2seq.model import Seq2Seq, pad_batch
+from seq2seq.translation.network import Seq2Seq, pad_batch
 
 TOL = 1e-5
 SRC_LENGTHS = (5, 3, 7, 2)

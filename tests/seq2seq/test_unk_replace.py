@@ -1,6 +1,6 @@
 import torch
 
-from seq2seq.translator import replace_unknowns
+from seq2seq.translation.predictor import replace_unknowns
 
 
 def test_unknowns_take_the_most_attended_source_token():

@@ -12,7 +12,7 @@ from PIL import Image
 from skimage import data as skdata
 from torch import nn
 
-from data.images import IMAGENET_MEAN, IMAGENET_STD, ImageFileError, load_rgb
+from data.core.images import IMAGENET_MEAN, IMAGENET_STD, ImageFileError, load_rgb
 from seq2seq.modules import pretrained
 from seq2seq.modules.pretrained import WeightsError, build_efficientnet_lite0, copy_by_position
 from seq2seq.modules.vision import ImageEncoder

@@ -1,0 +1,137 @@
+"""Caption images with a checkpoint and nothing else.
+
+    python -m captioning.captioner.cli --checkpoint CKPT IMG [IMG ...] [--beam-size 3 | --greedy]
+        [--method greedy|beam|sample] [--max-len N] [--batch-size 16] [--device auto]
+        [--attention-plot DIR] [--skip-bad]
+
+Prints `path<TAB>caption` a line per image, in input order (the caption's words joined by spaces;
+an empty caption gives an empty field). The checkpoint (from `python -m captioning fit`) is all it
+needs: see captioning/captioner/predictor.py for how it is loaded and how images are preprocessed.
+
+A bad image (missing, a directory, not an image) stops the run before anything is printed, with
+`error: cannot read image PATH: ...` and exit status 2; with --skip-bad it is left out with a warning
+on stderr and the others are captioned. --attention-plot DIR writes DIR/<image stem>.png per image
+(the attention over the CNN's feature grid for every generated word; -2, -3, ... after a stem that
+is already taken); it needs an attention (ShowAttendTell, model="attention") checkpoint: a ShowTell
+checkpoint has no attention to plot and is refused before any work, and so is a plot file that
+exists already (nothing the user has is overwritten).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from captioning.captioner.predictor import METHODS, Captioner, image_problem
+from data.core.images import ImageFileError, load_rgb
+from data.core.parallel import DataError
+from seq2seq.training.checkpoint import CheckpointError
+
+
+def plot_names(paths: Sequence[str]) -> list[str]:
+    """One distinct <stem>.png per image; a name already given out gets -2, -3, ... after the stem."""
+    names: list[str] = []
+    for i, path in enumerate(paths):
+        stem = Path(path).stem or f"image{i + 1}"
+        name, k = f"{stem}.png", 1
+        while name in names:
+            k += 1
+            name = f"{stem}-{k}.png"
+        names.append(name)
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m captioning.captioner.cli", description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by `python -m captioning fit`")
+    parser.add_argument("images", nargs="+", metavar="IMG", help="image files")
+    parser.add_argument("--method", choices=METHODS, default="beam")
+    parser.add_argument("--greedy", action="store_true", help="the same as --method greedy")
+    parser.add_argument("--beam-size", type=int, default=3)
+    parser.add_argument(
+        "--max-len", type=int, default=None, help="most words a caption (default: the model's)"
+    )
+    parser.add_argument("--temperature", type=float, default=1.0, help="for --method sample")
+    parser.add_argument("--seed", type=int, default=None, help="for --method sample: a reproducible draw")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--attention-plot", metavar="DIR",
+        help="write DIR/<image stem>.png: the attention for every word (attention checkpoints only)",
+    )  # fmt: skip
+    parser.add_argument("--skip-bad", action="store_true", help="leave unreadable images out, with a warning")
+    args = parser.parse_args(argv)
+    method = "greedy" if args.greedy else args.method
+    if args.greedy and args.method not in ("beam", "greedy"):
+        parser.error(f"--greedy contradicts --method {args.method}")
+    if args.beam_size < 1 or args.batch_size < 1:
+        parser.error(f"--beam-size and --batch-size must be >= 1, got {args.beam_size} and {args.batch_size}")
+    if args.max_len is not None and args.max_len < 1:
+        parser.error(f"--max-len must be >= 1, got {args.max_len}")
+    if args.attention_plot and Path(args.attention_plot).exists() and not Path(args.attention_plot).is_dir():
+        parser.error(f"--attention-plot {args.attention_plot} exists and is not a folder")
+
+    def warn(message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+    paths = list(args.images)
+    try:
+        problems = [(i, image_problem(p)) for i, p in enumerate(paths)]
+        bad = [(i, why) for i, why in problems if why is not None]
+        if bad and not args.skip_bad:
+            more = f" (and {len(bad) - 1} more bad images)" if len(bad) > 1 else ""
+            raise ImageFileError(f"{bad[0][1]}{more}; --skip-bad leaves such images out")
+        for _, why in bad:
+            warn(f"skipping: {why}")
+        todo = [i for i, why in problems if why is None]
+        if not todo:
+            raise ImageFileError("no readable image among the inputs")
+        out = Path(args.attention_plot) if args.attention_plot else None
+        plots = [out / name for name in plot_names(paths)] if out else []
+        taken = [str(plots[i]) for i in todo if plots and plots[i].exists()]
+        if taken:  # nothing the user had is overwritten, an input image least of all
+            more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+            raise DataError(
+                f"--attention-plot {args.attention_plot}: {taken[0]} exists{more}; "
+                "choose a new or empty folder for the plots"
+            )
+        captioner = Captioner.from_checkpoint(args.checkpoint, args.device)
+        if args.attention_plot and not captioner.has_attention:
+            raise CheckpointError(
+                f"{args.checkpoint} is a {captioner.model_kind!r} (Show and Tell) model, which has no "
+                "attention to plot: --attention-plot needs a model='attention' (Show, Attend and Tell) "
+                "checkpoint"
+            )
+
+        def skip(error: ImageFileError) -> None:  # a file that passed the check but does not decode
+            warn(f"skipping: {error}")
+
+        captions = captioner.caption(
+            [paths[i] for i in todo], method, args.beam_size, args.max_len,
+            return_attention=bool(args.attention_plot), batch_size=args.batch_size,
+            temperature=args.temperature, seed=args.seed, progress=len(todo) > args.batch_size,
+            on_bad_image=skip if args.skip_bad else None,
+        )  # fmt: skip
+    except (CheckpointError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    lines = [f"{paths[i]}\t{c.text}" for i, c in zip(todo, captions) if c is not None]
+    sys.stdout.write("".join(line + "\n" for line in lines))
+    sys.stdout.flush()
+    if args.attention_plot:
+        from seq2seq.training.plots import attention_overlay
+
+        for i, c in zip(todo, captions):
+            if c is None or c.attention is None:
+                continue
+            try:
+                attention_overlay(load_rgb(paths[i]), c.tokens, c.attention, plots[i], title=c.text)
+            except ImageFileError as e:  # changed since it was captioned
+                warn(f"no attention plot: {e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The LightningCLI that every task runs through (`python -m seq2seq`, `python -m captioning`).
+
+LightningCLI over the LightningModules and datamodules named in the config (class_path /
+init_args). Every run gets: a CSV logger (always) and wandb when `--wandb` is not "off"
+("auto": online when you are logged in to wandb, offline otherwise, so no account is needed);
+checkpoints on val BLEU (best and last; on val_<monitor> for a model with a `monitor` option, as
+captioning's), early stopping, a learning-rate monitor and a progress
+bar. Precision defaults to bf16-mixed on GPUs that support it and fp32 otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import netrc
+import os
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
+
+WandbMode = Literal["off", "auto", "offline", "online"]
+
+
+def default_precision() -> str:
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def wandb_logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+class _AppendingWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        """Lightning deletes an existing metrics.csv here; a resumed run appends to it instead,
+        starting from its columns (else the first new column rewrites the file with the resumed
+        run's columns alone, and the old rows no longer fit)."""
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = sorted(next(csv.reader(file), []))
+
+
+class ResumableCSVLogger(CSVLogger):
+    """CSVLogger that keeps (appends to) the metrics of the run it resumes."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose last.ckpt is rewritten after every validation. Lightning >= 2.6
+    rewrites it only when a top-k checkpoint is saved too, so without this `--ckpt_path last`
+    would resume from the best epoch rather than the latest one."""
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._should_skip_saving_checkpoint(trainer) or self._should_save_on_train_epoch_end(trainer):
+            return
+        candidates = self._monitor_candidates(trainer)
+        if self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0:
+            self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
+
+
+class SeqCapCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--run_name", type=str, default="run", help="name of the run's log folder")
+        parser.add_argument("--wandb", type=WandbMode, default="off", help="wandb logging mode")
+        parser.add_argument("--wandb_project", type=str, default="seqcap")
+        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val_bleu",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-{epoch:02d}-{val_bleu:.2f}",
+                "checkpoint.save_on_train_epoch_end": False,  # after validation, where val_bleu is
+            }
+        )
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.set_defaults(
+            {
+                "early_stopping.monitor": "val_bleu",
+                "early_stopping.mode": "max",
+                "early_stopping.patience": 5,
+                "early_stopping.check_on_train_epoch_end": False,
+            }
+        )
+        parser.link_arguments(
+            "data.src_vocab_size", "model.init_args.src_vocab_size", apply_on="instantiate"
+        )
+        parser.link_arguments(
+            "data.tgt_vocab_size", "model.init_args.tgt_vocab_size", apply_on="instantiate"
+        )
+        # Links whose source or target the chosen classes lack are skipped by jsonargparse, so
+        # one CLI serves translation (src/tgt sizes), language models (one vocab_size) and VQA
+        # (vocab_size and num_answers).
+        parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.num_answers", "model.init_args.num_answers", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        self.use_model_monitor(cfg)
+        root = Path(cfg.trainer.default_root_dir or "runs")
+        version = None
+        if self.subcommand == "fit" and cfg.get("ckpt_path") == "last":
+            # resume: log into the latest run's folder, where its last.ckpt is found
+            versions = sorted(
+                int(p.name.split("_")[1]) for p in (root / cfg.run_name).glob("version_*")
+                if p.name.split("_")[1].isdigit() and (p / "checkpoints" / "last.ckpt").exists()
+            )  # fmt: skip
+            version = versions[-1] if versions else None
+        loggers = [ResumableCSVLogger(save_dir=str(root), name=cfg.run_name, version=version)]
+        mode = cfg.wandb
+        if mode == "auto":
+            mode = "online" if wandb_logged_in() else "offline"
+        if mode != "off" and os.environ.get("WANDB_MODE") != "disabled":
+            wandb = WandbLogger(
+                project=cfg.wandb_project, name=cfg.run_name, save_dir=str(root), offline=mode == "offline"
+            )
+            loggers.append(wandb)
+        self._loggers = loggers
+
+    @staticmethod
+    def use_model_monitor(cfg) -> None:
+        """A model with a `monitor` option (captioning: cider, bleu4, ...) decides what the
+        checkpoint and early stopping watch, val_<monitor>, where they still watch the default."""
+        init = (cfg.get("model") or {}).get("init_args") or {}
+        monitor = init.get("monitor") if hasattr(init, "get") else None
+        if not monitor:
+            return
+        key = f"val_{monitor}"
+        if cfg.checkpoint.monitor == "val_bleu":
+            cfg.checkpoint.monitor = key
+            if cfg.checkpoint.filename == "best-{epoch:02d}-{val_bleu:.2f}":
+                cfg.checkpoint.filename = f"best-{{epoch:02d}}-{{{key}:.2f}}"
+        if cfg.early_stopping.monitor == "val_bleu":
+            cfg.early_stopping.monitor = key
+
+    def instantiate_trainer(self, **kwargs):
+        cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        if cfg.trainer.logger in (None, True):  # a logger set in the config wins
+            kwargs.setdefault("logger", self._loggers)
+        return super().instantiate_trainer(**kwargs)
+
+
+def main(args: list[str] | None = None) -> SeqCapCLI:
+    return SeqCapCLI(
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        trainer_defaults={
+            "accelerator": "auto",
+            "devices": "auto",
+            "precision": default_precision(),
+            "callbacks": [LearningRateMonitor(logging_interval="epoch")],
+            "default_root_dir": "runs",
+            # our batch samplers shard by rank themselves; Lightning's injection would fail
+            "use_distributed_sampler": False,
+        },
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
+
+
+def run(args: list[str] | None = None) -> SeqCapCLI:
+    """`main` for a `__main__` module: an error in the user's data or checkpoint (DataError,
+    CheckpointError: it names the file and the line, image or option) ends the run with that
+    message instead of a traceback, also when a constructor raised it while LightningCLI built
+    the classes (jsonargparse then raises its own error with ours as the cause)."""
+    from data.core.parallel import DataError
+    from seq2seq.training.checkpoint import CheckpointError
+
+    try:
+        return main(args)
+    except Exception as e:  # noqa: BLE001 - re-raised unless a user error is in its chain
+        cause: BaseException | None = e
+        while cause is not None and not isinstance(cause, (DataError, CheckpointError)):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise SystemExit(f"error: {cause}") from None

@@ -1,0 +1,115 @@
+"""Seq2Seq: a recurrent encoder, a bridge and a recurrent decoder (seed 002 §8.5.2)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from data.core.vocab import BOS, EOS, PAD
+from seq2seq import search
+from seq2seq.modules.decoder import RecurrentDecoder
+from seq2seq.modules.encoder import RecurrentEncoder
+
+
+class Seq2Seq(nn.Module):
+    """Encoder-decoder translator. context="fixed" is Fig. 8-21 (one vector), "attention" is
+    Fig. 8-22 (all encoder states). Special ids: pad=0, unk=1, bos=2, eos=3.
+
+    `peephole` (cell="lstm", seed 002 §8.4.3) and `gru_reset_after=False` (cell="gru", the seeds'
+    GRU) run on the cell path: impl="auto" picks it, impl="fused" with them is a ValueError.
+
+    Multimodal translation: with `fusion` "decinit", "flat" or "doubly" (see modules/decoder.py)
+    forward and translate also take `image`, the (B, R, image_size) grid features of each
+    sentence's image. fusion="none" is the text-only model, parameter for parameter."""
+
+    def __init__(
+        self,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        embed_dim: int = 256,
+        hidden_size: int = 256,
+        cell: Literal["rnn", "lstm", "gru"] = "lstm",
+        num_layers: int = 1,
+        bidirectional: bool = True,
+        context: Literal["fixed", "attention"] = "attention",
+        attention: Literal["bahdanau", "luong_dot", "luong_general"] = "bahdanau",
+        input_feeding: bool = True,
+        dropout: float = 0.0,
+        impl: Literal["auto", "fused", "cells"] = "auto",
+        tie_embeddings: bool = False,
+        peephole: bool = False,
+        gru_reset_after: bool = True,
+        fusion: Literal["none", "decinit", "flat", "doubly"] = "none",
+        image_size: int = 0,
+    ):
+        super().__init__()
+        rnn = dict(
+            embed_dim=embed_dim, hidden_size=hidden_size, cell=cell, num_layers=num_layers,
+            dropout=dropout, impl=impl, peephole=peephole, gru_reset_after=gru_reset_after, pad_id=PAD,
+        )  # fmt: skip
+        self.encoder = RecurrentEncoder(src_vocab_size, bidirectional=bidirectional, **rnn)
+        self.decoder = RecurrentDecoder(
+            tgt_vocab_size, context=context, attention=attention, input_feeding=input_feeding,
+            memory_size=self.encoder.output_size, tie_embeddings=tie_embeddings, fusion=fusion,
+            image_size=image_size, **rnn,
+        )  # fmt: skip
+
+    def encode(self, src: Tensor, src_lengths: Tensor):
+        """src: (B, S), src_lengths: (B,) -> memory (B, S, M), mask (B, S), summary (B, M)."""
+        memory, final = self.encoder(src, src_lengths)
+        S = src.shape[1]
+        mask = torch.arange(S, device=src.device)[None, :] < src_lengths.to(src.device)[:, None]
+        return memory, mask, self.encoder.summarize(final)
+
+    def forward(
+        self,
+        src: Tensor,
+        src_lengths: Tensor,
+        tgt_in: Tensor,
+        return_attention: bool = False,
+        image: Tensor | None = None,
+    ):
+        """Teacher forcing: tgt_in (B, T) starts with <bos>, image (B, R, Di) or None -> logits
+        (B, T, V_tgt)."""
+        memory, mask, summary = self.encode(src, src_lengths)
+        return self.decoder(tgt_in, memory, mask, summary, return_attention=return_attention, image=image)
+
+    @torch.no_grad()
+    def translate(
+        self,
+        src: Tensor,
+        src_lengths: Tensor,
+        method: Literal["greedy", "beam", "sample"] = "beam",
+        beam_size: int = 5,
+        max_len: int | None = None,
+        alpha: float = 0.0,
+        n_best: int = 1,
+        return_attention: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        generator: torch.Generator | None = None,
+        image: Tensor | None = None,
+    ) -> list[list[search.Hypothesis]]:
+        """Decodes a batch; returns, per sentence, a list of hypotheses (n_best for beam, one
+        otherwise), each with token ids (no <bos>/<eos>, never <pad>), score and optional attention (T, S)
+        ((T, S + R) with an image attended: its last R columns are the regions').
+        `max_len` defaults to 2 * source length + 10 words per sentence."""
+        memory, mask, summary = self.encode(src, src_lengths)
+        state = self.decoder.init_state(memory, mask, summary, image)
+        B = src.shape[0]
+        limit = max_len if max_len is not None else 2 * src_lengths.to(src.device) + 10
+        return search.decode(
+            self.decoder.step, state, B, BOS, EOS, method, limit, beam_size, alpha, n_best,
+            temperature, top_k, generator, return_attention, banned=(PAD, BOS),  # never outputs
+        )  # fmt: skip
+
+
+def pad_batch(seqs: list[list[int]], pad: int = PAD) -> tuple[Tensor, Tensor]:
+    """A list of id lists -> (B, max_len) long padded with `pad`, lengths (B,)."""
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    out = torch.full((len(seqs), int(lengths.max()) if seqs else 0), pad, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out, lengths

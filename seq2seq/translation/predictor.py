@@ -1,0 +1,186 @@
+"""Translator: a Seq2Seq checkpoint with its vocabularies and tokenizers, raw text in, raw text out.
+
+The inference API behind `python -m seq2seq.translation.cli` and `python -m seq2seq.translation.evaluate` (and the
+quickstart). With an attention model an <unk> in the output becomes the source word it attends
+to most (`replace_unknowns`, also used by TranslationModule's validation).
+
+A multimodal checkpoint (fusion other than "none") also holds its CNN: `translate` then takes one
+image a sentence (paths, or precomputed grid features), preprocessed as in training.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from data.core.images import default_transform, load_rgb
+from data.core.parallel import DataError
+from data.core.tokenizers import tokenizer_from_state
+from data.core.vocab import Vocabulary
+from seq2seq.modules.pretrained import input_normalization
+from seq2seq.modules.vision import ImageEncoder
+from seq2seq.training.checkpoint import build_from_hparams, load_checkpoint, resolve_device, seqcap_state
+from seq2seq.translation.network import Seq2Seq, pad_batch
+
+
+def replace_unknowns(
+    tokens: list[str], attention: torch.Tensor | None, src_tokens: list[str], unk: str = "<unk>"
+) -> list[str]:
+    """Each <unk> in the output becomes the source token it attends to most (Luong et al. 2015,
+    "Addressing the rare word problem"): names, placeholders and numbers pass through.
+    tokens: T output tokens, attention: (T, S) or None (then nothing changes)."""
+    if attention is None or unk not in tokens or not src_tokens:
+        return tokens
+    best = attention[: len(tokens), : len(src_tokens)].argmax(-1).tolist()
+    return [src_tokens[best[t]] if tok == unk else tok for t, tok in enumerate(tokens)]
+
+
+@dataclass
+class Translation:
+    text: str
+    score: float
+    tokens: list[str]
+    attention: torch.Tensor | None = None  # (T, S) over the source
+    image_attention: torch.Tensor | None = None  # (T, R) over the image grid (flat, doubly fusion)
+
+
+class Translator:
+    """A Seq2Seq with its vocabularies and tokenizers: raw text in, raw text out."""
+
+    def __init__(
+        self,
+        model: Seq2Seq,
+        vocab_state: dict,
+        device: str | torch.device = "cpu",
+        unk_replace: bool = True,
+        image_encoder: ImageEncoder | None = None,
+        image_transform=None,
+    ):
+        """image_encoder and image_transform (PIL image -> (3, H, W)): a multimodal model's CNN."""
+        self.unk_replace = unk_replace
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.image_encoder = None if image_encoder is None else image_encoder.to(device).eval()
+        self.image_transform = image_transform
+        self.src_vocab = Vocabulary.from_list(vocab_state["src_vocab"])
+        self.tgt_vocab = Vocabulary.from_list(vocab_state["tgt_vocab"])
+        self.src_tokenizer = tokenizer_from_state(vocab_state["src_tokenizer"])
+        self.tgt_tokenizer = tokenizer_from_state(vocab_state["tgt_tokenizer"])
+        self.max_len = int(vocab_state.get("max_len", 100))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", unk_replace: bool = True) -> Translator:
+        ckpt = load_checkpoint(path)
+        vocab_state = seqcap_state(ckpt, path, "src_vocab", "translation model")
+        hp = ckpt.get("hyper_parameters") or {}
+        if hp.get("fusion", "none") == "none":
+            model = build_from_hparams(Seq2Seq, ckpt, path, prefix="model.")
+            return cls(model, vocab_state, resolve_device(device), unk_replace)
+        from seq2seq.translation.module import TranslationModule  # it imports replace_unknowns from here
+
+        # the state dict holds the CNN: no pretrained weights are fetched; the images are normalised
+        # as the weights the model was trained on expect
+        module = build_from_hparams(TranslationModule, ckpt, path, pretrained=False, weights_path=None)
+        mean, std = input_normalization(
+            hp.get("backbone", "efficientnet_lite0"), hp.get("pretrained", True), hp.get("weights_path")
+        )
+        transform = default_transform(int(vocab_state.get("image_size", 224)), mean, std)
+        device = resolve_device(device)
+        return cls(module.model, vocab_state, device, unk_replace, module.image_encoder, transform)
+
+    @property
+    def multimodal(self) -> bool:
+        return self.image_encoder is not None
+
+    @torch.inference_mode()
+    def image_features(self, paths: list[str | Path], batch_size: int = 64, progress: bool = False):
+        """The CNN's grid features of each image: (N, R, C) on the CPU; ImageFileError naming a bad
+        file."""
+        if not self.multimodal:
+            raise DataError("this checkpoint is a text-only translator (fusion none): it takes no images")
+        chunks = [paths[k : k + batch_size] for k in range(0, len(paths), batch_size)]
+        out = []
+        for chunk in tqdm(chunks, desc="CNN features", unit="batch", disable=not progress, file=sys.stderr):
+            pixels = torch.stack([self.image_transform(load_rgb(p)) for p in chunk]).to(self.device)
+            out.append(self.image_encoder(pixels).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def encode(self, sentence: str) -> tuple[list[int], list[str], bool]:
+        """-> ids, tokens (both cut to max_len) and whether the sentence was truncated."""
+        tokens = self.src_tokenizer.tokenize(sentence)
+        cut = len(tokens) > self.max_len
+        tokens = tokens[: self.max_len]
+        return self.src_vocab.encode(tokens), tokens, cut
+
+    def translate(
+        self,
+        sentences: list[str],
+        beam_size: int = 5,
+        alpha: float = 0.6,
+        n_best: int = 1,
+        batch_size: int = 64,
+        return_attention: bool = False,
+        progress: bool = False,
+        warn=None,
+        images: list[str | Path] | None = None,
+        features: torch.Tensor | None = None,
+    ) -> list[list[Translation]]:
+        """One list of n_best translations per sentence, in input order (empty in, empty out).
+        A multimodal model takes one image a sentence: `images` (paths; None for an empty one) or
+        their `features`
+        (N, R, C), e.g. from the feature cache; with attention fusion a Translation has its
+        attention over the image grid too (image_attention, (T, R))."""
+        if self.multimodal and images is None and features is None:
+            raise DataError("this checkpoint translates a sentence with its image: give one image a sentence")
+        if not self.multimodal and (images is not None or features is not None):
+            raise DataError("this checkpoint is a text-only translator (fusion none): it takes no images")
+        if images is not None:  # None for an empty sentence: nothing to translate, no image needed
+            if any(p is None and s.strip() for p, s in zip(images, sentences)):
+                raise DataError("a sentence without its image: give one image a sentence")
+            given = [i for i, p in enumerate(images) if p is not None]
+            found = self.image_features([images[i] for i in given], batch_size, progress)
+            features = found.new_zeros(len(images), *found.shape[1:]) if given else None
+            if given:
+                features[given] = found
+            elif images:
+                features = torch.zeros(len(images), 1, 1)  # every sentence empty
+        if features is not None and len(features) != len(sentences):
+            n, m = len(features), len(sentences)
+            raise DataError(f"{n} images for {m} sentences: give one image a sentence")
+        encoded = [self.encode(s) for s in sentences]
+        for i, (_, _, cut) in enumerate(encoded):
+            if cut and warn is not None:
+                warn(f"line {i + 1}: {len(self.src_tokenizer.tokenize(sentences[i]))} tokens, "
+                     f"truncated to the model's maximum of {self.max_len}")
+        results: list[list[Translation]] = [[Translation("", 0.0, [])] * n_best for _ in sentences]
+        todo = sorted((i for i, (ids, _, _) in enumerate(encoded) if ids), key=lambda i: len(encoded[i][0]))
+        batches = [todo[k : k + batch_size] for k in range(0, len(todo), batch_size)]
+        for batch in tqdm(batches, desc="translating", unit="batch", disable=not progress, file=sys.stderr):
+            src, lengths = pad_batch([encoded[i][0] for i in batch])
+            image = None if features is None else features[batch].to(self.device)
+            hyps = self.model.translate(
+                src.to(self.device), lengths.to(self.device), method="beam", beam_size=beam_size,
+                alpha=alpha, n_best=n_best, return_attention=return_attention or self.unk_replace,
+                image=image,
+            )  # fmt: skip
+            for i, options in zip(batch, hyps):
+                results[i] = []
+                for h in options:
+                    attention, image_attention = self._split_attention(h.attention, features)
+                    tokens = self.tgt_vocab.decode(h.tokens)
+                    if self.unk_replace:
+                        tokens = replace_unknowns(tokens, attention, encoded[i][1])
+                    text = self.tgt_tokenizer.detokenize(tokens)
+                    results[i].append(Translation(text, h.score, tokens, attention, image_attention))
+        return results
+
+    def _split_attention(self, attention, features):
+        """(T, S + R) attention over source and image -> the source's (T, S), the regions' (T, R)."""
+        if attention is None or features is None or self.model.decoder.fusion not in ("flat", "doubly"):
+            return attention, None
+        R = features.shape[1]
+        return attention[:, :-R], attention[:, -R:]
