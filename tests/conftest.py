@@ -81,9 +81,9 @@ def run_python(
 
 
 def fit_args(data_dir: Path, root: Path, *extra: str, config: str = REVERSE_CONFIG) -> list[str]:
-    """`-m seq2seq fit -c CONFIG` on data_dir, logging under root (run from the repository)."""
+    """`-m seqcap fit -c CONFIG` on data_dir, logging under root (run from the repository)."""
     return [
-        "-m", "seq2seq", "fit", "-c", config,
+        "-m", "seqcap", "fit", "-c", config,
         "--data.init_args.data_dir", str(data_dir),
         "--trainer.default_root_dir", str(root),
         "--trainer.enable_progress_bar", "false",

@@ -62,6 +62,7 @@ class CaptioningModule(ImageFeatures, DecodingModule):
     """`cell`, `peephole` (LSTM) and `gru_reset_after=False` (GRU) choose the decoder's recurrent
     cell and the seeds' variants of it (which run on the cell path, impl="auto")."""
 
+    task = "captioning"
     vocab_sizes = {"vocab": "vocab_size"}
     vocab_hint = "source and min_freq"
     output_key = "path"  # a padded DDP shard may repeat images: one output per image

@@ -1,13 +1,14 @@
 """Captioner: a captioning checkpoint with its vocabulary and preprocessing, images in, captions out.
 
-    captioner = Captioner.from_checkpoint(CKPT, device="auto")
+    captioner = Captioner.from_checkpoint(CKPT, device="auto")   # or Predictor.from_checkpoint
     captioner.caption([IMG, ...], method="beam", beam_size=3) -> [Caption(source, tokens, text, score), ...]
 
-The checkpoint (from `python -m captioning fit`) is loaded with torch.load(weights_only=True); it
-holds the CNN's weights, the decoder's and the vocabulary, so no dataset and no network are needed.
-Images get the training pipeline's preprocessing (data.core.images.default_transform at the
-checkpoint's image_size and the mean/std the trained CNN expects; a datamodule given a custom
-transform in its config is not recorded in the checkpoint).
+The checkpoint (from `seqcap fit -c configs/captioning/...`) is loaded with torch.load(weights_only=True);
+it holds the CNN's weights, the decoder's and the vocabulary, so no dataset and no network are needed.
+The CNN (ImageEncoder) and the decoder (ShowTell / ShowAttendTell) are rebuilt from the saved
+hyperparameters, not through the training module. Images get the training pipeline's preprocessing
+(seq2seq.predictor.image_transform: the checkpoint's image size and the mean/std its CNN was trained
+with; a datamodule given a custom transform in its config is not recorded in the checkpoint).
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
+from captioning.captioner.network import ShowAttendTell, ShowTell
 from data.core.caption_sources import TOKENIZER_NAME
-from data.core.images import ImageFileError, check_image, default_transform, load_rgb
-from seq2seq.modules.pretrained import input_normalization
-from seq2seq.training.checkpoint import CheckpointError, build_from_hparams, load_checkpoint, resolve_device
+from data.core.images import ImageFileError, check_image, load_rgb
+from data.core.vocab import Vocabulary
+from seq2seq.modules.vision import ImageEncoder
+from seq2seq.predictor import Predictor, image_transform
+from seq2seq.training.checkpoint import CheckpointError, build_from_hparams, load_checkpoint
 
 __all__ = ["Caption", "Captioner", "image_problem", "load_captioning_checkpoint"]
 
 METHODS = ("greedy", "beam", "sample")
-DEFAULT_IMAGE_SIZE = 224  # checkpoints written before "image_size" went into checkpoint["seqcap"]
 
 
 @dataclass
@@ -61,12 +64,15 @@ def image_problem(path: str | Path) -> str | None:
 
 
 def load_captioning_checkpoint(path: str | Path) -> dict:
-    """torch.load(weights_only=True) of a `python -m captioning fit` checkpoint, checked: a
-    CheckpointError naming the file for anything else (a translation or LM checkpoint, a state
-    dict, a file that is not a torch file, ...)."""
-    ckpt = load_checkpoint(path)
+    """torch.load(weights_only=True) of a captioning checkpoint, checked (check_captioning_checkpoint)."""
+    return check_captioning_checkpoint(load_checkpoint(path), path)
+
+
+def check_captioning_checkpoint(ckpt: dict, path: str | Path) -> dict:
+    """`ckpt` when it holds a captioning model; else a CheckpointError naming the file and what it
+    holds instead (a translation or LM checkpoint, a state dict, ...)."""
     if "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
-        raise CheckpointError(f"{path}: not a Lightning checkpoint written by `python -m captioning fit`")
+        raise CheckpointError(f"{path}: not a Lightning checkpoint written by `seqcap fit`")
     meta = ckpt.get("seqcap")
     if not isinstance(meta, dict) or not isinstance(meta.get("vocab"), list):
         what = (
@@ -74,7 +80,7 @@ def load_captioning_checkpoint(path: str | Path) -> dict:
         )
         raise CheckpointError(
             f"{path}: not a seqcap captioning checkpoint ({what}; expected checkpoint['seqcap']['vocab'] "
-            "as written by `python -m captioning fit`)"
+            "as written by `seqcap fit -c configs/captioning/...`)"
         )
     hparams = ckpt["hyper_parameters"]
     if (
@@ -91,75 +97,60 @@ def load_captioning_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def _build_module(ckpt: dict, path: str | Path):
-    """CaptioningModule from the checkpoint's hyperparameters and weights, with its vocabulary,
-    without fetching any pretrained weights: the checkpoint's state dict holds the CNN's."""
-    from captioning.captioner.module import CaptioningModule
+class Captioner(Predictor):
+    """A CNN (ImageEncoder) and a ShowTell / ShowAttendTell decoder with their vocabulary and image
+    preprocessing: images in, captions out."""
 
-    module = build_from_hparams(CaptioningModule, ckpt, path, pretrained=False, weights_path=None)
-    try:
-        module.on_load_checkpoint(ckpt)  # the vocabulary, as Lightning restores it
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(f"{path}: cannot load its vocabulary ({type(e).__name__}: {e})") from None
-    return module
-
-
-class Captioner:
-    """A CaptioningModule (CNN + ShowTell / ShowAttendTell) with its vocabulary and preprocessing:
-    images in, captions out."""
+    task = "captioning"
 
     def __init__(
         self,
-        module,
-        image_size: int = DEFAULT_IMAGE_SIZE,
+        encoder: ImageEncoder,
+        model: ShowTell | ShowAttendTell,
+        vocab: Vocabulary,
+        transform,
+        max_len: int = 20,
         device: str | torch.device = "cpu",
-        normalization: tuple[Sequence[float], Sequence[float]] | None = None,
     ):
-        """normalization: the (mean, std) the CNN was trained with (default: its encoder's)."""
-        if module.vocab is None:
-            raise ValueError("the module has no vocabulary (load it from a checkpoint)")
-        self.device = resolve_device(device)
-        self.module = module.to(self.device).eval()
-        self.vocab = module.vocab
-        self.image_size = int(image_size)
-        mean, std = normalization or (module.encoder.mean, module.encoder.std)
-        self.transform = default_transform(self.image_size, mean, std)
+        """transform: PIL image -> (3, H, W) normalised as the CNN was trained; max_len: the default
+        decoding limit (the one the model was validated with)."""
+        self.device = torch.device(device)
+        self.encoder = encoder.to(self.device).eval()
+        self.model = model.to(self.device).eval()
+        self.vocab = vocab
+        self.transform = transform
+        self.max_len = int(max_len)
         self.checkpoint: str | None = None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto") -> Captioner:
-        """Everything from the checkpoint file; CheckpointError naming it if it is not usable."""
-        ckpt = load_captioning_checkpoint(path)
-        module = _build_module(ckpt, path)
-        meta = ckpt["seqcap"]
+    def from_loaded(cls, ckpt: dict, path: str | Path, device: torch.device, **options) -> Captioner:
+        """The networks rebuilt from the checkpoint's hyperparameters and weights; no pretrained
+        weights are fetched (the state dict holds the CNN's)."""
+        check_captioning_checkpoint(ckpt, path)
+        meta, hp = ckpt["seqcap"], ckpt["hyper_parameters"]
         tokenizer = meta.get("tokenizer", TOKENIZER_NAME)
         if tokenizer != TOKENIZER_NAME:
             raise CheckpointError(
                 f"{path}: captions tokenized by {tokenizer!r}, this code knows {TOKENIZER_NAME!r}"
             )
-        # rebuilt without loading pretrained weights, the encoder would pick their default mean/std:
-        # the images are normalised as for the CNN that was trained (the checkpoint's hyperparameters)
-        hp = ckpt["hyper_parameters"]
-        normalization = input_normalization(
-            hp.get("backbone", "efficientnet_lite0"), hp.get("pretrained", True), hp.get("weights_path")
-        )
-        captioner = cls(module, int(meta.get("image_size") or DEFAULT_IMAGE_SIZE), device, normalization)
-        captioner.checkpoint = str(path)
-        return captioner
+        kind = hp["model"]
+        encoder = build_from_hparams(
+            ImageEncoder, ckpt, path, prefix="encoder.", pretrained=False, weights_path=None,
+            output="global" if kind == "showtell" else "grid", embed_dim=None,
+        )  # fmt: skip
+        network = ShowTell if kind == "showtell" else ShowAttendTell
+        model = build_from_hparams(network, ckpt, path, prefix="model.", feature_dim=encoder.feature_dim)
+        vocab = Vocabulary.from_list(meta["vocab"])
+        return cls(encoder, model, vocab, image_transform(ckpt), int(hp.get("max_len", 20)), device)
 
     @property
     def model_kind(self) -> str:
-        """ "showtell" or "attention" (the module's `model` hyperparameter)."""
-        return self.module.hparams.model
+        """ "showtell" or "attention"."""
+        return "showtell" if isinstance(self.model, ShowTell) else "attention"
 
     @property
     def has_attention(self) -> bool:
         return self.model_kind == "attention"
-
-    @property
-    def max_len(self) -> int:
-        """The decoding limit the model was validated with (the module's max_len)."""
-        return int(self.module.hparams.max_len)
 
     def _load(self, image, index: int) -> tuple[Tensor, str]:
         if isinstance(image, Image.Image):
@@ -183,7 +174,7 @@ class Captioner:
         """One Caption per image, in input order; images are paths or PIL images.
 
         method: greedy, beam (beam_size) or sample (temperature; seed for a reproducible draw);
-        max_len defaults to the module's. return_attention needs an attention model (ValueError
+        max_len defaults to the checkpoint's. return_attention needs an attention model (ValueError
         otherwise). A file that cannot be read raises ImageFileError naming it, unless
         on_bad_image is given: then it is called with the error and the image's entry is None.
         """
@@ -218,8 +209,8 @@ class Captioner:
                 sources.append(source)
             if not pixels:
                 continue
-            features = self.module.encoder(torch.stack(pixels).to(self.device))
-            hyps = self.module.model.caption(
+            features = self.encoder(torch.stack(pixels).to(self.device))
+            hyps = self.model.caption(
                 features, method=method, beam_size=beam_size, max_len=max_len, temperature=temperature,
                 generator=generator, return_attention=return_attention,
             )  # fmt: skip

@@ -22,87 +22,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch import Tensor
-
 from captioning.captioner.predictor import image_problem
-from data.core.images import ImageFileError, default_transform, load_rgb
+from captioning.vqa.predictor import Answerer
+from data.core.images import ImageFileError
 from data.core.parallel import DataError
-from data.datamodules.vqa import TOKENIZER_NAME, tokenize_question
-from seq2seq.modules.pretrained import input_normalization
-from seq2seq.training.checkpoint import CheckpointError, build_from_hparams, load_checkpoint, resolve_device
+from seq2seq.training.checkpoint import CheckpointError
 
-__all__ = ["Answer", "Answerer", "main"]
-
-
-@dataclass
-class Answer:
-    """One question's answers: (answer, probability) pairs, most likely first; the question words
-    the model never saw; and for an attention model the weights of each hop (hops, R) on the CPU."""
-
-    question: str
-    top: list[tuple[str, float]]
-    unknown: list[str]
-    attention: Tensor | None = None
-
-
-class Answerer:
-    """A VQAModule with its vocabularies and preprocessing: (image, questions) in, answers out."""
-
-    def __init__(self, module, image_size: int, device: str | torch.device = "cpu", normalization=None):
-        self.device = resolve_device(device)
-        self.module = module.to(self.device).eval()
-        mean, std = normalization or (module.encoder.mean, module.encoder.std)
-        self.transform = default_transform(int(image_size), mean, std)
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto") -> Answerer:
-        from captioning.vqa.module import VQAModule
-
-        ckpt = load_checkpoint(path)
-        meta = ckpt.get("seqcap")
-        if not isinstance(meta, dict) or "answers" not in meta or "state_dict" not in ckpt:
-            raise CheckpointError(
-                f"{path}: not a seqcap VQA checkpoint (no answer vocabulary inside); train one with "
-                "`python -m captioning fit -c configs/vqa/shapes_attention.yaml`"
-            )
-        if meta.get("tokenizer", TOKENIZER_NAME) != TOKENIZER_NAME:
-            raise CheckpointError(
-                f"{path}: questions tokenized by {meta['tokenizer']!r}, not {TOKENIZER_NAME!r}"
-            )
-        module = build_from_hparams(VQAModule, ckpt, path, pretrained=False, weights_path=None)
-        module.on_load_checkpoint(ckpt)  # the vocabularies, as Lightning restores them
-        hp = ckpt.get("hyper_parameters") or {}
-        normalization = input_normalization(
-            hp.get("backbone", "efficientnet_lite0"), hp.get("pretrained", True), hp.get("weights_path")
-        )
-        return cls(module, int(meta.get("image_size") or 224), device, normalization)
-
-    @property
-    def has_attention(self) -> bool:
-        return self.module.hparams.model == "attention"
-
-    @torch.inference_mode()
-    def answer(self, image: str | Path, questions: list[str], top: int = 5) -> list[Answer]:
-        """The `top` answers of each question about `image` (ImageFileError when it cannot be read)."""
-        module = self.module
-        pixels = self.transform(load_rgb(image)).unsqueeze(0).to(self.device)
-        grid = module.encoder(pixels).expand(len(questions), -1, -1)  # (B, R, F): one image, B questions
-        ids, lengths = module.encode_questions(questions)
-        logits, weights = module(ids, lengths, grid)
-        probs = logits.float().softmax(-1).cpu()
-        best = probs.topk(min(top, probs.shape[1]), dim=-1)
-        known = module.vocab.stoi
-        out = []
-        for b, question in enumerate(questions):
-            pairs = [(module.answers[int(k)], float(p)) for p, k in zip(best.values[b], best.indices[b])]
-            unknown = [w for w in tokenize_question(question) if w not in known]
-            attention = torch.stack([w[b] for w in weights]).float().cpu() if weights else None
-            out.append(Answer(question, pairs, unknown, attention))
-        return out
+__all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,12 +61,12 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"--attention-plot {args.attention_plot}: {taken[0]} exists; choose a new folder")
         answerer = Answerer.from_checkpoint(args.checkpoint, args.device)
         if args.attention_plot and not answerer.has_attention:
-            kind = answerer.module.hparams.model
+            kind = answerer.model_kind
             raise CheckpointError(
                 f"{args.checkpoint} is a {kind!r} model, which has no attention to plot: "
                 "--attention-plot needs a model='attention' checkpoint"
             )
-        answers = answerer.answer(args.image, args.questions, args.top)
+        answers = answerer.answer(args.image, args.questions, top=args.top)
     except (CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

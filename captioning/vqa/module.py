@@ -39,6 +39,7 @@ class VQAModule(ImageFeatures, DecodingModule):
     """`model` picks the network (lstm_q_norm_i, attention, blind, image_only); the CNN options are
     those of CaptioningModule (backbone, pretrained, weights_path, feature_block, train_backbone)."""
 
+    task = "vqa"
     vocab_sizes = {"vocab": "vocab_size", "answers": "num_answers"}
     vocab_hint = "data root, min_freq and max_answers"
     output_key = "question_id"

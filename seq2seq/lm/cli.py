@@ -17,50 +17,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-import torch
-
-from data.core.tokenizers import tokenizer_from_state
-from data.core.vocab import Vocabulary
-from seq2seq.lm.network import LanguageModel, sample_texts
-from seq2seq.training.checkpoint import (
-    CheckpointError,
-    build_from_hparams,
-    load_checkpoint,
-    resolve_device,
-    seqcap_state,
-)
-
-
-class LanguageModelRunner:
-    """A LanguageModel with its vocabulary and tokenizer: text in, text out."""
-
-    def __init__(self, model: LanguageModel, vocab_state: dict, device: str | torch.device = "cpu"):
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.vocab = Vocabulary.from_list(vocab_state["vocab"])
-        self.tokenizer = tokenizer_from_state(vocab_state["tokenizer"])
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> LanguageModelRunner:
-        ckpt = load_checkpoint(path)
-        vocab_state = seqcap_state(ckpt, path, "vocab", "language model")
-        model = build_from_hparams(LanguageModel, ckpt, path, prefix="model.")
-        return cls(model, vocab_state, resolve_device(device))
-
-    def generate(
-        self, num: int = 5, prompt: str = "", max_len: int = 50, temperature: float = 1.0,
-        top_k: int = 0, seed: int | None = 0, allow_unk: bool = True,
-    ) -> list[str]:  # fmt: skip
-        with torch.no_grad():
-            return sample_texts(self.model, self.vocab, self.tokenizer, num, prompt, max_len,
-                                temperature, top_k, seed, allow_unk)  # fmt: skip
-
-    def score(self, sentences: list[str]) -> list[tuple[float, int]]:
-        """(log P(sentence <eos> | <bos>) in nats, tokens counted with <eos>) per sentence."""
-        ids = [self.vocab.encode(self.tokenizer.tokenize(s)) for s in sentences]
-        return [(lp, len(s) + 1) for lp, s in zip(self.model.log_prob(ids), ids)]
+from seq2seq.lm.predictor import LanguageModelPredictor
+from seq2seq.training.checkpoint import CheckpointError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.top_k < 0:
         parser.error(f"--top-k must be >= 0, got {args.top_k}")
     try:
-        runner = LanguageModelRunner.from_checkpoint(args.checkpoint, args.device)
+        runner = LanguageModelPredictor.from_checkpoint(args.checkpoint, args.device)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -97,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{logp:.4f}\t{n}\t{sentence}")
         return 0
     for text in runner.generate(
-        args.num, args.prompt, args.max_len, args.temperature, args.top_k, args.seed, not args.no_unk
-    ):
+        num=args.num, prompt=args.prompt, max_len=args.max_len, temperature=args.temperature,
+        top_k=args.top_k, seed=args.seed, allow_unk=not args.no_unk,
+    ):  # fmt: skip
         print(text)
     return 0
 

@@ -40,6 +40,7 @@ class LanguageModule(SeqCapModule):
     run on the cell path (impl="auto")."""
 
     monitor_mode = "min"  # val_loss
+    task = "lm"
     vocab_sizes = {"vocab": "vocab_size"}
     vocab_hint = "files, level and tokenizer options"
 

@@ -33,12 +33,15 @@ class SeqCapModule(pl.LightningModule):
     """Subclasses call `save_hyperparameters()` (with `lr`, `weight_decay`, `lr_factor` and
     `lr_patience` among their arguments) and set:
 
+    task          the task's name, written into checkpoint["seqcap"]["task"]: which predictor loads
+                  the checkpoint (seq2seq/predictor.py)
     monitor_mode  "max" (BLEU) or "min" (loss): how the plateau reads the monitored value
     vocab_sizes   vocab_state key -> the hyperparameter its length must equal ({} for no check)
     vocab_hint    the data options that decide the vocabulary, for the mismatch message
     and implement `use_vocab_state(state)` (build the vocabularies and tokenizers it holds).
     """
 
+    task: str = ""
     monitor_mode: Literal["min", "max"] = "max"
     vocab_sizes: dict[str, str] = {}
     vocab_hint: str = "data options"
@@ -75,7 +78,13 @@ class SeqCapModule(pl.LightningModule):
         raise NotImplementedError
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["seqcap"] = self.vocab_state
+        """checkpoint["seqcap"]: the vocabularies, the task and, for a model with a CNN, the mean/std
+        its images are normalised with (all plain types: torch.load(weights_only=True) reads it)."""
+        meta = {**(self.vocab_state or {}), "task": self.task}
+        encoder = getattr(self, "image_encoder", None)
+        if encoder is not None:
+            meta["image_mean"], meta["image_std"] = list(encoder.mean), list(encoder.std)
+        checkpoint["seqcap"] = meta
         self.plateau.save(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {args.input or 'stdin'}, {message}", file=sys.stderr)
 
     try:
-        translator = Translator.from_checkpoint(args.checkpoint, args.device, not args.no_unk_replace)
+        translator = Translator.from_checkpoint(args.checkpoint, args.device, unk_replace=not args.no_unk_replace)
         lines = read_lines(args.input) if args.input else sys.stdin.read().splitlines()
         origin = args.input or "stdin"
         images: list = [None] * len(lines)

@@ -38,6 +38,7 @@ class TranslationModule(ImageFeatures, DecodingModule):
     `weights_path`, `train_backbone`, `feature_block` and `cache_features` are the image side
     (multimodal; see seq2seq/modules/vision.py)."""
 
+    task = "translation"
     vocab_sizes = {"src_vocab": "src_vocab_size", "tgt_vocab": "tgt_vocab_size"}
     vocab_hint = "data_dir and tokenizer options"
     output_key = "index"

@@ -1,8 +1,9 @@
 """Translator: a Seq2Seq checkpoint with its vocabularies and tokenizers, raw text in, raw text out.
 
-The inference API behind `python -m seq2seq.translation.cli` and `python -m seq2seq.translation.evaluate` (and the
-quickstart). With an attention model an <unk> in the output becomes the source word it attends
-to most (`replace_unknowns`, also used by TranslationModule's validation).
+The inference API behind `seqcap translate` and `seqcap evaluate` (and the quickstart), loaded by
+`Translator.from_checkpoint(path)` or `seq2seq.predictor.Predictor.from_checkpoint(path)`. With an
+attention model an <unk> in the output becomes the source word it attends to most
+(`replace_unknowns`, also used by TranslationModule's validation).
 
 A multimodal checkpoint (fusion other than "none") also holds its CNN: `translate` then takes one
 image a sentence (paths, or precomputed grid features), preprocessed as in training.
@@ -17,13 +18,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from data.core.images import default_transform, load_rgb
+from data.core.images import load_rgb
 from data.core.parallel import DataError
 from data.core.tokenizers import tokenizer_from_state
 from data.core.vocab import Vocabulary
-from seq2seq.modules.pretrained import input_normalization
 from seq2seq.modules.vision import ImageEncoder
-from seq2seq.training.checkpoint import build_from_hparams, load_checkpoint, resolve_device, seqcap_state
+from seq2seq.predictor import Predictor, image_transform
+from seq2seq.training.checkpoint import build_from_hparams, seqcap_state
 from seq2seq.translation.network import Seq2Seq, pad_batch
 
 
@@ -48,8 +49,10 @@ class Translation:
     image_attention: torch.Tensor | None = None  # (T, R) over the image grid (flat, doubly fusion)
 
 
-class Translator:
+class Translator(Predictor):
     """A Seq2Seq with its vocabularies and tokenizers: raw text in, raw text out."""
+
+    task = "translation"
 
     def __init__(
         self,
@@ -73,24 +76,22 @@ class Translator:
         self.max_len = int(vocab_state.get("max_len", 100))
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", unk_replace: bool = True) -> Translator:
-        ckpt = load_checkpoint(path)
+    def from_loaded(
+        cls, ckpt: dict, path: str | Path, device: torch.device, unk_replace: bool = True
+    ) -> Translator:
+        """The Seq2Seq (and a multimodal model's CNN) rebuilt from the checkpoint's hyperparameters
+        and weights; no pretrained weights are fetched (the state dict holds the CNN's)."""
         vocab_state = seqcap_state(ckpt, path, "src_vocab", "translation model")
         hp = ckpt.get("hyper_parameters") or {}
         if hp.get("fusion", "none") == "none":
             model = build_from_hparams(Seq2Seq, ckpt, path, prefix="model.")
-            return cls(model, vocab_state, resolve_device(device), unk_replace)
-        from seq2seq.translation.module import TranslationModule  # it imports replace_unknowns from here
-
-        # the state dict holds the CNN: no pretrained weights are fetched; the images are normalised
-        # as the weights the model was trained on expect
-        module = build_from_hparams(TranslationModule, ckpt, path, pretrained=False, weights_path=None)
-        mean, std = input_normalization(
-            hp.get("backbone", "efficientnet_lite0"), hp.get("pretrained", True), hp.get("weights_path")
-        )
-        transform = default_transform(int(vocab_state.get("image_size", 224)), mean, std)
-        device = resolve_device(device)
-        return cls(module.model, vocab_state, device, unk_replace, module.image_encoder, transform)
+            return cls(model, vocab_state, device, unk_replace)
+        encoder = build_from_hparams(
+            ImageEncoder, ckpt, path, prefix="image_encoder.", pretrained=False, weights_path=None,
+            output="grid", embed_dim=None,
+        )  # fmt: skip
+        model = build_from_hparams(Seq2Seq, ckpt, path, prefix="model.", image_size=encoder.feature_dim)
+        return cls(model, vocab_state, device, unk_replace, encoder, image_transform(ckpt))
 
     @property
     def multimodal(self) -> bool:

@@ -13,6 +13,8 @@ import torch
 from PIL import Image
 
 from captioning.vqa import cli as answer_cli
+from captioning.vqa.module import VQAModule
+from captioning.vqa.predictor import Answerer
 from data.builders import shapes_vqa
 from data.builders.shapes import build_shapes_dataset
 from tests.captioning.test_caption_cli import run_parallel
@@ -110,18 +112,25 @@ def test_answer_prints_the_top_answers_with_probabilities(trained, tmp_path):
     assert again.returncode == 2 and "image-q1.png exists; choose a new folder" in again.stderr
 
 
-def test_the_answers_are_those_of_the_module(trained):
-    """The CLI's Answerer gives the module's own softmax on the image's CNN grid."""
-    answerer = answer_cli.Answerer.from_checkpoint(trained.ckpt["attention"], "cpu")
+def test_the_answers_are_those_of_the_training_module(trained):
+    """The Answerer (networks rebuilt from the hyperparameters) gives the training module's own
+    softmax on the image's CNN grid, the module restored from the same checkpoint as Lightning does."""
+    from seq2seq.training.checkpoint import build_from_hparams
+
+    answerer = Answerer.from_checkpoint(trained.ckpt["attention"], "cpu")
     [a] = answerer.answer(trained.image, ["what shape is the red object?"], top=len(trained.answers))
     assert sum(p for _, p in a.top) == pytest.approx(1.0, abs=1e-5) and a.unknown == []
     assert a.attention.shape == (2, 16) and torch.allclose(a.attention.sum(-1), torch.ones(2))
-    module = answerer.module
+    ckpt = torch.load(trained.ckpt["attention"], map_location="cpu", weights_only=True)
+    module = build_from_hparams(VQAModule, ckpt, "ckpt", pretrained=False, weights_path=None).eval()
+    module.on_load_checkpoint(ckpt)
     ids, lengths = module.encode_questions(["what shape is the red object?"])
     pixels = answerer.transform(Image.open(trained.image).convert("RGB"))[None]
     with torch.inference_mode():
         probs = module(ids, lengths, module.encoder(pixels))[0].softmax(-1)[0]
-    assert a.top[0] == (module.answers[int(probs.argmax())], pytest.approx(float(probs.max()), abs=1e-6))
+    expected = sorted(zip(module.answers, probs.tolist()), key=lambda t: -t[1])
+    assert [t for t, _ in a.top] == [t for t, _ in expected]
+    assert [p for _, p in a.top] == pytest.approx([p for _, p in expected], abs=1e-6)
 
 
 def test_bad_inputs_are_named(trained, tmp_path, capsys):
@@ -144,19 +153,28 @@ def test_bad_inputs_are_named(trained, tmp_path, capsys):
 
 
 def test_images_are_normalised_as_for_the_cnn_that_was_trained(trained, tmp_path):
-    """The model is rebuilt without pretrained weights, yet the images get the mean/std of the
+    """The model is rebuilt without pretrained weights, yet the images get the mean/std the trained
+    CNN had: the checkpoint records them; an older checkpoint without them gets the mean/std of the
     weights it was trained from (EfficientNet-Lite0's packaged ones: (x - 127) / 128)."""
     from seq2seq.modules.pretrained import input_normalization
 
     ckpt = torch.load(trained.ckpt["attention"], map_location="cpu", weights_only=True)
-    ckpt["hyper_parameters"]["pretrained"] = True
-    torch.save(ckpt, tmp_path / "pretrained.ckpt")
-    normalize = answer_cli.Answerer.from_checkpoint(tmp_path / "pretrained.ckpt", "cpu").transform.transforms[
-        -1
-    ]
+    trained_with = input_normalization("efficientnet_lite0", False, None)  # the fit's pretrained: false
+    assert (ckpt["seqcap"]["image_mean"], ckpt["seqcap"]["image_std"]) == tuple(map(list, trained_with))
+
+    def normalize_of(meta: dict, pretrained: bool):
+        changed = {**ckpt, "seqcap": meta, "hyper_parameters": {**ckpt["hyper_parameters"], "pretrained": pretrained}}
+        torch.save(changed, tmp_path / "changed.ckpt")
+        return Answerer.from_checkpoint(tmp_path / "changed.ckpt", "cpu").transform.transforms[-1]
+
+    recorded = {**ckpt["seqcap"], "image_mean": [0.1, 0.2, 0.3], "image_std": [0.4, 0.5, 0.6]}
+    normalize = normalize_of(recorded, pretrained=True)  # the recorded values win
+    assert tuple(normalize.mean) == (0.1, 0.2, 0.3) and tuple(normalize.std) == (0.4, 0.5, 0.6)
+    old = {k: v for k, v in ckpt["seqcap"].items() if k not in ("image_mean", "image_std", "task")}
+    normalize = normalize_of(old, pretrained=True)
     mean, std = input_normalization("efficientnet_lite0", True, None)
     assert tuple(normalize.mean) == tuple(mean) and tuple(normalize.std) == tuple(std)
-    assert tuple(mean) != tuple(input_normalization("efficientnet_lite0", False, None)[0])
+    assert tuple(mean) != tuple(trained_with[0])
 
 
 def test_a_bad_data_option_ends_the_fit_with_one_error_line(tmp_path):

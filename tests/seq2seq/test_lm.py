@@ -18,7 +18,7 @@ from data.core.tokenizers import CharTokenizer, tokenizer_from_state
 from data.core.vocab import BOS, EOS, PAD, SPECIALS
 from data.datamodules.text import TextDataModule, batchify, collate_units
 from seq2seq import search
-from seq2seq.lm.cli import LanguageModelRunner
+from seq2seq.lm.predictor import LanguageModelPredictor
 from seq2seq.lm.module import LanguageModule
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -308,7 +308,7 @@ def test_checkpoint_is_self_contained_and_weights_only(trained):
     raw = torch.load(ckpt, weights_only=True)
     assert raw["seqcap"]["vocab"] == dm.vocab.to_list()
     assert raw["seqcap"]["tokenizer"] == {"type": "word", "lowercase": False, "kind": "space"}
-    runner = LanguageModelRunner.from_checkpoint(ckpt, device="cpu")
+    runner = LanguageModelPredictor.from_checkpoint(ckpt, device="cpu")
     assert runner.generate(1, max_len=8, temperature=0.0) == ["a b c d a b c d"]
     assert runner.generate(1, prompt="c", max_len=3, temperature=0.0) == ["c d a b"]
 

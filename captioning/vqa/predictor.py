@@ -1,0 +1,119 @@
+"""Answerer: a VQA checkpoint with its vocabularies and image preprocessing, (image, questions) in,
+answers out.
+
+    answerer = Answerer.from_checkpoint(CKPT, device="auto")   # or Predictor.from_checkpoint
+    answerer.answer(IMAGE, ["what colour is the star?", ...], top=5) -> [Answer(question, top, unknown, attention)]
+
+The CNN (ImageEncoder) and the VQA network (VQANet) are rebuilt from the checkpoint's
+hyperparameters and weights, not through the training module; images get the checkpoint's image
+size and normalisation (seq2seq.predictor.image_transform). A question word the model never saw is
+read as <unk> and listed in the Answer's `unknown`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from captioning.vqa.network import VQANet
+from data.core.images import load_rgb
+from data.core.vocab import Vocabulary
+from data.datamodules.vqa import TOKENIZER_NAME, pad_questions, tokenize_question
+from seq2seq.modules.vision import ImageEncoder
+from seq2seq.predictor import Predictor, image_transform
+from seq2seq.training.checkpoint import CheckpointError, build_from_hparams
+
+__all__ = ["Answer", "Answerer"]
+
+
+@dataclass
+class Answer:
+    """One question's answers: (answer, probability) pairs, most likely first; the question words
+    the model never saw; and for an attention model the weights of each hop (hops, R) on the CPU."""
+
+    question: str
+    top: list[tuple[str, float]]
+    unknown: list[str]
+    attention: Tensor | None = None
+
+
+class Answerer(Predictor):
+    """A CNN and a VQANet with their vocabularies and preprocessing: (image, questions) in, answers out."""
+
+    task = "vqa"
+
+    def __init__(
+        self,
+        encoder: ImageEncoder,
+        model: VQANet,
+        vocab: Vocabulary,
+        answers: list[str],
+        transform,
+        device: str | torch.device = "cpu",
+    ):
+        """transform: PIL image -> (3, H, W) normalised as the CNN was trained."""
+        self.device = torch.device(device)
+        self.encoder = encoder.to(self.device).eval()
+        self.model = model.to(self.device).eval()
+        self.vocab, self.answers, self.transform = vocab, list(answers), transform
+
+    @classmethod
+    def from_loaded(cls, ckpt: dict, path: str | Path, device: torch.device, **options) -> Answerer:
+        meta, hp = ckpt["seqcap"], ckpt.get("hyper_parameters") or {}
+        if "answers" not in meta or "vocab" not in meta:
+            raise CheckpointError(
+                f"{path}: not a seqcap VQA checkpoint (no answer vocabulary inside); train one with "
+                "`seqcap fit -c configs/vqa/shapes_attention.yaml`"
+            )
+        if meta.get("tokenizer", TOKENIZER_NAME) != TOKENIZER_NAME:
+            raise CheckpointError(
+                f"{path}: questions tokenized by {meta['tokenizer']!r}, not {TOKENIZER_NAME!r}"
+            )
+        encoder = build_from_hparams(
+            ImageEncoder, ckpt, path, prefix="encoder.", pretrained=False, weights_path=None,
+            output="grid", embed_dim=None,
+        )  # fmt: skip
+        model = build_from_hparams(
+            VQANet, ckpt, path, prefix="model.", feature_size=encoder.feature_dim,
+            kind=hp.get("model", "attention"),
+        )  # fmt: skip
+        vocab = Vocabulary.from_list(meta["vocab"])
+        return cls(encoder, model, vocab, meta["answers"], image_transform(ckpt), device)
+
+    @property
+    def model_kind(self) -> str:
+        """lstm_q_norm_i, attention, blind or image_only."""
+        return self.model.kind
+
+    @property
+    def has_attention(self) -> bool:
+        return self.model_kind == "attention"
+
+    def encode_questions(self, questions: list[str]) -> tuple[Tensor, Tensor]:
+        """Question strings -> (B, T) ids (unknown words -> <unk>) on this device, and lengths (B,)."""
+        question, lengths = pad_questions([self.vocab.encode(tokenize_question(q)) for q in questions])
+        return question.to(self.device), lengths
+
+    @torch.inference_mode()
+    def answer(self, image: str | Path | Image.Image, questions: list[str], top: int = 5) -> list[Answer]:
+        """The `top` answers of each question about `image`, a path or a PIL image (ImageFileError
+        when the file cannot be read)."""
+        rgb = image.convert("RGB") if isinstance(image, Image.Image) else load_rgb(image)
+        pixels = self.transform(rgb).unsqueeze(0).to(self.device)
+        grid = self.encoder(pixels).expand(len(questions), -1, -1)  # (B, R, F): one image, B questions
+        ids, lengths = self.encode_questions(questions)
+        logits, weights = self.model(ids, lengths, grid)
+        probs = logits.float().softmax(-1).cpu()
+        best = probs.topk(min(top, probs.shape[1]), dim=-1)
+        known = self.vocab.stoi
+        out = []
+        for b, question in enumerate(questions):
+            pairs = [(self.answers[int(k)], float(p)) for p, k in zip(best.values[b], best.indices[b])]
+            unknown = [w for w in tokenize_question(question) if w not in known]
+            attention = torch.stack([w[b] for w in weights]).float().cpu() if weights else None
+            out.append(Answer(question, pairs, unknown, attention))
+        return out

@@ -1,0 +1,116 @@
+"""The one way to load a trained seqcap model for inference.
+
+    from seq2seq.predictor import Predictor
+
+    p = Predictor.from_checkpoint("runs/.../checkpoints/last.ckpt", device="auto")
+    p.translate(["a sentence", ...])              # translation (and multimodal): Translator
+    p.generate(num=5) / p.score(["a sentence"])   # language model: LanguageModelPredictor
+    p.caption(["photo.jpg", pil_image, ...])      # captioning: Captioner
+    p.answer("photo.jpg", ["what colour ...?"])   # visual question answering: Answerer
+
+A checkpoint is read with `torch.load(weights_only=True)` (it cannot run code) and holds all that
+inference needs: the hyperparameters, the weights (the CNN's too), the vocabularies and, for image
+tasks, the image size and normalisation. `checkpoint["seqcap"]["task"]` names its task; checkpoints
+written before the task was recorded are recognised by what they hold (`checkpoint_task`).
+
+A task's predictor class is found through the `seqcap.predictors` entry points that pyproject.toml
+declares (task name -> "module:Class"), so this module imports no task package: `seq2seq` never
+imports `captioning`, and a new task registers its predictor the same way. A predictor builds its
+networks from the saved hyperparameters (`build_from_hparams`), never the training module.
+
+`Translator.from_checkpoint(path)` (any subclass) works too, and refuses a checkpoint of another
+task with a message that says which command takes it.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from data.core.images import default_transform
+from seq2seq.modules.pretrained import input_normalization
+from seq2seq.training.checkpoint import CheckpointError, load_checkpoint, resolve_device
+
+ENTRY_POINTS = "seqcap.predictors"
+# what each task is called in messages, and the `seqcap` sub-command that runs it
+TASKS = {
+    "translation": ("translation", "seqcap translate"),
+    "lm": ("language model", "seqcap generate"),
+    "captioning": ("captioning", "seqcap caption"),
+    "vqa": ("VQA", "seqcap answer"),
+}
+DEFAULT_IMAGE_SIZE = 224  # checkpoints written before "image_size" went into checkpoint["seqcap"]
+
+
+def checkpoint_task(ckpt: dict, path: str | Path) -> str:
+    """The task a loaded checkpoint was trained for: checkpoint["seqcap"]["task"], or for older
+    checkpoints what their vocabularies say (src_vocab: translation, answers: VQA, vocab with a
+    showtell/attention captioner: captioning, vocab alone: language model)."""
+    meta = ckpt.get("seqcap")
+    if not isinstance(meta, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"{path}: not a seqcap checkpoint (no vocabularies inside); train one with `seqcap fit -c CONFIG`"
+        )
+    if isinstance(meta.get("task"), str):
+        return meta["task"]
+    if "src_vocab" in meta:
+        return "translation"
+    if "answers" in meta:
+        return "vqa"
+    if "vocab" in meta:
+        hp = ckpt.get("hyper_parameters") or {}
+        return "captioning" if hp.get("model") in ("showtell", "attention") else "lm"
+    raise CheckpointError(f"{path}: a seqcap checkpoint of no known task (keys: {sorted(meta)})")
+
+
+def predictor_class(task: str, path: str | Path = "") -> type[Predictor]:
+    """The predictor class registered for `task` under the seqcap.predictors entry points."""
+    found = {ep.name: ep for ep in entry_points(group=ENTRY_POINTS)}
+    if task not in found:
+        known = ", ".join(sorted(found)) or "none: install seqcap with `pip install -e .`"
+        raise CheckpointError(f"{path}: no predictor for task {task!r} (registered: {known})")
+    return found[task].load()
+
+
+def image_transform(ckpt: dict):
+    """PIL image -> (3, H, W) as the checkpoint's CNN was trained: the saved image size and mean/std
+    (older checkpoints: the mean/std the backbone's weights expect, from the hyperparameters)."""
+    meta, hp = ckpt["seqcap"], ckpt.get("hyper_parameters") or {}
+    if "image_mean" in meta:
+        mean, std = meta["image_mean"], meta["image_std"]
+    else:
+        mean, std = input_normalization(
+            hp.get("backbone", "efficientnet_lite0"), hp.get("pretrained", True), hp.get("weights_path")
+        )
+    return default_transform(int(meta.get("image_size") or DEFAULT_IMAGE_SIZE), mean, std)
+
+
+class Predictor:
+    """Base of every task's predictor. A subclass sets `task` (a key of TASKS and its entry point's
+    name) and implements `from_loaded(ckpt, path, device, **options)`."""
+
+    task: ClassVar[str] = ""
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto", **options) -> Predictor:
+        """The predictor of the checkpoint's task, on `device` ("auto": cuda when there is one).
+        CheckpointError naming the file when it is missing, not a seqcap checkpoint, or (called on a
+        subclass) of another task."""
+        ckpt = load_checkpoint(path)
+        task = checkpoint_task(ckpt, path)
+        if cls.task and task != cls.task:
+            what, command = TASKS.get(task, (task, "seqcap"))
+            raise CheckpointError(
+                f"{path}: a {what} checkpoint, not a {TASKS[cls.task][0]} one; use it with `{command}`"
+            )
+        target = cls if cls.task else predictor_class(task, path)
+        predictor = target.from_loaded(ckpt, path, resolve_device(device), **options)
+        predictor.checkpoint = str(path)
+        return predictor
+
+    @classmethod
+    def from_loaded(cls, ckpt: dict, path: str | Path, device: torch.device, **options) -> Predictor:
+        raise NotImplementedError(f"{cls.__name__} does not implement from_loaded")
