@@ -14,21 +14,22 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from seq2seq.modules.vision import ImageEncoder
+from seq2seq.modules.vision import ImageEncoder, ImageOptions
 
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
 
 
 class ImageFeatures:
-    """Mixin for a LightningModule with `image_encoder` (an ImageEncoder) and the hyperparameters
-    `cache_features` and `train_backbone`."""
+    """Mixin for a LightningModule with `image_encoder` (an ImageEncoder) and `image`, its
+    ImageOptions (`cache_features`, `train_backbone`)."""
 
     image_encoder: ImageEncoder
+    image: ImageOptions
 
     @property
     def caches_features(self) -> bool:
         """Whether batches may carry cached CNN features: only while the CNN cannot change."""
-        return self.hparams.cache_features and self.hparams.train_backbone == "none"
+        return self.image.cache_features and self.image.train_backbone == "none"
 
     def prepare_images(self, stage: str, splits: dict[str, tuple[str, ...]] = STAGE_SPLITS) -> None:
         """Called from `setup`: the datamodule's images take the backbone's normalisation, and its

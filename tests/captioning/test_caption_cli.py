@@ -24,16 +24,17 @@ import pytest
 import torch
 from PIL import Image
 
-from captioning.captioner.cli import plot_names
-from captioning.captioner.metrics import caption_metrics
-from captioning.captioner.predictor import Captioner, image_problem, load_captioning_checkpoint
 from captioning.captioner import cli as caption_cli
 from captioning.captioner import evaluate as evaluate_cli
 from captioning.captioner import metrics as caption_metrics_module
+from captioning.captioner.cli import plot_names
+from captioning.captioner.metrics import caption_metrics
+from captioning.captioner.predictor import Captioner, image_problem, load_captioning_checkpoint
 from data.builders.shapes import build_shapes_dataset
 from data.core.images import ImageFileError, load_rgb
 from data.core.vocab import BOS, PAD, SPECIALS
 from seq2seq import search
+from seq2seq.search import SearchOptions
 from seq2seq.training.checkpoint import CheckpointError
 from seq2seq.training.metrics import nltk_bleu
 from tests.conftest import REPO, cli_env, explain
@@ -52,10 +53,10 @@ TINY_FIT = (
     "--trainer.limit_val_batches", "1",
     "--trainer.num_sanity_val_steps", "0",
     "--trainer.enable_progress_bar", "false",
-    "--model.init_args.pretrained", "false",
-    "--model.init_args.embed_dim", "16",
-    "--model.init_args.hidden_size", "16",
-    "--model.init_args.max_len", str(MAX_LEN),
+    "--model.init_args.image.pretrained", "false",
+    "--model.init_args.rnn.embed_dim", "16",
+    "--model.init_args.rnn.hidden_size", "16",
+    "--model.init_args.search.max_len", str(MAX_LEN),
 )  # fmt: skip
 GRID_HW = 4
 NOT_WORDS = set(SPECIALS) - {"<unk>"}  # "<unk>" is a documented possible caption word
@@ -492,7 +493,9 @@ def test_captioner_attention_rows_stay_with_their_words(trained, load_captioner)
     for c in captions:
         assert c.attention.shape == (len(c.tokens), GRID_HW)
     features = captioner.encoder(torch.stack([captioner.transform(load_rgb(p)) for p in images]))
-    hyps = captioner.model.caption(features, method="sample", temperature=20.0, max_len=MAX_LEN)
+    hyps = captioner.model.caption(
+        features, SearchOptions(method="sample", max_len=MAX_LEN, temperature=20.0)
+    )
     ids = {t for h in hyps for t in h[0].tokens}
     assert ids and not ids & {PAD, BOS}
 
@@ -682,7 +685,10 @@ def test_captioner_preprocesses_like_training(trained, load_captioner):
     assert tuple(resize.size) == (64, 64)  # TINY_FIT's image_size, from checkpoint["seqcap"]
     meta = torch.load(trained.ckpt["showtell"], map_location="cpu", weights_only=True)["seqcap"]
     assert (tuple(norm.mean), tuple(norm.std)) == (tuple(meta["image_mean"]), tuple(meta["image_std"]))
-    assert (tuple(norm.mean), tuple(norm.std)) == (IMAGENET_MEAN, IMAGENET_STD)  # trained with pretrained: false
+    assert (tuple(norm.mean), tuple(norm.std)) == (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+    )  # trained with pretrained: false
 
 
 @pytest.mark.parametrize(

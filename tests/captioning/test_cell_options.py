@@ -36,14 +36,14 @@ def test_peephole_showtell_config_trains_and_captions(tmp_path):
         "--data.init_args.batch_size", "16", "--data.init_args.image_size", "64",
         "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
         "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.enable_progress_bar", "false",
-        "--model.init_args.pretrained", "false", "--model.init_args.embed_dim", "8",
-        "--model.init_args.hidden_size", "8", "--model.init_args.max_len", "6",
+        "--model.init_args.image.pretrained", "false", "--model.init_args.rnn.embed_dim", "8",
+        "--model.init_args.rnn.hidden_size", "8", "--model.init_args.search.max_len", "6",
     ]  # fmt: skip
     result = run_python(args, cwd=REPO)
     assert result.returncode == 0, explain(result)
     last = tmp_path / "runs" / "shapes_showtell_peephole" / "version_0" / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
-    assert ckpt["hyper_parameters"]["peephole"] is True
+    assert ckpt["hyper_parameters"]["rnn"]["peephole"] is True
     assert "model.rnn.weight_co_l0" in ckpt["state_dict"]
     captioner = Captioner.from_checkpoint(last, device="cpu")
     (image,) = sorted((out / "images").glob("*"))[:1]

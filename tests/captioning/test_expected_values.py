@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from captioning.captioner.network import ShowAttendTell, ShowTell
+from seq2seq.search import SearchOptions
 from tests.seq2seq.test_expected_values import TGT_IN, TGT_OUT, check, close, summary
 
 C, HW = 6, 3  # feature_dim, grid size of ShowAttendTell
@@ -39,7 +40,7 @@ def caption_values(cls, features: torch.Tensor, **kw) -> dict:
     model = build(cls, dropout=0.3, **kw).eval()
     with torch.no_grad():
         values = summary(model(features, CAPTIONS_IN), CAPTIONS_OUT)
-    hyps = [h[0] for h in model.caption(features, method="greedy", max_len=6)]
+    hyps = [h[0] for h in model.caption(features, SearchOptions(method="greedy", max_len=6))]
     values["greedy"] = [h.tokens for h in hyps]
     values["greedy_score"] = [h.score for h in hyps]
     return values

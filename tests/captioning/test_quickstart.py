@@ -21,8 +21,8 @@ def test_quickstart_trains_tests_and_captions_three_images(tmp_path):
     result = run_python(
         ["-m", "captioning.captioner.quickstart", "--trainer.max_steps", "3", "--trainer.limit_val_batches", "1",
          "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.enable_progress_bar", "false",
-         "--model.init_args.pretrained", "false", "--model.init_args.embed_dim", "16",
-         "--model.init_args.hidden_size", "16", "--model.init_args.max_len", "6",
+         "--model.init_args.image.pretrained", "false", "--model.init_args.rnn.embed_dim", "16",
+         "--model.init_args.rnn.hidden_size", "16", "--model.init_args.search.max_len", "6",
          "--data.init_args.image_size", "64"],
         cwd=tmp_path,
     )  # fmt: skip

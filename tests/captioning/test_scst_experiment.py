@@ -18,9 +18,9 @@ def test_the_experiment_trains_cross_entropy_then_scst_and_writes_the_table(tmp_
         "--source", str(data / "dataset_shapes.json"), "--scst-epochs", "1", "--scst-samples", "2",
         "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
         "--trainer.limit_val_batches", "1", "--data.init_args.image_size", "64",
-        "--data.init_args.batch_size", "8", "--model.init_args.pretrained", "false",
-        "--model.init_args.embed_dim", "16", "--model.init_args.hidden_size", "16",
-        "--model.init_args.max_len", "8", "--model.init_args.beam_size", "2",
+        "--data.init_args.batch_size", "8", "--model.init_args.image.pretrained", "false",
+        "--model.init_args.rnn.embed_dim", "16", "--model.init_args.rnn.hidden_size", "16",
+        "--model.init_args.search.max_len", "8", "--model.init_args.search.beam_size", "2",
     ]  # fmt: skip
     result = run_python(args, cwd=REPO, timeout=600)
     assert result.returncode == 0, explain(result)

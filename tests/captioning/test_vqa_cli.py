@@ -28,9 +28,9 @@ TINY_FIT = (
     "--trainer.limit_val_batches", "1",
     "--trainer.num_sanity_val_steps", "0",
     "--trainer.enable_progress_bar", "false",
-    "--model.init_args.pretrained", "false",
-    "--model.init_args.embed_dim", "8",
-    "--model.init_args.hidden_size", "8",
+    "--model.init_args.image.pretrained", "false",
+    "--model.init_args.rnn.embed_dim", "8",
+    "--model.init_args.rnn.hidden_size", "8",
     "--model.init_args.joint_size", "16",
 )  # fmt: skip
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
@@ -163,7 +163,11 @@ def test_images_are_normalised_as_for_the_cnn_that_was_trained(trained, tmp_path
     assert (ckpt["seqcap"]["image_mean"], ckpt["seqcap"]["image_std"]) == tuple(map(list, trained_with))
 
     def normalize_of(meta: dict, pretrained: bool):
-        changed = {**ckpt, "seqcap": meta, "hyper_parameters": {**ckpt["hyper_parameters"], "pretrained": pretrained}}
+        changed = {
+            **ckpt,
+            "seqcap": meta,
+            "hyper_parameters": {**ckpt["hyper_parameters"], "pretrained": pretrained},
+        }
         torch.save(changed, tmp_path / "changed.ckpt")
         return Answerer.from_checkpoint(tmp_path / "changed.ckpt", "cpu").transform.transforms[-1]
 
