@@ -5,17 +5,19 @@ Usage::
     python -m data.builders.shapes_mmt --out data/shapes_mmt --n-train 4000 --n-dev 300 --n-test 500 --seed 0 \\
         [--size 128] [--mask] [--force]
 
-The scenes are those of :mod:`data.builders.shapes` (1-3 non-overlapping objects on a plain, gradient or noisy
-background, drawn by :func:`data.builders.shapes.render`) with a palette of eight colours, so that guessing a
-colour is right 1 time in 8: the six of :data:`data.builders.shapes.COLOURS` plus black and brown. Each image
-gets one sentence pair, true of the scene, from a template picked at random among those that apply
+The scenes are those of :mod:`data.builders.shapes_scenes` (1-3 non-overlapping objects on a
+plain, gradient or noisy background, drawn by :func:`data.builders.shapes_scenes.render`) with a
+palette of eight colours, so that guessing a colour is right 1 time in 8: the six of
+:data:`data.builders.shapes_scenes.COLOURS` plus black and brown. Each image gets one sentence
+pair, true of the scene, from a template picked at random among those that apply
 (:func:`describe_pair`); every object is mentioned, so every colour of the image is in the sentence.
 
 * English is lowercase without punctuation, like :mod:`data.builders.shapes`' captions: noun phrases
   ``a [small|large|big] <colour> <shape>`` (``an`` before a vowel; the size word is included with
   probability 1/2 per object, the same way in all its mentions), relations ``above``, ``below``,
-  ``left of`` / ``to the left of``, ``right of`` / ``to the right of`` (:func:`data.builders.shapes.relation`)
-  and regions of the grid of thirds (:func:`data.builders.shapes.region`, only away from the third lines).
+  ``left of`` / ``to the left of``, ``right of`` / ``to the right of``
+  (:func:`data.builders.shapes_scenes.relation`) and regions of the grid of thirds
+  (:func:`data.builders.shapes_scenes.region`, only away from the third lines).
 * German is lowercase except nouns (``Kreis``, ``Quadrat``, ``Dreieck``, ``Stern``, ``Kreuz``,
   ``Ecke``, ``Mitte``), UTF-8 with umlauts and ß, with gender, case and adjective endings right:
   ``ein großer roter Kreis`` (nominative), ``es gibt einen großen roten Kreis`` (accusative),
@@ -31,8 +33,9 @@ Output, in the Multi30k layout (split names train, dev, test):
   :data:`MASK_TOKEN` (the colour deprivation of Caglayan et al. 2019, "Probing the Need for Visual
   Context in Multimodal Machine Translation") and "an" before it written "a" (else "an [v]" would
   say orange); a data module with ``src_lang: en_masked`` reads it;
-* ``<out>/scenes.json`` (per split, the scene records of :func:`data.builders.shapes.make_scene` in line order)
-  and ``<out>/stats.json`` (counts and arguments).
+* ``<out>/scenes.json`` (per split, the scene records of
+  :func:`data.builders.shapes_scenes.make_scene` in line order) and ``<out>/stats.json`` (counts
+  and arguments).
 
 :func:`colour_accuracy` scores translations by their German colour words (the experiment's second
 metric). Image ``i`` of a split is drawn from its own random stream, ``numpy.random.default_rng([seed,
@@ -53,21 +56,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from data.builders.shapes import (
-    COLOURS,
     IMAGE_DIR,
     MAX_SIZE,
     MIN_SIZE,
     REGION_PHRASES,
     RELATION_WORDS,
     SIZE_WORDS,
-    Obj,
-    Scene,
     _article,
-    make_scene,
-    region,
-    relation,
-    render,
 )
+from data.builders.shapes_scenes import COLOURS, Obj, Scene, make_scene, region, relation, render
 from data.core.corpus_io import SPLITS, CorpusError, check_out_dir, write_lines, write_parallel, write_stats
 
 DATASET = "shapes_mmt"

@@ -26,7 +26,7 @@ Question types (``question_type``), every answer computed from the scene:
 - ``exists``: "is there a blue circle?" (``yes``: one of the scene's objects; ``no``: a colour and
   shape that no object has);
 - ``relation``: "what is left of the star?", "what is above the red object?" (only when exactly one
-  object stands in that relation, by ``data.builders.shapes.relation``; the answer is its shape);
+  object stands in that relation, by ``data.builders.shapes_scenes.relation``; the answer is its shape);
 - ``size``: "what size is the star?" (``small`` or ``large``).
 
 Balanced answers: within each type and split, every answer keeps as many questions as the rarest
@@ -44,7 +44,8 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from data.builders.shapes import COLOURS, JSON_NAME, SHAPES, relation
+from data.builders.shapes import JSON_NAME
+from data.builders.shapes_scenes import COLOURS, SHAPES, relation
 from data.core.corpus_io import CorpusError
 
 TYPES = ("colour", "shape", "count", "exists", "relation", "size")

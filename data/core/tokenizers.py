@@ -5,7 +5,7 @@ Three kinds, one registry:
 - :class:`WordTokenizer` (``"word"``): rule-based word tokenization with NLTK tokenizers that need
   no downloaded data (``toktok``, ``treebank``, ``wordpunct``) or plain whitespace splitting
   (``space``); detokenized with NLTK's ``TreebankWordDetokenizer``. Placeholders such as ``%s``
-  stay whole (data/core/placeholders.py).
+  stay whole (data/core/placeholders.py); the rules added to NLTK's are data/core/word_rules.py.
 - :class:`CharTokenizer` (``"char"``): every character is a token.
 - :class:`SentencePieceTokenizer` (``"sentencepiece"``): a subword model (BPE or unigram) trained
   in memory with sentencepiece; the model travels as base64 text inside the tokenizer's state.
@@ -23,9 +23,19 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal, get_args
 
-from nltk.tokenize import ToktokTokenizer, TreebankWordDetokenizer, TreebankWordTokenizer, wordpunct_tokenize
+from nltk.tokenize import TreebankWordDetokenizer, TreebankWordTokenizer, wordpunct_tokenize
 
 from data.core.placeholders import PLACEHOLDER, Protector
+from data.core.word_rules import (
+    DIGIT_COLON,
+    DOUBLE_QUOTE,
+    INNER_APOSTROPHE,
+    OPENING_DOUBLE_QUOTE,
+    OPENING_SINGLE_QUOTE,
+    Toktok,
+    attach_quotes_and_ellipses,
+    split_inner_period,
+)
 
 __all__ = [
     "VERSION",
@@ -74,101 +84,8 @@ class Tokenizer:
 
 
 # ---------------------------------------------------------------------------------------------
-# Word tokenization
+# Word tokenization (its rules on top of NLTK: data/core/word_rules.py)
 # ---------------------------------------------------------------------------------------------
-
-# toktok only (treebank handles these itself): an apostrophe inside a word (don't, l'homme,
-# geht's) and a colon between digits (3:45) stay in the word, and an opening single quote or
-# backtick stays on the word it opens ('hi' -> "'hi", "'"; `%s' -> "`%s", "'"), which is the form
-# the Treebank detokenizer expects.
-_INNER_APOSTROPHE = re.compile(r"(?<=\w)['’](?=\w)")
-_DIGIT_COLON = re.compile(r"(?<=\d):(?=\d)")  # 3:45 stays one token, as with treebank
-_OPENING_SINGLE_QUOTE = re.compile(r"(?<![^\s(\[{<])[`'‘’](?=[^\s`'‘’\"])")
-# toktok only: a straight double quote becomes `` (opening: at the start or after a space or an
-# opening bracket) or '' (closing), the Penn Treebank convention the detokenizer turns back into ".
-_OPENING_DOUBLE_QUOTE = re.compile(r"(?<![^\s(\[{<])\"")
-_DOUBLE_QUOTE = re.compile(r"\"")
-
-_ELLIPSES = {"...", "…"}
-
-# Typographic quotes, opener -> closer. The Treebank detokenizer leaves a space on both sides of
-# them; detokenize pairs them up left to right instead (a quote that closes the innermost open
-# one closes, any other opener opens) and glues each to the word it quotes.
-_QUOTE_PAIRS = {"„": "“", "“": "”", "»": "«", "«": "»", "‚": "‘", "‘": "’", "›": "‹", "‹": "›"}
-_QUOTES = set(_QUOTE_PAIRS) | set(_QUOTE_PAIRS.values())
-
-
-def _attach_quotes_and_ellipses(tokens: list[str]) -> list[str]:
-    """Glue typographic quotes to the words they quote, "..." and "()" to the word before them."""
-    merged: list[str] = []
-    open_quotes: list[str] = []  # the closers expected, innermost last
-    prefix = ""  # opening quotes waiting for the next token
-    for token in tokens:
-        if token in _QUOTES:
-            if open_quotes and token == open_quotes[-1]:
-                open_quotes.pop()
-                closing = True
-            else:
-                closing = token not in _QUOTE_PAIRS
-                if not closing:
-                    open_quotes.append(_QUOTE_PAIRS[token])
-            if closing and merged and not prefix:
-                merged[-1] += token
-            else:
-                prefix += token
-        elif token == "`" and merged and not prefix and merged[-1].count("`") % 2 == 1:
-            merged[-1] += token  # closes a `code` span opened inside the previous token
-        elif token == ")" and merged and merged[-1] == "(" and not prefix:
-            merged.pop()  # empty parentheses: a call, f()
-            if merged and (merged[-1][-1:].isalnum() or merged[-1].endswith("_")):
-                merged[-1] += "()"
-            else:
-                merged.append("()")
-        elif token in _ELLIPSES and merged and not prefix and merged[-1][-1:].isalnum():
-            merged[-1] += token
-        else:
-            merged.append(prefix + token)
-            prefix = ""
-    if prefix:
-        merged.append(prefix)
-    return merged
-
-
-_TOKTOK_ESCAPES = (ToktokTokenizer.AMPERCENT, ToktokTokenizer.TAB, ToktokTokenizer.PIPE)
-
-
-def _on_stdlib_re(rule: tuple) -> tuple:
-    """One of toktok's (pattern, substitution) rules with the same pattern compiled by ``re``.
-
-    NLTK wraps its patterns for the ``regex`` engine with a time limit (a guard for patterns fed
-    untrusted input); toktok's fixed patterns give the same tokens on ``re`` (checked on the
-    whole gettext en-de corpus, both sides) at about 2x the speed, which matters for corpora of
-    millions of sentences (data.prepared.prepare)."""
-    pattern, substitution = rule
-    inner = getattr(pattern, "_rx", pattern)  # nltk.redos.TimedPattern -> the regex.Pattern
-    return re.compile(inner.pattern, inner.flags & (re.IGNORECASE | re.MULTILINE | re.DOTALL)), substitution
-
-
-class _Toktok(ToktokTokenizer):
-    """toktok without its HTML escapes: it writes "& " as "&amp; ", "|" as "&#124;" and tabs as
-    "&#9;", which would leak into vocabularies and detokenized text. "|" is still split off."""
-
-    TOKTOK_REGEXES = [
-        (re.compile(r"\|"), " | ") if rule is ToktokTokenizer.PIPE else _on_stdlib_re(rule)
-        for rule in ToktokTokenizer.TOKTOK_REGEXES
-        if rule is ToktokTokenizer.PIPE or rule not in _TOKTOK_ESCAPES
-    ]
-
-
-_WORD_PERIOD = re.compile(r"^([^\W\d_][\w-]*[^\W\d_])\.$")
-
-
-def _split_inner_period(token: str) -> list[str]:
-    """NLTK splits only the text's final period; a sentence end inside the text ("Datei
-    gelöscht. Neu starten") stays glued to its word and doubles the vocabulary. A word of letters
-    ending in "." becomes word + "." (abbreviations like "etc." too: detokenizing joins them back)."""
-    match = _WORD_PERIOD.match(token)
-    return [match.group(1), "."] if match else [token]
 
 
 class WordTokenizer(Tokenizer):
@@ -226,7 +143,7 @@ class WordTokenizer(Tokenizer):
         self.kind = kind
         self._detokenizer = TreebankWordDetokenizer()
         if kind == "toktok":
-            self._toktok = _Toktok()
+            self._toktok = Toktok()
         elif kind == "treebank":
             self._treebank = TreebankWordTokenizer()
 
@@ -252,14 +169,14 @@ class WordTokenizer(Tokenizer):
         if self.kind == "toktok":
             quotes = "'" in text or "’" in text
             if quotes:
-                text = protector.protect(_INNER_APOSTROPHE, text)
+                text = protector.protect(INNER_APOSTROPHE, text)
             if ":" in text:
-                text = protector.protect(_DIGIT_COLON, text)
+                text = protector.protect(DIGIT_COLON, text)
             if quotes or "`" in text or "‘" in text:
-                text = protector.protect(_OPENING_SINGLE_QUOTE, text)
+                text = protector.protect(OPENING_SINGLE_QUOTE, text)
             if '"' in text:
-                text = protector.protect(_OPENING_DOUBLE_QUOTE, text, standalone=True, glue="``")
-                text = protector.protect(_DOUBLE_QUOTE, text, standalone=True, glue="''")
+                text = protector.protect(OPENING_DOUBLE_QUOTE, text, standalone=True, glue="``")
+                text = protector.protect(DOUBLE_QUOTE, text, standalone=True, glue="''")
             tokens = self._toktok.tokenize(text)
         elif self.kind == "treebank":
             tokens = self._treebank.tokenize(text)
@@ -267,7 +184,7 @@ class WordTokenizer(Tokenizer):
             tokens = wordpunct_tokenize(text)
         if protector.spans:  # sentinels restore one by one, in place (a token may hold several)
             tokens = [protector.restore(token) for token in tokens]
-        split = _split_inner_period
+        split = split_inner_period
         return [part for token in tokens for part in (split(token) if token[-1] == "." else (token,))]
 
     def detokenize(self, tokens: list[str]) -> str:
@@ -275,7 +192,7 @@ class WordTokenizer(Tokenizer):
         if self.kind == "space":
             return " ".join(tokens)
         protector = Protector(" ".join(tokens))
-        merged = [protector.protect(PLACEHOLDER, token) for token in _attach_quotes_and_ellipses(tokens)]
+        merged = [protector.protect(PLACEHOLDER, token) for token in attach_quotes_and_ellipses(tokens)]
         return protector.restore(self._detokenizer.detokenize(merged)).strip()
 
 

@@ -94,8 +94,8 @@ class MultimodalDataModule(ParallelTextDataModule):
         self._checked: set[str] = set()
 
     # -- the image list of each split -----------------------------------------------------------
-    def _read(self, split: str) -> ParallelText | None:
-        text = super()._read(split)
+    def read_split(self, split: str) -> ParallelText | None:
+        text = super().read_split(split)
         if text is None:
             return None
         path = image_list_path(self.data_dir, split)

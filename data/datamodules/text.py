@@ -23,7 +23,9 @@ Levels: ``word`` (:class:`data.core.tokenizers.WordTokenizer`), ``char``
 ``sentencepiece`` (trained on train only); :func:`data.core.tokenizers.tokenizer_from_state` restores
 any of them from ``vocab_state()["tokenizer"]``.
 The vocabulary is built from train only (``min_freq``, ``max_vocab_size``); rarer words are
-``<unk>``.
+``<unk>``; a unit that tokenises to nothing is dropped (:mod:`data.core.rules`, which the prepared
+path, :mod:`data.prepared.text`, follows too; it reads the text through ``read_texts``,
+``make_tokenizer``, ``rules`` and ``source_files``). Files are read by :mod:`data.core.text_files`.
 
 Batches. With ``tbptt_steps = k`` (truncated BPTT) each split is one token stream, the units
 concatenated, cut into ``batch_size`` parallel streams of N columns (:func:`batchify`):
@@ -41,7 +43,6 @@ takes ``batch_size`` streams of its own (the stream is cut into ``batch_size * w
 
 from __future__ import annotations
 
-import glob
 import math
 import warnings
 from pathlib import Path
@@ -56,10 +57,12 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from data.core.batching import BucketBatchSampler
 from data.core.corpus_io import split_of
-from data.core.parallel import DataError, read_lines
+from data.core.parallel import DataError
+from data.core.rules import CorpusRules, kept_units, token_counts
+from data.core.text_files import Unit, expand_files, read_units
 from data.core.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state
 from data.core.vocab import BOS, EOS, PAD, UNK, Vocabulary
-from data.prepared.parallel import load_array, open_or_prepare
+from data.prepared.store import load_array, open_or_prepare
 from data.prepared.text import MappedStreamChunks, load_units, prepare_text, text_key
 
 __all__ = [
@@ -74,55 +77,7 @@ __all__ = [
 warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
 
 Level = Literal["word", "char", "sentencepiece"]
-Unit = Literal["line", "paragraph"]
 SPLITS = ("train", "valid", "test")
-
-
-# -- reading --------------------------------------------------------------------------------------
-def expand_files(entries: list[str], option: str = "files") -> list[Path]:
-    """Files, folders (their non-hidden files, sorted) and glob patterns -> distinct files, in order."""
-    if isinstance(entries, str):
-        entries = [entries]
-    found: list[Path] = []
-    seen: set[Path] = set()
-    for entry in entries:
-        path = Path(entry).expanduser()
-        if path.is_dir():
-            paths = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-            if not paths:
-                raise DataError(f"{path}: the folder holds no files (data.{option})")
-        elif path.is_file():
-            paths = [path]
-        elif glob.has_magic(str(entry)):
-            paths = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
-            if not paths:
-                raise DataError(f"{entry}: the pattern matches no files (data.{option})")
-        else:
-            raise DataError(f"{path}: no such file or folder (data.{option})")
-        for p in paths:
-            real = p.resolve()
-            if real not in seen:
-                seen.add(real)
-                found.append(p)
-    return found
-
-
-def read_units(path: str | Path, unit: Unit = "line") -> list[str]:
-    """A UTF-8 text file -> its units: non-empty lines, or paragraphs (blank-line separated),
-    whitespace collapsed. Errors name the file (and the line for bad UTF-8)."""
-    if unit not in ("line", "paragraph"):
-        raise ValueError(f"unit must be 'line' or 'paragraph', got {unit!r}")
-    lines = [" ".join(line.split()) for line in read_lines(path)]
-    if unit == "line":
-        return [line for line in lines if line]
-    units, current = [], []
-    for line in lines + [""]:
-        if line:
-            current.append(line)
-        elif current:
-            units.append(" ".join(current))
-            current = []
-    return units
 
 
 # -- stream layout -----------------------------------------------------------------------------
@@ -264,7 +219,9 @@ class TextDataModule(pl.LightningDataModule):
         if hp.tbptt_steps is not None and hp.tbptt_steps < 1:
             raise DataError(f"data.tbptt_steps must be >= 1 or null (full BPTT), got {hp.tbptt_steps}")
 
-    def _read_split_texts(self) -> dict[str, list[str]]:
+    # -- what the raw and the prepared path (data.prepared.text) both use -----------------------
+    def read_texts(self) -> dict[str, list[str]]:
+        """The units of text of each split (train, valid, test: those given); fills ``origins``."""
         hp = self.hparams
         texts: dict[str, list[str]] = {}
         if hp.data_dir:
@@ -314,7 +271,8 @@ class TextDataModule(pl.LightningDataModule):
         )  # fmt: skip
         return [path for value, option in entries if value for path in expand_files(value, option)]
 
-    def _tokenizer(self, train: list[str]) -> Tokenizer:
+    def make_tokenizer(self, train: list[str]) -> Tokenizer:
+        """A tokenizer of the configured level (sentencepiece trains on the units of `train`)."""
         hp = self.hparams
         if hp.level == "char":
             return build_tokenizer("char", lowercase=hp.lowercase)
@@ -328,6 +286,12 @@ class TextDataModule(pl.LightningDataModule):
                 raise DataError(f"{self.origins['train']}: {error} (data.sp_vocab_size)") from None
         return build_tokenizer("word", lowercase=hp.lowercase, kind=hp.word_tokenizer)
 
+    @property
+    def rules(self) -> CorpusRules:
+        """The vocabulary's rules, from the data options."""
+        hp = self.hparams
+        return CorpusRules(hp.min_freq, hp.max_vocab_size, hp.level == "sentencepiece")
+
     def build(self) -> None:
         if self._built:
             return
@@ -337,14 +301,13 @@ class TextDataModule(pl.LightningDataModule):
             self._build_prepared()
             self._built = True
             return
-        texts = self._read_split_texts()
-        self.tokenizer = self._tokenizer(texts["train"])
+        texts = self.read_texts()
+        self.tokenizer = self.make_tokenizer(texts["train"])
         tokens = {split: [self.tokenizer.tokenize(u) for u in units] for split, units in texts.items()}
-        limit = None if hp.level == "sentencepiece" else hp.max_vocab_size
-        self.vocab = Vocabulary.build(tokens["train"], hp.min_freq, limit)
+        self.vocab = self.rules.vocabulary(token_counts(tokens["train"]))
         for split, toks in tokens.items():
-            ids = [self.vocab.encode(t) for t in toks]
-            self.units[split] = [u for u in ids if u]
+            keep = kept_units([len(t) for t in toks])
+            self.units[split] = [self.vocab.encode(t) for t, k in zip(toks, keep) if k]
             n = sum(len(u) for u in self.units[split])
             unk = sum(i == UNK for u in self.units[split] for i in u)
             rank_zero_info(

@@ -12,7 +12,9 @@ sizes into the model, and `vocab_state()` puts them into the checkpoint as plain
 `prepared_dir: DIR` reads the corpus tokenised and encoded once (data.prepared.parallel, written by
 `python -m data.prepared.prepare` or here on first use, by local rank 0 only) and memory-mapped, for corpora
 of millions of pairs: the same pairs, ids and batches as from the raw text, and a start-up that
-does not grow with the corpus.
+does not grow with the corpus. Both paths keep the pairs and build the vocabularies with
+:func:`data.core.rules.training_pairs`; the prepared one reads the corpus through this module's
+public ``read_train``, ``read_split``, ``make_tokenizer``, ``rules`` and ``split_files``.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from data.core.batching import BucketBatchSampler, collate_pairs
 from data.core.parallel import DataError, ParallelText, find_split, split_files
+from data.core.rules import CorpusRules, token_counts, training_pairs
 from data.core.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state
 from data.core.vocab import Vocabulary
-from data.prepared.parallel import open_or_prepare, open_split, prepare, prepared_key
+from data.prepared.parallel import open_split, prepare, prepared_key
+from data.prepared.store import open_or_prepare
 
 
 class PairDataset(Dataset):
@@ -66,9 +70,14 @@ class PairDataset(Dataset):
         return [max(len(s), len(t)) + 1 for s, t in zip(self.src_ids, self.tgt_ids)]
 
 
+def fixed_indices(n: int, size: int, seed: int) -> list[int]:
+    """`size` of the positions 0..n-1 drawn at random with `seed`, in order (``val_size``)."""
+    return sorted(random.Random(seed).sample(range(n), size))
+
+
 def fixed_subset(text: ParallelText, size: int, seed: int) -> ParallelText:
     """`size` pairs of `text` drawn at random with `seed`, in their file order."""
-    return text.subset(sorted(random.Random(seed).sample(range(len(text)), size)))
+    return text.subset(fixed_indices(len(text), size, seed))
 
 
 class ParallelTextDataModule(pl.LightningDataModule):
@@ -104,12 +113,14 @@ class ParallelTextDataModule(pl.LightningDataModule):
         self._built = False
         self.datasets: dict[str, PairDataset] = {}
 
-    # -- tokenizers and vocabularies (built once, on first use) -------------------------------
-    def _read(self, split: str) -> ParallelText | None:
+    # -- what the raw and the prepared path (data.prepared.parallel) both use ------------------
+    def read_split(self, split: str) -> ParallelText | None:
+        """The pairs of the split named `split` (a file stem: train, dev, ...); None when absent."""
         hp = self.hparams
         return find_split(self.data_dir, split, hp.src_lang, hp.tgt_lang)
 
-    def _tokenizer(self, sentences: list[str]) -> Tokenizer:
+    def make_tokenizer(self, sentences: list[str]) -> Tokenizer:
+        """A tokenizer of the configured kind for one side (sentencepiece trains on `sentences`)."""
         hp = self.hparams
         if hp.tokenizer == "sentencepiece":
             return build_tokenizer(
@@ -117,6 +128,12 @@ class ParallelTextDataModule(pl.LightningDataModule):
                 model_type=hp.sp_model_type, lowercase=hp.lowercase, seed=hp.seed,
             )  # fmt: skip
         return build_tokenizer("word", lowercase=hp.lowercase, kind=hp.word_tokenizer)
+
+    @property
+    def rules(self) -> CorpusRules:
+        """The training pairs kept and the vocabularies' rules, from the data options."""
+        hp = self.hparams
+        return CorpusRules(hp.min_freq, hp.max_vocab_size, hp.tokenizer == "sentencepiece", hp.max_len)
 
     def split_files(self, split: str) -> list[Path]:
         """The files a split is read from (for the prepared folder's key)."""
@@ -126,7 +143,7 @@ class ParallelTextDataModule(pl.LightningDataModule):
         hp = self.hparams
         if not self.data_dir.is_dir():
             raise DataError(f"{self.data_dir}: no such data directory (data.data_dir)")
-        train = self._read(hp.train_split)
+        train = self.read_split(hp.train_split)
         if train is None:
             raise DataError(
                 f"{self.data_dir}: no training data; expected {hp.train_split}.{hp.src_lang} + "
@@ -145,19 +162,20 @@ class ParallelTextDataModule(pl.LightningDataModule):
             self._built = True
             return
         train = self.read_train()
-        self.src_tokenizer = self._tokenizer(train.src)
-        self.tgt_tokenizer = self._tokenizer(train.tgt)
-        src_tok = [self.src_tokenizer.tokenize(s) for s in train.src]
-        tgt_tok = [self.tgt_tokenizer.tokenize(s) for s in train.tgt]
-        keep = [i for i, (s, t) in enumerate(zip(src_tok, tgt_tok)) if max(len(s), len(t)) <= hp.max_len]
-        dropped = len(src_tok) - len(keep)
-        if not keep:
-            raise DataError(f"{train.origin}: every training pair is longer than max_len={hp.max_len}")
+        self.src_tokenizer = self.make_tokenizer(train.src)
+        self.tgt_tokenizer = self.make_tokenizer(train.tgt)
+        sides = (
+            [self.src_tokenizer.tokenize(s) for s in train.src],
+            [self.tgt_tokenizer.tokenize(s) for s in train.tgt],
+        )
+        chosen = training_pairs(
+            self.rules, [len(s) for s in sides[0]], [len(t) for t in sides[1]],
+            lambda side, keep: token_counts(toks for toks, k in zip(sides[side], keep) if k), train.origin,
+        )  # fmt: skip
+        keep, dropped = np.flatnonzero(chosen.keep).tolist(), chosen.dropped
         train = train.subset(keep)
-        src_tok, tgt_tok = [src_tok[i] for i in keep], [tgt_tok[i] for i in keep]
-        limit = None if hp.tokenizer == "sentencepiece" else hp.max_vocab_size
-        self.src_vocab = Vocabulary.build(src_tok, hp.min_freq, limit)
-        self.tgt_vocab = Vocabulary.build(tgt_tok, hp.min_freq, limit)
+        src_tok, tgt_tok = [sides[0][i] for i in keep], [sides[1][i] for i in keep]
+        self.src_vocab, self.tgt_vocab = chosen.src_vocab, chosen.tgt_vocab
         self.datasets["train"] = PairDataset(
             [self.src_vocab.encode(s) for s in src_tok], [self.tgt_vocab.encode(t) for t in tgt_tok], train
         )
@@ -167,7 +185,7 @@ class ParallelTextDataModule(pl.LightningDataModule):
             f"vocabularies {len(self.src_vocab)} ({hp.src_lang}) / {len(self.tgt_vocab)} ({hp.tgt_lang})"
         )
         for name, split in (("dev", hp.dev_split), ("test", hp.test_split)):
-            text = self._read(split)
+            text = self.read_split(split)
             if text is not None:
                 note = f"[data] {text.origin}: {len(text)} {name} pairs"
                 if name == "dev" and hp.val_size is not None and hp.val_size < len(text):
@@ -201,7 +219,7 @@ class ParallelTextDataModule(pl.LightningDataModule):
             note = f"[data] {meta['origins'][name]} (prepared): {n} {name} pairs"
             if name == "dev" and hp.val_size is not None and hp.val_size < n:
                 note += f"; validating on {hp.val_size} of them, drawn with seed {hp.seed}"
-                indices = sorted(random.Random(hp.seed).sample(range(n), hp.val_size))  # as fixed_subset
+                indices = fixed_indices(n, hp.val_size, hp.seed)
             self.datasets[name] = PairDataset(*open_split(folder, name, meta, indices))
             rank_zero_info(note)
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import yaml
 
 from data.core.parallel import DataError
-from data.prepared.parallel import keyed_folder, prepare, prepared_key
+from data.prepared.parallel import prepare, prepared_key
+from data.prepared.store import keyed_folder
 from data.prepared.text import prepare_text, text_key
 
 DEFAULT_CLASS = "data.datamodules.translation.ParallelTextDataModule"

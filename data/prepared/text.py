@@ -1,16 +1,17 @@
 """Prepared language-model text: units tokenised and encoded once, then read memory-mapped.
 
-The counterpart of :mod:`data.prepared.parallel` for :class:`data.datamodules.text.TextDataModule`. ``prepared_dir``
-gets one folder per key, ``<prepared_dir>/<digest>/``:
+The counterpart of :mod:`data.prepared.parallel` for :class:`data.datamodules.text.TextDataModule`.
+``prepared_dir`` gets one folder per key, ``<prepared_dir>/<digest>/``:
 
     meta.json               format, key, vocabulary, tokenizer state, counts per split
     <split>.ids.npy         int32, the ids of every non-empty unit, concatenated
     <split>.offsets.npy     int64 (N + 1,): unit i is ids[offsets[i]:offsets[i + 1]]
     <split>.stream.npy      int32, ``<bos> u1 <eos> <bos> u2 <eos> ...`` (what truncated BPTT reads)
 
-for the splits train, valid, test (those with text). The key holds the format, the tokenizer
-version, every option the ids depend on and each source file's path, size and modification time;
-it is written atomically (a hidden temporary folder renamed into place). The chunks of truncated
+for the splits train, valid, test (those with text). The folder is keyed, written and opened as
+:mod:`data.prepared.store` does it; the vocabulary and the units kept follow :mod:`data.core.rules`,
+as on the raw-text path. :func:`prepare_text` takes any object with the methods of
+:class:`TextSource`, which TextDataModule has; this module does not import it. The chunks of truncated
 BPTT are sliced from the memory-mapped stream as they are needed (:class:`MappedStreamChunks`),
 the same tensors as :func:`data.datamodules.text.batchify` + ``StreamChunks`` give, without a copy of the
 whole stream in every process.
@@ -20,34 +21,23 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import IterableDataset
 
-from data.core.tokenizers import VERSION as TOKENIZER_VERSION
-from data.core.vocab import BOS, EOS, PAD, Vocabulary
-from data.prepared.parallel import (
-    FORMAT,
-    _lookup,
-    _Ragged,
-    cores,
-    count_tokens,
-    keyed_folder,
-    load_array,
-    tokenize_splits,
-    written_atomically,
-)  # fmt: skip
+from data.core.rules import CorpusRules, kept_units
+from data.core.tokenizers import Tokenizer
+from data.core.vocab import BOS, EOS, PAD, UNK
+from data.prepared.pool import count_tokens, tokenize_splits
+from data.prepared.store import Ragged, cores, keyed_folder, load_array, make_key, written_atomically
 
-if TYPE_CHECKING:
-    from data.datamodules.text import TextDataModule
-
-__all__ = ["MappedStreamChunks", "load_units", "prepare_text", "text_key"]
+__all__ = ["MappedStreamChunks", "TextSource", "load_units", "prepare_text", "text_key"]
 
 KEY_OPTIONS = (
     "data_dir", "train_files", "val_files", "test_files", "files", "val_fraction", "test_fraction",
@@ -56,18 +46,26 @@ KEY_OPTIONS = (
 )  # fmt: skip
 
 
-def text_key(dm: TextDataModule) -> dict[str, Any]:
-    files = []
-    for path in dm.source_files():
-        st = os.stat(path)
-        files.append([str(path), st.st_size, st.st_mtime_ns])
-    return {
-        "format": FORMAT,
-        "kind": "text",
-        "tokenizer_version": TOKENIZER_VERSION,
-        "options": {name: dm.hparams[name] for name in KEY_OPTIONS},
-        "files": files,
-    }
+class TextSource(Protocol):
+    """What :func:`prepare_text` needs of a data module: TextDataModule's public methods
+    (:mod:`data.datamodules.text`)."""
+
+    hparams: Mapping[str, Any]  # KEY_OPTIONS among them
+    origins: dict[str, str]  # split -> where its text came from (filled by read_texts)
+
+    @property
+    def rules(self) -> CorpusRules: ...
+
+    def source_files(self) -> list[Path]: ...
+
+    def read_texts(self) -> dict[str, list[str]]: ...
+
+    def make_tokenizer(self, train: list[str]) -> Tokenizer: ...
+
+
+def text_key(dm: TextSource) -> dict[str, Any]:
+    """What the prepared ids of `dm` depend on, as plain JSON."""
+    return make_key("text", {name: dm.hparams[name] for name in KEY_OPTIONS}, dm.source_files())
 
 
 def _stream(ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -81,35 +79,32 @@ def _stream(ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return stream
 
 
-def prepare_text(
-    dm: TextDataModule, root: str | Path, workers: int | None = None, progress: bool = True
-) -> Path:
+def prepare_text(dm: TextSource, root: str | Path, workers: int | None = None, progress: bool = True) -> Path:
     """Tokenise and encode `dm`'s text into ``root/<digest>`` (nothing to do when it is there)."""
-    hp = dm.hparams
     key = text_key(dm)
     folder, done = keyed_folder(root, key)
     if done:
         return folder
     started = time.perf_counter()
-    texts = dm._read_split_texts()
-    tokenizer = dm._tokenizer(texts["train"])
+    texts = dm.read_texts()
+    tokenizer = dm.make_tokenizer(texts["train"])
     workers = workers or cores()
     parts = tokenize_splits(
         [tokenizer], {s: [u] for s, u in texts.items() if u}, workers, progress, unit="units"
     )
-    limit = None if hp.level == "sentencepiece" else hp.max_vocab_size
-    vocab = Vocabulary.from_counts(count_tokens(parts["train"], 0), hp.min_freq, limit)
+    vocab = dm.rules.vocabulary(count_tokens(parts["train"], 0))
     with written_atomically(folder) as tmp:
         counts = {}
         for split, chunks in parts.items():
-            ids = [_lookup(vocab, tokens)[local] for tokens, local, _ in (c[0] for c in chunks)]
+            ids = [vocab.encode_array(tokens)[local] for tokens, local, _ in (c[0] for c in chunks)]
             lengths = np.concatenate([c[0][2] for c in chunks])
             ids = np.concatenate(ids) if ids else np.zeros(0, np.int32)
-            offsets = np.concatenate([[0], np.cumsum(lengths[lengths > 0], dtype=np.int64)])  # empty units go
+            lengths = lengths[kept_units(lengths)]  # a unit without tokens goes (its ids are none)
+            offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
             np.save(tmp / f"{split}.ids.npy", ids)
             np.save(tmp / f"{split}.offsets.npy", offsets)
             np.save(tmp / f"{split}.stream.npy", _stream(ids, offsets))
-            counts[split] = {"units": len(offsets) - 1, "tokens": len(ids), "unk": int((ids == 1).sum())}
+            counts[split] = {"units": len(offsets) - 1, "tokens": len(ids), "unk": int((ids == UNK).sum())}
         meta = {
             "key": key,
             "vocab": vocab.to_list(),
@@ -123,8 +118,9 @@ def prepare_text(
     return folder
 
 
-def load_units(folder: Path, split: str) -> _Ragged:
-    return _Ragged(
+def load_units(folder: Path, split: str) -> Ragged:
+    """The units of ids of a prepared split, memory-mapped."""
+    return Ragged(
         load_array(folder, f"{split}.ids"), load_array(folder, f"{split}.offsets"), None, text=False
     )
 

@@ -32,7 +32,7 @@ from captioning.captioner.metrics import caption_metrics
 from captioning.captioner.predictor import Captioner, image_problem, load_captioning_checkpoint
 from data.builders.shapes import build_shapes_dataset
 from data.core.images import ImageFileError, load_rgb
-from data.core.vocab import BOS, PAD, SPECIALS
+from data.core.vocab import BOS, EOS, PAD, SPECIALS
 from seq2seq import search
 from seq2seq.search import SearchOptions
 from seq2seq.training.checkpoint import CheckpointError
@@ -241,19 +241,76 @@ def test_cli_prints_one_line_per_image_in_input_order_with_vocabulary_words(cli,
         assert_vocabulary_words(words, trained.vocab["attention"])
 
 
-def test_cli_beam_caption_equals_the_python_api(trained, capsys, load_captioner):
-    """Default decoding is beam search, size 3: the CLI and Captioner.caption agree word for word,
-    in the order given (not sorted)."""
+def _pixels_by_hand(path: Path, size: int, mean, std) -> torch.Tensor:
+    """An image file -> the (3, H, W) input of the CNN, without torchvision: RGB bytes / 255,
+    minus mean, over std (the shapes images are drawn at the checkpoint's size: no resize)."""
+    import numpy as np
+
+    with Image.open(path) as img:
+        rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    assert rgb.shape == (size, size, 3)
+    x = torch.from_numpy(rgb).permute(2, 0, 1)
+    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+
+
+def _beam_by_hand(model, features: torch.Tensor, beam_size: int, max_len: int) -> tuple[list[int], float]:
+    """Textbook beam search for one image over the network's own init_state/step, one beam at a
+    time: each step ranks every continuation of the live beams; among the best 2K, an <eos> in
+    the first K finishes its beam, the best K others live on; at max_len the K best finish as
+    they are; done at K finished. <pad> and <bos> are never words. -> (ids, sum of log-probs)."""
+    live = [([], 0.0, model.init_state(features))]
+    finished: list[tuple[list[int], float]] = []
+    for t in range(max_len):
+        candidates = []
+        for words, score, state in live:
+            logits, new_state = model.step(torch.tensor([words[-1] if words else BOS]), state)
+            logits[0, [PAD, BOS]] = float("-inf")
+            log_probs = torch.log_softmax(logits[0].double(), -1).tolist()
+            candidates += [(score + lp, words, w, new_state) for w, lp in enumerate(log_probs)]
+        candidates.sort(key=lambda c: -c[0])
+        best = candidates[: 2 * beam_size]
+        last = t + 1 == max_len
+        for score, words, w, _ in best[:beam_size]:
+            if w == EOS or last:
+                finished.append((words if w == EOS else words + [w], score))
+        if len(finished) >= beam_size or last:
+            break
+        live = [(words + [w], score, state) for score, words, w, state in best if w != EOS][:beam_size]
+    return max(finished, key=lambda f: f[1])
+
+
+def test_cli_beam_caption_equals_a_beam_search_written_out_by_hand(trained, capsys, load_captioner):
+    """Default decoding is beam search, size 3, to the model's max_len: the CLI's captions (in
+    the order given, not sorted) are those of a beam search written out here over the network's
+    step function, on images preprocessed here from the pixels and the checkpoint's image size;
+    the Python API gives the same words, with the hand search's score."""
     inputs = [str(p) for p in reversed(trained.test_images)]
     rc, out, err = run_main(caption_cli.main, ["--checkpoint", trained.ckpt["showtell"], *inputs], capsys)
     assert rc == 0, err
     rows = parse_lines(out)
     assert [path for path, _ in rows] == inputs
+
+    from data.core.images import IMAGENET_MEAN, IMAGENET_STD
+
+    ckpt = load_captioning_checkpoint(trained.ckpt["showtell"])
+    assert ckpt["hyper_parameters"]["pretrained"] is False  # a random CNN: ImageNet mean/std
+    size, itos = ckpt["seqcap"]["image_size"], ckpt["seqcap"]["vocab"]
+    module = load_captioner(trained.ckpt["showtell"]).module
+    by_hand = []
+    with torch.no_grad():
+        for path in inputs:
+            pixels = _pixels_by_hand(Path(path), size, IMAGENET_MEAN, IMAGENET_STD)
+            features = module.encoder(pixels[None])
+            ids, score = _beam_by_hand(module.model, features, beam_size=3, max_len=MAX_LEN)
+            by_hand.append(([itos[i] for i in ids], score))
+    assert [words for _, words in rows] == [words for words, _ in by_hand]
     for _, words in rows:
         assert 1 <= len(words) <= MAX_LEN
         assert_vocabulary_words(words, trained.vocab["showtell"])
-    expected = load_captioner(trained.ckpt["showtell"]).caption(inputs, method="beam", beam_size=3)
-    assert [(c.source, c.tokens) for c in expected] == rows
+
+    api = load_captioner(trained.ckpt["showtell"]).caption(inputs, method="beam", beam_size=3)
+    assert [(c.source, c.tokens) for c in api] == rows
+    assert [c.score for c in api] == pytest.approx([score for _, score in by_hand], abs=1e-4)
 
 
 def test_checkpoint_alone_captions_in_a_fresh_folder_like_the_api(cli, trained, load_captioner):

@@ -66,13 +66,101 @@ def test_show_tell_shapes(cell, num_layers):
     assert ("c" in state) == (cell == "lstm")
 
 
+def _lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    """torch.nn.LSTM's equations (gates i, f, g, o), one step, written out."""
+    i, f, g, o = (x @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(4, -1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def _gru_step(x, h, w_ih, w_hh, b_ih, b_hh):
+    """torch.nn.GRU's equations (reset after the matmul, gates r, z, n), one step, written out."""
+    ir, iz, in_ = (x @ w_ih.T + b_ih).chunk(3, -1)
+    hr, hz, hn = (h @ w_hh.T + b_hh).chunk(3, -1)
+    r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+    n = torch.tanh(in_ + r * hn)
+    return (1 - z) * n + z * h
+
+
+def _show_attend_tell_by_hand(model: ShowAttendTell, feats, caps, num_layers: int):
+    """Show, Attend and Tell unrolled step by step from its parameters alone: h_0 (and c_0) =
+    tanh(W mean_r a_r + b) per layer; Bahdanau: alpha = softmax_r v^T tanh(W_q h_{t-1} + U a_r),
+    the RNN reads [E y_{t-1}; c_t], o_t = tanh(W_o [s_t; c_t; E y_{t-1}]); Luong general: the RNN
+    reads [E y_{t-1}; o_{t-1}] (o_0 = 0), alpha = softmax_r s_t^T W_a a_r, o_t = tanh(W_c [s_t; c_t]);
+    logits = W_out o_t + b. Returns logits (B, T, V) and attention (B, T, HW)."""
+    p = {k.removeprefix("decoder."): v for k, v in model.state_dict().items()}
+    lstm = "bridge.c.weight" in p
+    B, T = caps.shape
+    mean = feats.mean(1)
+    h0 = torch.tanh(mean @ p["bridge.h.weight"].T + p["bridge.h.bias"]).view(B, num_layers, H)
+    h = [h0[:, layer] for layer in range(num_layers)]
+    if lstm:
+        c0 = torch.tanh(mean @ p["bridge.c.weight"].T + p["bridge.c.bias"]).view(B, num_layers, H)
+        c = [c0[:, layer] for layer in range(num_layers)]
+    luong = "attention.query_layer.weight" not in p
+    feed = torch.zeros(B, p["pre_output.weight"].shape[0])
+
+    def recur(x):
+        for layer in range(num_layers):
+            w = [p[f"rnn.{name}_l{layer}"] for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            if lstm:
+                h[layer], c[layer] = _lstm_step(x, h[layer], c[layer], *w)
+            else:
+                h[layer] = _gru_step(x, h[layer], *w)
+            x = h[layer]
+        return x
+
+    logits, attention = [], []
+    for t in range(T):
+        e = p["embedding.weight"][caps[:, t]]
+        if luong:
+            s = recur(torch.cat([e, feed], -1))
+            scores = ((feats @ p["attention.key_layer.weight"].T) * s[:, None]).sum(-1)
+            alpha = torch.softmax(scores, -1)
+            ctx = (alpha[:, :, None] * feats).sum(1)
+            o = torch.tanh(torch.cat([s, ctx], -1) @ p["pre_output.weight"].T + p["pre_output.bias"])
+            feed = o
+        else:
+            q = h[-1] @ p["attention.query_layer.weight"].T
+            energy = torch.tanh(q[:, None] + feats @ p["attention.key_layer.weight"].T)
+            alpha = torch.softmax((energy @ p["attention.energy_layer.weight"].T).squeeze(-1), -1)
+            ctx = (alpha[:, :, None] * feats).sum(1)
+            s = recur(torch.cat([e, ctx], -1))
+            o = torch.tanh(torch.cat([s, ctx, e], -1) @ p["pre_output.weight"].T + p["pre_output.bias"])
+        logits.append(o @ p["output.weight"].T + p["output.bias"])
+        attention.append(alpha)
+    return torch.stack(logits, 1), torch.stack(attention, 1)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("attention", ["bahdanau", "luong_general"])
-def test_show_attend_tell_shapes(cell, attention):
+def test_show_attend_tell_computes_the_written_out_equations(cell, attention):
+    """Shapes, then values: the teacher-forced logits and attention are those of the model's
+    equations unrolled by hand from its parameters (two layers, every step: the initial state from
+    the mean feature, the attention's query, Luong's input feeding); the attention weights are
+    distributions over the grid that move between steps and images; each image of a batch gets
+    what it gets alone."""
     model = make_sat(cell=cell, attention=attention, num_layers=2)
-    logits, attn = model(grid_features(3), captions_batch(3, 5), return_attention=True)
-    assert logits.shape == (3, 5, V) and attn.shape == (3, 5, HW)
-    assert model(grid_features(3), captions_batch(3, 5)).shape == (3, 5, V)
+    feats, caps = grid_features(3), captions_batch(3, 5)
+    with torch.no_grad():
+        logits, attn = model(feats, caps, return_attention=True)
+        assert logits.shape == (3, 5, V) and attn.shape == (3, 5, HW)
+        torch.testing.assert_close(model(feats, caps), logits, atol=0, rtol=0)  # attention or not
+
+        by_hand_logits, by_hand_attn = _show_attend_tell_by_hand(model, feats, caps, num_layers=2)
+        torch.testing.assert_close(logits, by_hand_logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(attn, by_hand_attn, atol=1e-6, rtol=1e-5)
+
+        assert (attn >= 0).all()
+        torch.testing.assert_close(attn.sum(-1), torch.ones(3, 5))
+        # not a constant: the weights depend on the step (the state queries) and on the image
+        assert (attn[:, 1:] - attn[:, :1]).abs().max() > 1e-3
+        assert (attn[1:] - attn[:1]).abs().max() > 1e-3
+
+        for b in range(3):
+            alone_logits, alone_attn = model(feats[b : b + 1], caps[b : b + 1], return_attention=True)
+            torch.testing.assert_close(alone_logits, logits[b : b + 1], atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(alone_attn, attn[b : b + 1], atol=1e-6, rtol=1e-5)
 
 
 def test_bad_shapes_give_clear_errors():
@@ -110,13 +198,36 @@ def test_show_attend_tell_teacher_forcing_equals_stepping(attention, cell):
 
 
 # -- where the image enters ------------------------------------------------------------------
-def test_show_tell_image_changes_the_output():
+def test_show_tell_output_depends_on_each_images_own_features():
+    """The same image gives bit-identical logits; another image for row 0 changes row 0's logits by
+    a clear margin (a tenth of their scale) and leaves row 1's untouched; a batch row's logits are
+    those of its image alone; and the image enters only as W_I cnn(x) (eq. 8.50): a change of the
+    features that W_I maps to zero changes nothing, one of the same size that W_I sees does."""
     model = make_show_tell()
     caps = captions_batch(2, 5)
+    feats = global_features(2, seed=2)
+    other = feats.clone()
+    other[0] = global_features(1, seed=7)[0]
     with torch.no_grad():
-        a = model(global_features(2, seed=2), caps)
-        b = model(global_features(2, seed=7), caps)
-    assert (a - b).abs().max() > 1e-4
+        a = model(feats, caps)
+        assert torch.equal(model(feats.clone(), caps), a)
+        b = model(other, caps)
+        torch.testing.assert_close(b[1], a[1], atol=1e-6, rtol=0)
+        scale = a[0].abs().max()
+        assert (b[0] - a[0]).abs().max() > 0.1 * scale, ((b[0] - a[0]).abs().max(), scale)
+        for i in range(2):
+            torch.testing.assert_close(
+                model(feats[i : i + 1], caps[i : i + 1]), a[i : i + 1], atol=1e-6, rtol=0
+            )
+
+        W = model.image_proj.weight  # (E, C): C=10 > E=8, so W has a null space
+        _, _, vh = torch.linalg.svd(W)
+        unseen, seen = vh[-1], vh[0]  # W @ unseen ~ 0; seen is W's strongest input direction
+        assert W.shape[1] > W.shape[0] and (W @ unseen).abs().max() < 1e-5
+        step = 3.0 * feats.norm(dim=1, keepdim=True)
+        torch.testing.assert_close(model(feats + step * unseen, caps), a, atol=1e-5, rtol=0)
+        moved = model(feats + step * seen, caps)
+        assert ((moved - a).abs().amax(dim=(1, 2)) > 0.1 * a.abs().amax(dim=(1, 2))).all()
 
 
 def test_show_tell_image_only_at_the_first_step():

@@ -11,7 +11,8 @@ import pytorch_lightning as pl
 
 from captioning.vqa.module import VQAModule
 from data.builders import shapes_vqa
-from data.builders.shapes import COLOURS, build_shapes_dataset
+from data.builders.shapes import build_shapes_dataset
+from data.builders.shapes_scenes import COLOURS
 from data.datamodules.vqa import VQADataModule
 from seq2seq.modules.rnn import RecurrentOptions
 from seq2seq.modules.vision import ImageOptions

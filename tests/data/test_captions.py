@@ -359,7 +359,7 @@ def test_data_does_not_import_captioning_or_seq2seq():
     """Every module of the data package, not only the ones data.datamodules.captions happens to import."""
     code = (
         "import importlib, pkgutil, sys, data; "
-        "names = [m.name for m in pkgutil.iter_modules(data.__path__, 'data.')]; "
+        "names = [m.name for m in pkgutil.walk_packages(data.__path__, 'data.')]; "
         "assert 'data.datamodules.captions' in names and 'data.core.tokenizers' in names, names; "
         "[importlib.import_module(n) for n in names]; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('captioning', 'seq2seq')]; "

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -21,7 +22,8 @@ from data.builders.flickr8k import (
     main,
 )
 from data.core.caption_sources import read_karpathy
-from tests.conftest import REPO, explain, run_python
+from data.core.vocab import SPECIALS
+from tests.conftest import REPO, explain, metric_values, read_metrics, run_python
 
 CONFIG = "configs/captioning/flickr8k_showtell.yaml"
 SIZES = {"train": 3, "val": 2, "test": 2}
@@ -258,21 +260,63 @@ def test_config_points_at_the_documented_layout():
 
 
 def test_config_trains_under_the_cli_on_a_fake_flickr8k(flickr, tmp_path):
-    root, _ = flickr
+    """The Flickr8k config, tiny, for 3 epochs of 3 steps on the fake folder: the checkpoint's
+    vocabulary is exactly the training captions' words seen min_freq=4 times or more, most
+    frequent first (the 5 shared words 15 times, each training image's number 5 times; the
+    digits 0-4, seen 3 times each, and every val/test word are not in it); metrics.csv has the
+    validation metrics of each of the 3 epochs; the training and validation losses fell; the
+    sample files caption the 2 val images with vocabulary words, against their own references."""
+    root, names = flickr
     args = [
         "-m", "captioning", "fit", "-c", CONFIG,
         "--data.init_args.source", str(root / KARPATHY_JSON),
         "--data.init_args.image_root", str(root / IMAGES_DIR),
-        "--data.init_args.min_freq", "1",
+        "--data.init_args.min_freq", "4",
         "--data.init_args.num_workers", "0",
         "--data.init_args.image_size", "32",
+        "--data.init_args.batch_size", "5",
         "--model.init_args.image.pretrained", "false",
-        "--model.init_args.rnn.embed_dim", "8",
-        "--model.init_args.rnn.hidden_size", "8",
-        "--trainer.fast_dev_run", "true",
+        "--model.init_args.rnn.embed_dim", "16",
+        "--model.init_args.rnn.hidden_size", "16",
+        "--model.init_args.rnn.dropout", "0",
+        "--model.init_args.lr", "0.01",
+        "--trainer.max_epochs", "3",
+        "--trainer.log_every_n_steps", "1",
         "--trainer.default_root_dir", str(tmp_path / "runs"),
         "--trainer.enable_progress_bar", "false",
     ]  # fmt: skip
     result = run_python(args, cwd=REPO)
     assert result.returncode == 0, explain(result)
     assert "Traceback" not in result.stderr
+    run = tmp_path / "runs" / "flickr8k_showtell" / "version_0"
+
+    # the Karpathy tokens, lowercased: punctuation stays on the word ("runs.", "1000268201,")
+    vocab = [*SPECIALS, "a", "dog's", "number", "picture", "runs."] + [f"{n[:10]}," for n in names["train"]]
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["seqcap"]["vocab"] == vocab
+    assert ckpt["hyper_parameters"]["vocab_size"] == len(vocab) == 12
+    assert ckpt["state_dict"]["model.output.weight"].shape[0] == len(vocab)
+    assert (ckpt["epoch"], ckpt["global_step"]) == (2, 9)  # 3 epochs of 15 captions in batches of 5
+
+    rows = read_metrics(run / "metrics.csv")
+    val = [r for r in rows if r.get("val_cider") not in (None, "")]
+    assert [int(r["epoch"]) for r in val] == [0, 1, 2]
+    for r in val:
+        assert all(r[f"val_{k}"] != "" for k in ("bleu1", "bleu4", "rouge_l", "cider", "loss")), r
+    train_loss = metric_values(rows, "train_loss")
+    assert len(train_loss) == 9
+    assert sum(train_loss[-3:]) < 0.9 * sum(train_loss[:3]), train_loss
+    val_loss = metric_values(val, "val_loss")
+    assert val_loss[-1] < val_loss[0], val_loss
+
+    refs = {
+        str(root / IMAGES_DIR / n): " | ".join(caption(n, k).lower() for k in range(5)) for n in names["val"]
+    }
+    allowed = set(vocab) - {"<pad>", "<bos>", "<eos>"}
+    for epoch in range(3):
+        text = (run / "samples" / f"val_epoch{epoch:03d}.txt").read_text()
+        images = re.findall(r"^IMG (.*)$", text, flags=re.M)
+        assert images == list(refs)
+        assert re.findall(r"^REF (.*)$", text, flags=re.M) == [refs[i] for i in images]
+        for hyp in re.findall(r"^HYP ?(.*)$", text, flags=re.M):
+            assert set(hyp.split()) <= allowed, hyp

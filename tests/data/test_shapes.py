@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.builders.shapes import build_shapes_dataset, describe, make_scene
+from data.builders.shapes import build_shapes_dataset, describe
+from data.builders.shapes_scenes import make_scene
 from data.core.corpus_io import CorpusError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.builders.shapes import make_scene
 from data.builders.shapes_mmt import (
     MASK_TOKEN,
     PALETTE,
@@ -25,6 +24,7 @@ from data.builders.shapes_mmt import (
     describe_pair,
     mask_colours,
 )
+from data.builders.shapes_scenes import make_scene
 
 ROOT = Path(__file__).resolve().parents[2]
 SPLITS = ("train", "dev", "test")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from data.builders.shapes import build_shapes_dataset, relation
+from data.builders.shapes import build_shapes_dataset
+from data.builders.shapes_scenes import relation
 from data.builders.shapes_vqa import TYPES, build
 from data.core.parallel import DataError
 from data.core.vqa import read_vqa

@@ -422,18 +422,18 @@ def test_tokens_feed_a_vocabulary():
 
 
 def test_toktok_on_stdlib_re_tokenizes_as_nltk_does():
-    """_Toktok runs toktok's own patterns on `re` (for speed): the same tokens as NLTK's engine."""
+    """Toktok runs toktok's own patterns on `re` (for speed): the same tokens as NLTK's engine."""
     import re
 
     from nltk.tokenize import ToktokTokenizer
 
-    from data.core.tokenizers import _TOKTOK_ESCAPES, _Toktok
+    from data.core.word_rules import TOKTOK_ESCAPES, Toktok
 
     class OnNltkEngine(ToktokTokenizer):
         TOKTOK_REGEXES = [
             (re.compile(r"\|"), " | ") if rule is ToktokTokenizer.PIPE else rule
             for rule in ToktokTokenizer.TOKTOK_REGEXES
-            if rule is ToktokTokenizer.PIPE or rule not in _TOKTOK_ESCAPES
+            if rule is ToktokTokenizer.PIPE or rule not in TOKTOK_ESCAPES
         ]
 
     texts = [
@@ -441,6 +441,6 @@ def test_toktok_on_stdlib_re_tokenizes_as_nltk_does():
         "a,,b , c", "„Datei“ gelöscht. Neu starten.", "(a) [b] {c} «d» 'e' `f`", "x – y — z---w",
         "Don't stop. \"Quoted\" text.", "path /usr/share | less", "1,000,000 and 3.14.", "ends with.'",
     ]  # fmt: skip
-    fast, reference = _Toktok(), OnNltkEngine()
+    fast, reference = Toktok(), OnNltkEngine()
     for text in texts:
         assert fast.tokenize(text) == reference.tokenize(text), text

@@ -516,6 +516,7 @@ def test_quickstart_on_a_tiny_gettext_corpus(tmp_path):
     assert match, out
     # trained far enough (33 here) that a path that decodes differently gets another score
     assert 10 < float(match.group(1)) <= 100 and 0 < float(match.group(2)) < 100
+    assert float(match.group(1)) > float(match.group(2)) + 10, match.group(0)  # beats copying (33.4 vs 2.2)
     sources = re.findall(r"^\s+source:\s+(.*)$", out, flags=re.M)
     assert sources == [p[0] for p in test[:5]]  # the first five test sentences
     assert len(re.findall(r"^\s+output:", out, flags=re.M)) == 5

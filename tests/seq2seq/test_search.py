@@ -276,7 +276,7 @@ def test_batched_beam_search_equals_alone(config, max_len):
     model = make_model(*config)
     src, lengths = source_batch()
     options = SearchOptions(method="beam", beam_size=4, n_best=3, alpha=0.6, max_len=max_len)
-    batched = model.translate(src, lengths, options)
+    batched = model.translate(src, lengths, SearchOptions(method=options))
     assert len(batched) == 4
     for b in range(4):
         single = model.translate(*alone(b), options)
