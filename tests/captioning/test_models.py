@@ -12,20 +12,22 @@ from captioning.captioner.network import ShowAttendTell, ShowTell
 from data.core.vocab import BOS, EOS, PAD
 from seq2seq.modules.rnn import RecurrentOptions
 from seq2seq.search import SearchOptions
+from tests.conftest import with_rnn
 
 V, C, E, H, HW = 12, 10, 8, 16, 6
 
 
+SMALL = RecurrentOptions(embed_dim=E, hidden_size=H, dropout=0.0)
+
+
 def make_show_tell(seed: int = 0, **kw) -> ShowTell:
     torch.manual_seed(seed)
-    kw = {"embed_dim": E, "hidden_size": H, "dropout": 0.0, **kw}
-    return ShowTell(V, C, **kw).eval()
+    return ShowTell(V, C, **with_rnn(SMALL, **kw)).eval()
 
 
 def make_sat(seed: int = 0, **kw) -> ShowAttendTell:
     torch.manual_seed(seed)
-    kw = {"embed_dim": E, "hidden_size": H, "dropout": 0.0, **kw}
-    return ShowAttendTell(V, C, **kw).eval()
+    return ShowAttendTell(V, C, **with_rnn(SMALL, **kw)).eval()
 
 
 def captions_batch(B: int, T: int, seed: int = 1) -> torch.Tensor:
