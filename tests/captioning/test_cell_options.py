@@ -3,28 +3,31 @@ configs/captioning/shapes_showtell_peephole.yaml trains with them through the CL
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from captioning.captioner.network import ShowAttendTell, ShowTell
 from captioning.captioner.predictor import Captioner
 from data.builders.shapes import build_shapes_dataset
-from seq2seq.modules.rnn import RNN
+from seq2seq.modules.rnn import RNN, RecurrentOptions
 from tests.conftest import REPO, explain, run_python
 
 
 @pytest.mark.parametrize("cls, features", [(ShowTell, (2, 6)), (ShowAttendTell, (2, 4, 6))])
 def test_captioners_build_the_seeds_cells(cls, features):
     torch.manual_seed(0)
-    peep = cls(9, 6, embed_dim=4, hidden_size=5, peephole=True).eval()
-    gru = cls(9, 6, embed_dim=4, hidden_size=5, cell="gru", gru_reset_after=False)
+    small = RecurrentOptions(embed_dim=4, hidden_size=5)
+    peep = cls(9, 6, replace(small, peephole=True)).eval()
+    gru = cls(9, 6, replace(small, cell="gru", gru_reset_after=False))
     for model, option in ((peep, "peephole"), (gru, "reset_after")):
         (rnn,) = [m for m in model.modules() if isinstance(m, RNN)]
         assert rnn.impl == "cells" and getattr(rnn.cells["l0"], option) is (option == "peephole")
     logits = peep(torch.randn(*features), torch.tensor([[2, 4, 5], [2, 6, 0]]))
     assert logits.shape == (2, 3, 9) and torch.isfinite(logits).all()
     with pytest.raises(ValueError, match="impl='cells'"):
-        cls(9, 6, embed_dim=4, hidden_size=5, peephole=True, impl="fused")
+        cls(9, 6, replace(small, peephole=True, impl="fused"))
 
 
 def test_peephole_showtell_config_trains_and_captions(tmp_path):

@@ -22,7 +22,12 @@ from seq2seq.search import SearchOptions
 from tests.conftest import REPO, explain, metric_values, read_metrics, run_python
 
 SHOWTELL_CONFIG = "configs/captioning/shapes_showtell.yaml"
-TINY = {"embed_dim": 16, "hidden_size": 16, "dropout": 0.0, "pretrained": False}
+TINY_RNN = RecurrentOptions(embed_dim=16, hidden_size=16, dropout=0.0)
+
+
+def no_weights(**kw) -> ImageOptions:
+    """The CNN without pretrained weights (nothing is loaded: fast)."""
+    return ImageOptions(pretrained=False, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +87,7 @@ def test_cli_fit_writes_checkpoint_metrics_and_vocab(shapes_json, tmp_path):
 
 def test_frozen_backbone_stays_put_while_the_rest_trains(datamodule):
     torch.manual_seed(0)
-    module = CaptioningModule(datamodule.vocab_size, image=ImageOptions(train_backbone="none"), **TINY)
+    module = CaptioningModule(datamodule.vocab_size, rnn=TINY_RNN, image=no_weights(train_backbone="none"))
     module.train()
     optimizer = module.configure_optimizers()
     cnn_before = {k: v.clone() for k, v in module.encoder.cnn.state_dict().items()}  # BN stats too
@@ -103,10 +108,10 @@ def test_frozen_backbone_stays_put_while_the_rest_trains(datamodule):
 def test_param_groups_have_the_two_learning_rates(datamodule, train_backbone):
     module = CaptioningModule(
         datamodule.vocab_size,
-        image=ImageOptions(train_backbone=train_backbone),
+        rnn=TINY_RNN,
+        image=no_weights(train_backbone=train_backbone),
         lr=3e-3,
         backbone_lr=2e-5,
-        **TINY,
     )
     groups = module.configure_optimizers().param_groups
     assert [g["lr"] for g in groups] == [2e-5, 3e-3]
@@ -125,7 +130,11 @@ def test_param_groups_have_the_two_learning_rates(datamodule, train_backbone):
 def test_validation_bleu_matches_nltk_on_the_decoded_captions(datamodule, shapes_json, model, tmp_path):
     torch.manual_seed(0)
     module = CaptioningModule(
-        datamodule.vocab_size, search=SearchOptions(beam_size=3, max_len=6), model=model, **TINY
+        datamodule.vocab_size,
+        rnn=TINY_RNN,
+        image=no_weights(),
+        search=SearchOptions(beam_size=3, max_len=6),
+        model=model,
     )
     if model == "showtell":  # a random CNN's features differ little between images: let them count
         with torch.no_grad():
@@ -192,7 +201,8 @@ def test_feature_cache_gives_the_same_loss_and_only_for_a_frozen_cnn(shapes_json
             str(shapes_json), min_freq=1, eval_batch_size=2, image_size=32, cache_dir=str(tmp_path / "cache")
         )
         torch.manual_seed(0)
-        module = CaptioningModule(dm.vocab_size, search=SearchOptions(beam_size=3, max_len=6), **TINY, **kw)
+        search = SearchOptions(beam_size=3, max_len=6)
+        module = CaptioningModule(dm.vocab_size, rnn=TINY_RNN, image=no_weights(**kw), search=search)
         trainer = pl.Trainer(
             accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, default_root_dir=tmp_path,

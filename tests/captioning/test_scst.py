@@ -174,7 +174,10 @@ def test_a_tiny_scst_run_from_a_cross_entropy_checkpoint_raises_the_reward(
     moves by chance here; the gains on held-out images are measured by captioning.experiments.scst
     on the shapes set (README)."""
     cache = tmp_path / "cache"
-    small = dict(embed_dim=32, hidden_size=64, dropout=0.0, max_len=12, num_samples=0)
+    small = dict(
+        rnn=RecurrentOptions(embed_dim=32, hidden_size=64, dropout=0.0), search=SearchOptions(beam_size=3, max_len=12),
+        num_samples=0,
+    )  # fmt: skip
     pl.seed_everything(0)
     dm = datamodule(shapes, cache)
     xe = CaptioningModule(dm.vocab_size, lr=5e-3, **small)
