@@ -3,15 +3,17 @@ self-critically (SCST), validated with real decoding (greedy or beam, never teac
 COCO caption metrics.
 
 Loss (seed 002 eq. 8.51): J = -sum_t log y~_t(z_t), the mean cross-entropy over the caption tokens
-(w_1 .. <eos>), PAD ignored. With `self_critical: true` the loss is SCST's instead (captioning/captioner/scst.py):
-`scst_samples` captions sampled per image, rewarded with CIDEr-D against the image's references
-(document frequencies of the training captions, cached beside the feature cache), the baseline the
-greedy caption's reward (`scst_baseline: greedy`) or the mean of the image's other samples
-(`mean`); training batches are then images with all their references, dropout is off in SCST steps,
-and `init_checkpoint` (a cross-entropy checkpoint of the same data) gives the starting weights.
+(w_1 .. <eos>), PAD ignored. With `self_critical: true` the loss is SCST's instead
+(captioning/captioner/scst.py): `scst_samples` captions sampled per image, rewarded with CIDEr-D
+against the image's references (document frequencies of the training captions, cached beside the
+feature cache), the baseline the greedy caption's reward (`scst_baseline: greedy`) or the mean of
+the image's other samples (`mean`); training batches are then images with all their references,
+dropout is off in SCST steps, and `init_checkpoint` (a cross-entropy checkpoint of the same data)
+gives the starting weights.
 train_reward and train_baseline are logged every step; run_dir/plots/reward.png draws them.
 
-Metrics (captioning/captioner/metrics.py, one function for validation, test and captioning.captioner.evaluate):
+Metrics (captioning/captioner/metrics.py, one function for validation, test and
+captioning.captioner.evaluate):
 pycocoevalcap's BLEU-1..4, METEOR (when java is on PATH), ROUGE-L and CIDEr-D, 0-100, logged as
 `{val,test}_bleu1..4`, `_meteor`, `_rouge_l`, `_cider`, and nltk's corpus BLEU as `_nltk_bleu1..4`.
 `monitor` (default cider) is the one the learning-rate plateau reads, and the CLI's checkpoint and
@@ -29,9 +31,9 @@ data/core/features.py); the key covers the backbone, a digest of its weights, th
 
 Optimisation: Adam with two parameter groups, the CNN's trainable parameters at `backbone_lr`
 (an empty group with train_backbone="none") and everything else at `lr`; ReduceLROnPlateau on
-val BLEU, stepped right after each validation (as in TranslationModule). The vocabulary travels in
-checkpoint["seqcap"] as plain lists, so `torch.load(..., weights_only=True)` reads it (the shared
-layer: seq2seq/training/module.py).
+val_<monitor> (val_cider by default), stepped right after each validation (as in TranslationModule).
+The vocabulary travels in checkpoint["seqcap"] as plain lists, so `torch.load(..., weights_only=True)`
+reads it (the shared layer: seq2seq/training/module.py).
 """
 
 from __future__ import annotations

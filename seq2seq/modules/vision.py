@@ -17,7 +17,7 @@ seed 002 §8.5.3).
 Backbones: ``efficientnet_lite0`` (timm; the offline default, its ImageNet weights from a pip package)
 or any torchvision classification CNN (``resnet18/34/50/101``, ``mobilenet_v3_large``, ...); where
 their weights come from and how they load: seq2seq/modules/pretrained.py. Shared by captioning
-(captioning/captioner/module.py) and multimodal translation (seq2seq/multimodal.py).
+(captioning/captioner/module.py) and multimodal translation (seq2seq/translation/module.py).
 """
 
 from __future__ import annotations

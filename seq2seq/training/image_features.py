@@ -1,6 +1,7 @@
 """The image side of a LightningModule: a frozen CNN's features served from the disk cache.
 
-Shared by captioning (captioning/captioner/module.py) and multimodal translation (seq2seq/multimodal.py).
+Shared by captioning (captioning/captioner/module.py) and multimodal translation
+(seq2seq/translation/module.py).
 With a frozen CNN (train_backbone="none") and cache_features=True, `setup` asks the datamodule to
 serve features instead of images (`use_features(extract, fingerprint, splits)`, data/core/features.py):
 the CNN runs once per image and transform, on the trainer's device with a progress bar; every
