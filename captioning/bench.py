@@ -60,7 +60,7 @@ def epoch_seconds(args, source: str, cache_dir: str, cache: bool) -> tuple[float
 
 def build_cache(args, source: str, cache_dir: str) -> float:
     dm = CaptionDataModule(source, min_freq=1, eval_batch_size=args.batch_size, cache_dir=cache_dir)
-    module = CaptioningModule(dm.vocab_size, model=args.model, backbone=args.backbone)
+    module = CaptioningModule(dm.vocab_size, model=args.model, image=ImageOptions(backbone=args.backbone))
     device = resolve_device(args.device)
     module.to(device)
     dm.use_normalization(module.encoder.mean, module.encoder.std)  # as the module's setup does: same key

@@ -153,7 +153,7 @@ class Translator(Predictor):
         if features is not None and len(features) != len(sentences):
             n, m = len(features), len(sentences)
             raise DataError(f"{n} images for {m} sentences: give one image a sentence")
-        options = SearchOptions(method="beam", beam_size=beam_size, alpha=alpha, n_best=n_best)
+        search_options = SearchOptions(method="beam", beam_size=beam_size, alpha=alpha, n_best=n_best)
         encoded = [self.encode(s) for s in sentences]
         for i, (_, _, cut) in enumerate(encoded):
             if cut and warn is not None:
@@ -166,7 +166,7 @@ class Translator(Predictor):
             src, lengths = pad_batch([encoded[i][0] for i in batch])
             image = None if features is None else features[batch].to(self.device)
             hyps = self.model.translate(
-                src.to(self.device), lengths.to(self.device), options,
+                src.to(self.device), lengths.to(self.device), search_options,
                 return_attention=return_attention or self.unk_replace, image=image,
             )  # fmt: skip
             for i, options in zip(batch, hyps):

@@ -10,6 +10,7 @@ error paths that stop before any model work are run in-process through `main(arg
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import shutil
@@ -215,14 +216,15 @@ def run_main(main, argv: list, capsys) -> tuple[int, str, str]:
 @pytest.fixture
 def decoded(monkeypatch) -> list[dict]:
     """The arguments of every seq2seq.search.decode call while the test runs (defaults filled
-    in): what the flags of a CLI became by the time they reached the decoder."""
+    in, the SearchOptions' fields among them): what the flags of a CLI became by the time they
+    reached the decoder."""
     calls = []
     real, signature = search.decode, inspect.signature(search.decode)
 
     def spy(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        calls.append(bound.arguments)
+        calls.append({**bound.arguments, **dataclasses.asdict(bound.arguments["search"])})
         return real(*args, **kwargs)
 
     monkeypatch.setattr(search, "decode", spy)
@@ -293,15 +295,15 @@ def test_cli_beam_caption_equals_a_beam_search_written_out_by_hand(trained, caps
     from data.core.images import IMAGENET_MEAN, IMAGENET_STD
 
     ckpt = load_captioning_checkpoint(trained.ckpt["showtell"])
-    assert ckpt["hyper_parameters"]["pretrained"] is False  # a random CNN: ImageNet mean/std
+    assert ckpt["hyper_parameters"]["image"]["pretrained"] is False  # a random CNN: ImageNet mean/std
     size, itos = ckpt["seqcap"]["image_size"], ckpt["seqcap"]["vocab"]
-    module = load_captioner(trained.ckpt["showtell"]).module
+    captioner = load_captioner(trained.ckpt["showtell"])
     by_hand = []
     with torch.no_grad():
         for path in inputs:
             pixels = _pixels_by_hand(Path(path), size, IMAGENET_MEAN, IMAGENET_STD)
-            features = module.encoder(pixels[None])
-            ids, score = _beam_by_hand(module.model, features, beam_size=3, max_len=MAX_LEN)
+            features = captioner.encoder(pixels[None])
+            ids, score = _beam_by_hand(captioner.model, features, beam_size=3, max_len=MAX_LEN)
             by_hand.append(([itos[i] for i in ids], score))
     assert [words for _, words in rows] == [words for words, _ in by_hand]
     for _, words in rows:

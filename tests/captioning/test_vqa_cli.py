@@ -122,7 +122,8 @@ def test_the_answers_are_those_of_the_training_module(trained):
     assert sum(p for _, p in a.top) == pytest.approx(1.0, abs=1e-5) and a.unknown == []
     assert a.attention.shape == (2, 16) and torch.allclose(a.attention.sum(-1), torch.ones(2))
     ckpt = torch.load(trained.ckpt["attention"], map_location="cpu", weights_only=True)
-    module = build_from_hparams(VQAModule, ckpt, "ckpt", pretrained=False, weights_path=None).eval()
+    assert ckpt["hyper_parameters"]["image"]["pretrained"] is False  # nothing to fetch
+    module = build_from_hparams(VQAModule, ckpt, "ckpt").eval()
     module.on_load_checkpoint(ckpt)
     ids, lengths = module.encode_questions(["what shape is the red object?"])
     pixels = answerer.transform(Image.open(trained.image).convert("RGB"))[None]

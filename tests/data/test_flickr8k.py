@@ -245,13 +245,14 @@ def test_config_points_at_the_documented_layout():
     assert data["source"] == f"data/corpora/flickr8k/{KARPATHY_JSON}"
     assert data["image_root"] == f"data/corpora/flickr8k/{IMAGES_DIR}"
     model = config["model"]["init_args"]
-    assert (model["model"], model["embed_dim"], model["hidden_size"], model["dropout"]) == (
+    rnn = model["rnn"]
+    assert (model["model"], rnn["embed_dim"], rnn["hidden_size"], rnn["dropout"]) == (
         "showtell",
         512,
         512,
         0.5,
     )
-    assert (model["test_decode"], model["beam_size"], data["min_freq"], data["batch_size"]) == (
+    assert (model["search"]["method"], model["search"]["beam_size"], data["min_freq"], data["batch_size"]) == (
         "beam",
         3,
         5,

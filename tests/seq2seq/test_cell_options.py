@@ -155,12 +155,12 @@ def test_old_gru_cells_checkpoint_rebuilds_as_the_gru_it_was_trained_as():
     hparams = dict(src_vocab_size=9, tgt_vocab_size=9, embed_dim=4, hidden_size=4, cell="gru", impl="cells")
     torch.manual_seed(0)
     gru = RecurrentOptions(embed_dim=4, hidden_size=4, cell="gru", impl="cells")
-    old = Seq2Seq(9, 9, rnn=RecurrentOptions(embed_dim=dataclasses.replace(gru, gru_reset_after=False)))
+    old = Seq2Seq(9, 9, dataclasses.replace(gru, gru_reset_after=False))
     ckpt = {"hyper_parameters": hparams, "state_dict": {f"model.{k}": v for k, v in old.state_dict().items()}}
     rebuilt = build_from_hparams(Seq2Seq, ckpt, "old.ckpt", prefix="model.")
     assert rebuilt.encoder.rnn.cell_options == {"reset_after": False}
     new = dict(hparams, gru_reset_after=True)
     assert build_from_hparams(Seq2Seq, {**ckpt, "hyper_parameters": new}, "new.ckpt", prefix="model.")
-    module = TranslationModule(9, 9, rnn=RecurrentOptions(dropout=0.2, embed_dim=gru))
+    module = TranslationModule(9, 9, rnn=gru)
     with pytest.raises(ValueError, match="gru_reset_after=False"):
         module.on_load_checkpoint(ckpt)

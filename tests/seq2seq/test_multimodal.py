@@ -158,7 +158,7 @@ def test_padding_does_not_change_a_sentence_with_image():
 def test_impossible_fusions_are_refused(kw, message):
     args = dict(image_size=DI) | kw
     with pytest.raises(ValueError, match=message):
-        Seq2Seq(13, 15, rnn=RecurrentOptions(embed_dim=SMALL), **args)
+        Seq2Seq(13, 15, SMALL, **args)
 
 
 def test_a_tiny_model_learns_colours_only_from_the_image():

@@ -276,7 +276,7 @@ def test_batched_beam_search_equals_alone(config, max_len):
     model = make_model(*config)
     src, lengths = source_batch()
     options = SearchOptions(method="beam", beam_size=4, n_best=3, alpha=0.6, max_len=max_len)
-    batched = model.translate(src, lengths, SearchOptions(method=options))
+    batched = model.translate(src, lengths, options)
     assert len(batched) == 4
     for b in range(4):
         single = model.translate(*alone(b), options)
@@ -513,8 +513,10 @@ def test_banned_ids_are_never_output(method):
         return preference.expand(prev.shape[0], V).clone(), state
 
     def tokens(banned):
-        hyps = search.decode(step, {}, 3, BOS, EOS, method, 4, beam_size=2, banned=banned,
-                             generator=torch.Generator().manual_seed(0))  # fmt: skip
+        hyps = search.decode(
+            step, {}, 3, bos=BOS, eos=EOS, search=SearchOptions(method=method, beam_size=2), max_len=4,
+            banned=banned, generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
         return [h[0].tokens for h in hyps]
 
     out = tokens((0, 2))
