@@ -52,6 +52,7 @@ from torch import Tensor
 from captioning.captioner import scst
 from captioning.captioner.metrics import CiderD, caption_metrics, cider_d_for, format_metrics, java_available
 from captioning.captioner.network import CAPTION_RNN, CAPTION_SEARCH, ShowAttendTell, ShowTell
+from data.core.protocols import CaptionReferences
 from data.core.vocab import PAD, Vocabulary
 from seq2seq.modules.rnn import RecurrentOptions
 from seq2seq.modules.vision import ImageEncoder, ImageOptions
@@ -142,14 +143,14 @@ class CaptioningModule(ImageFeatures, DecodingModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)  # the vocabulary
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if self.hparams.self_critical and stage == "fit" and hasattr(dm, "use_image_batches"):
+        if self.hparams.self_critical and stage == "fit" and isinstance(dm, CaptionReferences):
             dm.use_image_batches(True)  # SCST samples per image and scores against all references
         self.prepare_images(stage)
         if self.hparams.init_checkpoint and not self._initialized:  # once: later stages keep the training
             self.load_initial_weights(self.hparams.init_checkpoint)
             self._initialized = True
         if self.hparams.self_critical and stage == "fit":
-            if not hasattr(dm, "references"):
+            if not isinstance(dm, CaptionReferences):
                 raise ValueError("self_critical needs a CaptionDataModule (the training references)")
             self.cider, hit = cider_d_for(dm.references("train"), dm.feature_cache_dir())
             rank_zero_info(

@@ -1,4 +1,4 @@
-"""Visual question answering networks on the shared modules (issue 15): one class, four kinds.
+"""Visual question answering networks on the shared modules: one class, four kinds.
 
 forward(question (B, T) long, lengths (B,), features (B, R, F) image grid) -> logits (B, K) over
 the K most frequent training answers, and the attention weights of each hop ([(B, R)], empty for

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from data.core.protocols import ImageSource
 from seq2seq.modules.vision import ImageEncoder, ImageOptions
 
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
@@ -36,11 +37,10 @@ class ImageFeatures:
         """Called from `setup`: the datamodule's images take the backbone's normalisation, and its
         splits of `stage` are served from the feature cache when the CNN is frozen."""
         dm = getattr(self.trainer, "datamodule", None)
-        if dm is None:
+        if not isinstance(dm, ImageSource):
             return
-        if hasattr(dm, "use_normalization"):
-            dm.use_normalization(self.image_encoder.mean, self.image_encoder.std)
-        if not (hasattr(dm, "use_features") and self.caches_features):
+        dm.use_normalization(self.image_encoder.mean, self.image_encoder.std)
+        if not self.caches_features:
             return
         fingerprint, wanted = self.image_encoder.fingerprint(), splits.get(stage, ())
         first = self.trainer.is_global_zero

@@ -22,6 +22,7 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 
+from data.core.protocols import VocabularySource
 from seq2seq.training.checkpoint import legacy_defaults
 from seq2seq.training.plateau import Plateau
 
@@ -75,7 +76,7 @@ class SeqCapModule(pl.LightningModule):
     # -- vocabularies: from the datamodule, then from the checkpoint --------------------------
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None and hasattr(dm, "vocab_state"):
+        if isinstance(dm, VocabularySource):
             self.set_vocab_state(dm.vocab_state())
 
     def set_vocab_state(self, state: dict) -> None:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from data.core.protocols import OptionalImages
 from data.core.tokenizers import Tokenizer, tokenizer_from_state
 from data.core.vocab import PAD, Vocabulary
 from seq2seq.modules.rnn import RecurrentOptions
@@ -90,7 +91,7 @@ class TranslationModule(ImageFeatures, DecodingModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)  # the vocabularies
-        if hasattr(dm := getattr(self._trainer, "datamodule", None), "use_images"):
+        if isinstance(dm := getattr(self._trainer, "datamodule", None), OptionalImages):
             dm.use_images(self.multimodal)  # a text-only model on multimodal data reads no image
         if self.multimodal:
             self.prepare_images(stage, {"fit": ("train", "dev"), "validate": ("dev",), "test": ("test",)})
