@@ -25,6 +25,8 @@ import torch
 from captioning.captioner.module import CaptioningModule
 from data.builders.shapes import build_shapes_dataset
 from data.datamodules.captions import CaptionDataModule
+from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.modules.vision import ImageOptions
 from seq2seq.training.checkpoint import resolve_device
 
 
@@ -44,8 +46,8 @@ def epoch_seconds(args, source: str, cache_dir: str, cache: bool) -> tuple[float
     )  # fmt: skip
     torch.manual_seed(0)
     module = CaptioningModule(
-        dm.vocab_size, model=args.model, backbone=args.backbone, embed_dim=128, hidden_size=256,
-        cache_features=cache,
+        dm.vocab_size, model=args.model, image=ImageOptions(backbone=args.backbone, cache_features=cache),
+        rnn=RecurrentOptions(embed_dim=128, hidden_size=256, dropout=0.3),
     )  # fmt: skip
     timer = EpochTimer()
     trainer = pl.Trainer(
@@ -58,7 +60,7 @@ def epoch_seconds(args, source: str, cache_dir: str, cache: bool) -> tuple[float
 
 def build_cache(args, source: str, cache_dir: str) -> float:
     dm = CaptionDataModule(source, min_freq=1, eval_batch_size=args.batch_size, cache_dir=cache_dir)
-    module = CaptioningModule(dm.vocab_size, model=args.model, backbone=args.backbone)
+    module = CaptioningModule(dm.vocab_size, model=args.model, image=ImageOptions(backbone=args.backbone))
     device = resolve_device(args.device)
     module.to(device)
     dm.use_normalization(module.encoder.mean, module.encoder.std)  # as the module's setup does: same key

@@ -1,4 +1,4 @@
-"""`python -m seq2seq fit|validate|test|predict -c CONFIG [--model.init_args.hidden_size 512 ...]`
+"""`python -m seq2seq fit|validate|test|predict -c CONFIG [--model.init_args.rnn.hidden_size 512 ...]`
 
 Translation and language models through the shared LightningCLI (seq2seq/training/cli.py); see
 configs/translation/ and configs/lm/.

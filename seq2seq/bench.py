@@ -16,6 +16,8 @@ import torch.nn.functional as F
 
 from data.core.vocab import PAD
 from data.datamodules.translation import ParallelTextDataModule
+from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.search import SearchOptions
 from seq2seq.training.checkpoint import resolve_device
 from seq2seq.translation.network import Seq2Seq, pad_batch
 
@@ -41,9 +43,8 @@ def main(argv: list[str] | None = None) -> None:
 
     dm = ParallelTextDataModule(args.data, max_vocab_size=8000, max_len=50, batch_size=64)
     dm.setup("fit")
-    model = Seq2Seq(dm.src_vocab_size, dm.tgt_vocab_size, 256, 256, context=args.context, dropout=0.2).to(
-        device
-    )
+    rnn = RecurrentOptions(embed_dim=256, hidden_size=256, dropout=0.2)
+    model = Seq2Seq(dm.src_vocab_size, dm.tgt_vocab_size, rnn, context=args.context).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = dm.train_dataloader()
     batches = []
@@ -86,9 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     for k in range(0, n, 64):
         src, lengths = pad_batch([test.src_ids[i] for i in order[k : k + 64]])
-        model.translate(
-            src.to(device), lengths.to(device), method="beam", beam_size=args.beam_size, alpha=0.6
-        )
+        model.translate(src.to(device), lengths.to(device), SearchOptions(beam_size=args.beam_size, alpha=0.6))
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start

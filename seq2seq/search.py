@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -247,40 +248,64 @@ def beam_search(
     return results
 
 
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to decode, as one object (YAML `search:` under a model's init_args; the predictors'
+    keyword arguments): `method` greedy, beam (`beam_size`, length penalty `alpha`, `n_best`
+    hypotheses) or sample (`temperature`, `top_k`: 0 keeps every word); `max_len` words at most
+    (None: the model's own limit)."""
+
+    method: Literal["greedy", "beam", "sample"] = "beam"
+    beam_size: int = 5
+    alpha: float = 0.0
+    n_best: int = 1
+    max_len: int | None = None
+    temperature: float = 1.0
+    top_k: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in ("greedy", "beam", "sample"):
+            raise ValueError(f"search.method must be 'greedy', 'beam' or 'sample', got {self.method!r}")
+        if self.beam_size < 1 or self.n_best < 1:
+            raise ValueError(f"search.beam_size and n_best must be >= 1, got {self.beam_size}, {self.n_best}")
+        if self.max_len is not None and self.max_len < 1:
+            raise ValueError(f"search.max_len must be >= 1 or None, got {self.max_len}")
+        if self.temperature < 0 or self.top_k < 0:
+            raise ValueError(f"search.temperature and top_k must be >= 0, got {self.temperature}, {self.top_k}")
+
+
 def decode(
     step_fn: StepFn,
     state,
     batch_size: int,
+    *,
     bos: int,
     eos: int,
-    method: str = "beam",
-    max_len: int | Tensor = 100,
-    beam_size: int = 5,
-    alpha: float = 0.0,
-    n_best: int = 1,
-    temperature: float = 1.0,
-    top_k: int = 0,
+    search: SearchOptions,
+    max_len: int | Tensor,
     generator: torch.Generator | None = None,
     return_attention: bool = False,
     banned: tuple[int, ...] = (),
 ) -> list[list[Hypothesis]]:
     """One entry for the three methods: per input a list of hypotheses (n_best for "beam", one
-    for "greedy" and "sample"). `banned` ids (<pad>, <bos>: never a training target) get -inf
-    logits, so no method outputs them and attention rows stay one per output word."""
+    for "greedy" and "sample"). `max_len` is the limit the caller resolved (search.max_len or the
+    model's own: an int, or (B,) per input). `banned` ids (<pad>, <bos>: never a training target)
+    get -inf logits, so no method outputs them and attention rows stay one per output word."""
     if banned:
         step_fn = _banning(step_fn, banned)
-    if method == "beam":
+    s = search
+    if s.method == "beam":
         return beam_search(
-            step_fn, state, batch_size, bos, eos, beam_size, max_len, alpha, n_best, return_attention
-        )
-    if method == "greedy":
-        hyps = greedy(step_fn, state, batch_size, bos, eos, max_len, return_attention)
-    elif method == "sample":
-        hyps = sample(
-            step_fn, state, batch_size, bos, eos, max_len, temperature, top_k, generator, return_attention
-        )
+            step_fn, state, batch_size, bos, eos, beam_size=s.beam_size, max_len=max_len, alpha=s.alpha,
+            n_best=s.n_best, return_attention=return_attention,
+        )  # fmt: skip
+    if s.method == "greedy":
+        hyps = greedy(step_fn, state, batch_size, bos, eos, max_len=max_len, return_attention=return_attention)
     else:
-        raise ValueError(f"method must be 'greedy', 'beam' or 'sample', got {method!r}")
+        hyps = sample(
+            step_fn, state, batch_size, bos, eos, max_len=max_len, temperature=s.temperature, top_k=s.top_k,
+            generator=generator, return_attention=return_attention,
+        )  # fmt: skip
     return [[h] for h in hyps]
 
 

@@ -8,6 +8,7 @@ wandb is disabled for every test and every subprocess.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -24,9 +25,19 @@ import torch
 os.environ["WANDB_MODE"] = "disabled"
 
 from data.builders.synthetic import build_synthetic_corpus  # noqa: E402
+from seq2seq.modules.rnn import RecurrentOptions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REVERSE_CONFIG = "configs/translation/reverse_attention.yaml"
+
+
+def with_rnn(rnn: RecurrentOptions, **kw) -> dict:
+    """A network's keyword arguments from one flat dict, as parametrized tests write them: the
+    RecurrentOptions fields among `kw` (cell, hidden_size, impl, ...) replace those of `rnn`, the
+    rest (context, attention, fusion, ...) stay keyword arguments."""
+    fields = {f.name for f in dataclasses.fields(RecurrentOptions)}
+    options = dataclasses.replace(rnn, **{k: v for k, v in kw.items() if k in fields})
+    return {"rnn": options, **{k: v for k, v in kw.items() if k not in fields}}
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -126,9 +137,9 @@ def reverse_corpus(tmp_path_factory) -> Path:
 # The trained translator: small enough for ~15 s on two cores, good enough to reverse sentences.
 TRAINED_MAX_LEN = 20  # data.max_len: longer input lines are truncated by seq2seq.translation.cli
 TRAINED_ARGS = (
-    "--model.init_args.embed_dim", "32",
-    "--model.init_args.hidden_size", "64",
-    "--model.init_args.dropout", "0",
+    "--model.init_args.rnn.embed_dim", "32",
+    "--model.init_args.rnn.hidden_size", "64",
+    "--model.init_args.rnn.dropout", "0",
     "--model.init_args.lr", "0.003",
     "--data.init_args.batch_size", "32",
     "--data.init_args.max_len", str(TRAINED_MAX_LEN),

@@ -171,7 +171,7 @@ def tiny(tmp_path_factory) -> Tiny:
 
 # -- what each config is run with -------------------------------------------------------------------
 def small(embed: int = 16, hidden: int = 32) -> list[str]:
-    return ["--model.init_args.embed_dim", str(embed), "--model.init_args.hidden_size", str(hidden)]
+    return ["--model.init_args.rnn.embed_dim", str(embed), "--model.init_args.rnn.hidden_size", str(hidden)]
 
 
 def reverse(t: Tiny, tmp: Path) -> list[str]:
@@ -292,7 +292,11 @@ def test_config_trains(config, tiny, tmp_path, monkeypatch):
     assert qualified(cli.model) == spec["model"]["class_path"]
     assert qualified(cli.datamodule) == spec["data"]["class_path"]
     for key, value in spec["model"]["init_args"].items():
-        if f"model.init_args.{key}" not in changed:
+        if isinstance(value, dict):  # an option group (rnn, image, search): field by field
+            for field, v in value.items():
+                if f"model.init_args.{key}.{field}" not in changed:
+                    assert cli.model.hparams[key][field] == v, (config, key, field)
+        elif f"model.init_args.{key}" not in changed:
             assert cli.model.hparams[key] == value, (config, key)
     for key, value in data_args.items():
         if f"data.init_args.{key}" not in changed and key in cli.datamodule.hparams:

@@ -38,6 +38,7 @@ reads it (the shared layer: seq2seq/training/module.py).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -48,21 +49,26 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
-from captioning.captioner.metrics import CiderD, caption_metrics, cider_d_for, format_metrics, java_available
-from captioning.captioner.network import ShowAttendTell, ShowTell
 from captioning.captioner import scst
+from captioning.captioner.metrics import CiderD, caption_metrics, cider_d_for, format_metrics, java_available
+from captioning.captioner.network import CAPTION_RNN, CAPTION_SEARCH, ShowAttendTell, ShowTell
+from data.core.protocols import CaptionReferences
 from data.core.vocab import PAD, Vocabulary
-from seq2seq.modules.vision import ImageEncoder
+from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.modules.vision import ImageEncoder, ImageOptions
+from seq2seq.search import SearchOptions
 from seq2seq.training.checkpoint import CheckpointError
 from seq2seq.training.image_features import ImageFeatures, backbone_param_groups
-from seq2seq.training.module import DecodingModule, perplexity
+from seq2seq.training.module import DecodingModule, as_options, perplexity
 
 Monitor = Literal["cider", "bleu4", "meteor", "rouge_l", "nltk_bleu4"]
 
 
 class CaptioningModule(ImageFeatures, DecodingModule):
-    """`cell`, `peephole` (LSTM) and `gru_reset_after=False` (GRU) choose the decoder's recurrent
-    cell and the seeds' variants of it (which run on the cell path, impl="auto")."""
+    """Option groups (YAML `rnn:`, `image:`, `search:` under init_args): `rnn` the decoder's
+    recurrent options (RecurrentOptions; `peephole` and `gru_reset_after=False` are the seeds'
+    cell variants), `image` the CNN (ImageOptions), `search` the test's decoding and the longest
+    caption (`max_len`, also SCST's samples)."""
 
     task = "captioning"
     vocab_sizes = {"vocab": "vocab_size"}
@@ -73,32 +79,19 @@ class CaptioningModule(ImageFeatures, DecodingModule):
         self,
         vocab_size: int,
         model: Literal["showtell", "attention"] = "showtell",
-        backbone: str = "efficientnet_lite0",
-        pretrained: bool = True,
-        train_backbone: Literal["none", "top", "all"] = "none",
-        weights_path: str | None = None,
-        embed_dim: int = 256,
-        hidden_size: int = 512,
-        dropout: float = 0.3,
+        rnn: RecurrentOptions = CAPTION_RNN,
+        image: ImageOptions = ImageOptions(),
+        search: SearchOptions = CAPTION_SEARCH,  # the test's decoding; max_len limits every caption
         tie_embeddings: bool = False,
         image_every_step: bool = False,  # ShowTell only
         global_pool: int = 1,  # ShowTell only: the image vector pools the CNN map to k x k (C*k*k values)
-        cell: Literal["lstm", "gru", "rnn"] = "lstm",
-        impl: Literal["auto", "fused", "cells"] = "auto",
-        peephole: bool = False,
-        gru_reset_after: bool = True,
         lr: float = 1e-3,
         backbone_lr: float = 1e-4,
         weight_decay: float = 0.0,
         lr_patience: int = 2,  # validations without a better val_<monitor> before the LRs are cut
         lr_factor: float = 0.5,
         val_decode: Literal["greedy", "beam"] = "greedy",
-        test_decode: Literal["greedy", "beam"] = "beam",
-        beam_size: int = 3,
-        max_len: int = 20,
         num_samples: int = 5,
-        feature_block: int | None = None,  # the CNN's features from this block, not its last layer
-        cache_features: bool = True,  # frozen CNN (train_backbone="none"): features once, from disk after
         monitor: Monitor = "cider",  # val_<monitor> picks the checkpoint and drives the plateau
         self_critical: bool = False,  # SCST (captioning/captioner/scst.py) instead of cross-entropy
         scst_samples: int = 5,  # captions sampled per image
@@ -123,21 +116,20 @@ class CaptioningModule(ImageFeatures, DecodingModule):
             raise ValueError("image_every_step applies to model='showtell' only")
         if global_pool != 1 and model != "showtell":
             raise ValueError("global_pool applies to model='showtell' only (attention reads the whole grid)")
-        self.save_hyperparameters()
+        self.rnn, self.image = as_options(RecurrentOptions, rnn), as_options(ImageOptions, image)
+        self.search = as_options(SearchOptions, search)
+        if self.search.max_len is None:
+            self.search = replace(self.search, max_len=CAPTION_SEARCH.max_len)
+        self.save_options()
         # ShowTell projects the global vector into E's space itself (image_proj): no encoder proj
-        self.encoder = ImageEncoder(
-            backbone, pretrained, train_backbone, "global" if model == "showtell" else "grid",
-            embed_dim=None, weights_path=weights_path, global_pool=global_pool, feature_block=feature_block,
-        )  # fmt: skip
-        decoder = dict(
-            embed_dim=embed_dim, hidden_size=hidden_size, cell=cell, dropout=dropout,
-            tie_embeddings=tie_embeddings, impl=impl, peephole=peephole, gru_reset_after=gru_reset_after,
-        )  # fmt: skip
+        self.encoder = self.image.encoder("global" if model == "showtell" else "grid", global_pool=global_pool)
         C = self.encoder.feature_dim
         if model == "showtell":
-            self.model = ShowTell(vocab_size, C, image_every_step=image_every_step, **decoder)
+            self.model = ShowTell(
+                vocab_size, C, self.rnn, tie_embeddings=tie_embeddings, image_every_step=image_every_step
+            )
         else:
-            self.model = ShowAttendTell(vocab_size, C, **decoder)
+            self.model = ShowAttendTell(vocab_size, C, self.rnn, tie_embeddings=tie_embeddings)
         self.vocab: Vocabulary | None = None
         self.cider: CiderD | None = None  # SCST's reward, set up in setup("fit")
         self._initialized = False  # init_checkpoint loaded
@@ -151,14 +143,14 @@ class CaptioningModule(ImageFeatures, DecodingModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)  # the vocabulary
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if self.hparams.self_critical and stage == "fit" and hasattr(dm, "use_image_batches"):
+        if self.hparams.self_critical and stage == "fit" and isinstance(dm, CaptionReferences):
             dm.use_image_batches(True)  # SCST samples per image and scores against all references
         self.prepare_images(stage)
         if self.hparams.init_checkpoint and not self._initialized:  # once: later stages keep the training
             self.load_initial_weights(self.hparams.init_checkpoint)
             self._initialized = True
         if self.hparams.self_critical and stage == "fit":
-            if not hasattr(dm, "references"):
+            if not isinstance(dm, CaptionReferences):
                 raise ValueError("self_critical needs a CaptionDataModule (the training references)")
             self.cider, hit = cider_d_for(dm.references("train"), dm.feature_cache_dir())
             rank_zero_info(
@@ -221,16 +213,16 @@ class CaptioningModule(ImageFeatures, DecodingModule):
             # the draws of step n depend on (seed, rank, n) alone: a resumed run samples as a straight one
             seed = (torch.initial_seed() * 1_000_003 + self.global_rank * 7_919 + self.global_step) % 2**63
             generator = torch.Generator(device=features.device).manual_seed(seed)
-            hyps = self.model.caption(repeated, "sample", max_len=hp.max_len, generator=generator)
+            hyps = self.model.caption(repeated, replace(self.search, method="sample"), generator=generator)
             samples = [h[0].tokens for h in hyps]
             refs = [r for r in batch["references"] for _ in range(k)]
             rewards = self._rewards(samples, refs).view(B, k)
             if hp.scst_baseline == "greedy":
-                greedy = [h[0].tokens for h in self.model.caption(features, "greedy", max_len=hp.max_len)]
+                greedy = [h[0].tokens for h in self.model.caption(features, replace(self.search, method="greedy"))]
                 baselines = self._rewards(greedy, batch["references"]).view(B, 1).expand(B, k)
             else:
                 baselines = scst.mean_of_others(rewards)
-            captions_in, targets = scst.sample_batch(samples, hp.max_len, features.device)
+            captions_in, targets = scst.sample_batch(samples, self.search.max_len, features.device)
             # cuDNN has no backward for an RNN run in eval mode: the teacher-forced pass, whose
             # gradient this step takes, runs on PyTorch's own RNN kernels instead (CUDA only)
             with torch.backends.cudnn.flags(enabled=features.device.type != "cuda"):
@@ -259,14 +251,10 @@ class CaptioningModule(ImageFeatures, DecodingModule):
         if self.vocab is None:
             raise RuntimeError("no vocabulary: fit/validate with a CaptionDataModule or load a checkpoint")
         hyps = self.model.caption(
-            self.image_features(batch), method=method, beam_size=self.hparams.beam_size,
-            max_len=self.hparams.max_len, return_attention=return_attention,
+            self.image_features(batch), replace(self.search, method=method, n_best=1),
+            return_attention=return_attention,
         )  # fmt: skip
         return [h[0] for h in hyps]
-
-    @property
-    def test_decode(self) -> str:
-        return self.hparams.test_decode
 
     def decode_outputs(self, batch: dict, prefix: str, method: str) -> list[dict]:
         attends = self.hparams.model == "attention"  # kept for the attention overlays of the samples

@@ -25,7 +25,12 @@ from torch import Tensor, nn
 from data.core.vocab import BOS, EOS, PAD
 from seq2seq import search
 from seq2seq.modules.decoder import RecurrentDecoder
-from seq2seq.modules.rnn import RNN, cell_options
+from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.search import SearchOptions
+
+# the captioners' default sizes: a 512-unit LSTM over 256-wide embeddings, dropout 0.3
+CAPTION_RNN = RecurrentOptions(embed_dim=256, hidden_size=512, dropout=0.3)
+CAPTION_SEARCH = SearchOptions(method="beam", beam_size=3, max_len=20)
 
 CaptionState = dict[str, Tensor]
 
@@ -59,28 +64,22 @@ class _Captioner(nn.Module):
     def caption(
         self,
         features: Tensor,
-        method: Literal["beam", "greedy", "sample"] = "beam",
-        beam_size: int = 3,
-        max_len: int = 20,
-        alpha: float = 0.0,
-        n_best: int = 1,
-        temperature: float = 1.0,
-        top_k: int = 0,
+        search_options: SearchOptions = CAPTION_SEARCH,
+        *,
         generator: torch.Generator | None = None,
         return_attention: bool = False,
     ) -> list[list[search.Hypothesis]]:
         """Captions a batch of images; returns per image a list of hypotheses (n_best for beam,
         one otherwise), each with token ids (no <bos>/<eos>), a score (sum of log-probabilities,
         divided by the length penalty for beam) and, with return_attention for a model that
-        attends, attention (len(tokens), HW). Call `eval()` first to switch dropout off."""
-        if method not in ("beam", "greedy", "sample"):
-            raise ValueError(f"method must be 'greedy', 'beam' or 'sample', got {method!r}")
-
+        attends, attention (len(tokens), HW). `search_options.max_len` defaults to 20 words.
+        Call `eval()` first to switch dropout off."""
         # <pad> and <bos> are never outputs: every word decoded is a word of the caption, so its
         # attention rows stay one per word
         return search.decode(
-            self.step, self.init_state(features), features.shape[0], BOS, EOS, method, max_len,
-            beam_size, alpha, n_best, temperature, top_k, generator, return_attention, banned=(PAD, BOS),
+            self.step, self.init_state(features), features.shape[0], bos=BOS, eos=EOS, search=search_options,
+            max_len=search_options.max_len or CAPTION_SEARCH.max_len, generator=generator,
+            return_attention=return_attention, banned=(PAD, BOS),
         )  # fmt: skip
 
 
@@ -92,39 +91,27 @@ class ShowTell(_Captioner):
     so logits[:, t] predicts captions_out[:, t] (w_1 .. <eos> for captions_in = <bos> w_1 ..).
     With `tie_embeddings` the output layer shares E's weights (through a Linear(H, embed_dim)).
     With `image_every_step` every RNN input is [input; z~_{-1}] (width 2*embed_dim); the image
-    step's input is then [z~_{-1}; z~_{-1}]. `peephole` (LSTM) and `gru_reset_after` (GRU) are the
-    cell's options (seq2seq.modules.rnn.cell_options).
+    step's input is then [z~_{-1}; z~_{-1}]. `rnn` holds the cell, sizes and cell variants
+    (RecurrentOptions).
     """
 
     def __init__(
         self,
         vocab_size: int,
         feature_dim: int,
-        embed_dim: int = 256,
-        hidden_size: int = 512,
-        cell: Literal["lstm", "gru", "rnn"] = "lstm",
-        num_layers: int = 1,
-        dropout: float = 0.3,
+        rnn: RecurrentOptions = CAPTION_RNN,
         tie_embeddings: bool = False,
         image_every_step: bool = False,
-        impl: Literal["auto", "fused", "cells"] = "auto",
-        peephole: bool = False,
-        gru_reset_after: bool = True,
     ):
         super().__init__()
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        embed_dim, hidden_size = rnn.embed_dim, rnn.hidden_size
         self.vocab_size, self.feature_dim, self.embed_dim = vocab_size, feature_dim, embed_dim
-        self.hidden_size, self.cell = hidden_size, cell
+        self.hidden_size, self.cell = hidden_size, rnn.cell
         self.image_every_step = image_every_step
         self.image_proj = nn.Linear(feature_dim, embed_dim)  # cnn(x) -> z~_{-1} in E's space
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD)  # E
-        self.dropout = nn.Dropout(dropout)
-        rnn_in = 2 * embed_dim if image_every_step else embed_dim
-        self.rnn = RNN(
-            cell, rnn_in, hidden_size, num_layers, False, dropout, impl,
-            **cell_options(cell, peephole, gru_reset_after),
-        )  # fmt: skip
+        self.dropout = nn.Dropout(rnn.dropout)
+        self.rnn = rnn.layer(2 * embed_dim if image_every_step else embed_dim)
         if tie_embeddings:
             self.pre_output = nn.Linear(hidden_size, embed_dim)
             self.output = nn.Linear(embed_dim, vocab_size)
@@ -201,26 +188,17 @@ class ShowAttendTell(_Captioner):
         self,
         vocab_size: int,
         feature_dim: int,
-        embed_dim: int = 256,
-        hidden_size: int = 512,
-        cell: Literal["lstm", "gru", "rnn"] = "lstm",
-        num_layers: int = 1,
+        rnn: RecurrentOptions = CAPTION_RNN,
         attention: Literal["bahdanau", "luong_general"] = "bahdanau",
-        dropout: float = 0.3,
         tie_embeddings: bool = False,
-        impl: Literal["auto", "fused", "cells"] = "auto",
-        peephole: bool = False,
-        gru_reset_after: bool = True,
     ):
         super().__init__()
         if attention not in ("bahdanau", "luong_general"):
             raise ValueError(f"attention must be 'bahdanau' or 'luong_general', got {attention!r}")
         self.vocab_size, self.feature_dim = vocab_size, feature_dim
         self.decoder = RecurrentDecoder(
-            vocab_size, embed_dim, hidden_size, cell, num_layers, context="attention",
-            attention=attention, dropout=dropout, memory_size=feature_dim,
-            tie_embeddings=tie_embeddings, impl=impl, peephole=peephole,
-            gru_reset_after=gru_reset_after, pad_id=PAD,
+            vocab_size, rnn, context="attention", attention=attention, memory_size=feature_dim,
+            tie_embeddings=tie_embeddings, pad_id=PAD,
         )  # fmt: skip
 
     def init_state(self, features: Tensor) -> CaptionState:

@@ -23,13 +23,14 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from captioning.captioner.network import ShowAttendTell, ShowTell
+from captioning.captioner.network import CAPTION_SEARCH, ShowAttendTell, ShowTell
 from data.core.caption_sources import TOKENIZER_NAME
 from data.core.images import ImageFileError, check_image, load_rgb
 from data.core.vocab import Vocabulary
 from seq2seq.modules.vision import ImageEncoder
 from seq2seq.predictor import Predictor, image_transform
-from seq2seq.training.checkpoint import CheckpointError, build_from_hparams, load_checkpoint
+from seq2seq.search import SearchOptions
+from seq2seq.training.checkpoint import CheckpointError, build_from_hparams, load_checkpoint, saved_options
 
 __all__ = ["Caption", "Captioner", "image_problem", "load_captioning_checkpoint"]
 
@@ -141,7 +142,8 @@ class Captioner(Predictor):
         network = ShowTell if kind == "showtell" else ShowAttendTell
         model = build_from_hparams(network, ckpt, path, prefix="model.", feature_dim=encoder.feature_dim)
         vocab = Vocabulary.from_list(meta["vocab"])
-        return cls(encoder, model, vocab, image_transform(ckpt), int(hp.get("max_len", 20)), device)
+        max_len = saved_options(SearchOptions, hp, "search", CAPTION_SEARCH).max_len or CAPTION_SEARCH.max_len
+        return cls(encoder, model, vocab, image_transform(ckpt), max_len, device)
 
     @property
     def model_kind(self) -> str:
@@ -188,6 +190,7 @@ class Captioner(Predictor):
                 "ShowAttendTell (model='attention') checkpoint"
             )
         max_len = self.max_len if max_len is None else int(max_len)
+        options = SearchOptions(method=method, beam_size=beam_size, max_len=max_len, temperature=temperature)
         generator = None
         if method == "sample" and seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -210,10 +213,7 @@ class Captioner(Predictor):
             if not pixels:
                 continue
             features = self.encoder(torch.stack(pixels).to(self.device))
-            hyps = self.model.caption(
-                features, method=method, beam_size=beam_size, max_len=max_len, temperature=temperature,
-                generator=generator, return_attention=return_attention,
-            )  # fmt: skip
+            hyps = self.model.caption(features, options, generator=generator, return_attention=return_attention)
             for i, source, options in zip(where, sources, hyps):
                 best = options[0]
                 tokens = self.vocab.decode(best.tokens)

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     best = trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path
     results = trainer.test(run.model, datamodule=run.datamodule, ckpt_path=best, verbose=False)[0]
     test = [im for im in read_source(str(source), None, "test") if im.split == "test"][:3]
-    beam = run.model.hparams.beam_size
+    beam = run.model.search.beam_size
     captions = Captioner.from_checkpoint(best).caption([im.path for im in test], beam_size=beam)
     scores = {k[len("test_") :]: v for k, v in results.items() if k.startswith("test_") and k != "test_loss"}
     scores.setdefault("meteor", None)

@@ -1,4 +1,4 @@
-"""Self-critical sequence training (SCST, Rennie et al. 2017) for the captioners of models.py.
+"""Self-critical sequence training (SCST, Rennie et al. 2017) for the captioners of network.py.
 
 For every image, k captions w^s are sampled from the model, w^s_t ~ p(w_t | w_<t, I), and scored
 with CIDEr-D r(w^s) against the image's references (captioning/captioner/metrics.py, document frequencies of

@@ -27,17 +27,18 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from captioning.vqa.metrics import vqa_scores
-from captioning.vqa.network import Kind, VQANet
+from captioning.vqa.network import QUESTION_RNN, Kind, VQANet
 from data.core.vocab import Vocabulary
 from data.datamodules.vqa import IGNORE, pad_questions, tokenize_question
-from seq2seq.modules.vision import ImageEncoder
+from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.modules.vision import ImageEncoder, ImageOptions
 from seq2seq.training.image_features import ImageFeatures, backbone_param_groups
-from seq2seq.training.module import DecodingModule
+from seq2seq.training.module import DecodingModule, as_options
 
 
 class VQAModule(ImageFeatures, DecodingModule):
-    """`model` picks the network (lstm_q_norm_i, attention, blind, image_only); the CNN options are
-    those of CaptioningModule (backbone, pretrained, weights_path, feature_block, train_backbone)."""
+    """`model` picks the network (lstm_q_norm_i, attention, blind, image_only); `image` the CNN
+    (ImageOptions, as CaptioningModule's), `rnn` the question encoder (RecurrentOptions)."""
 
     task = "vqa"
     vocab_sizes = {"vocab": "vocab_size", "answers": "num_answers"}
@@ -49,18 +50,11 @@ class VQAModule(ImageFeatures, DecodingModule):
         vocab_size: int,
         num_answers: int,
         model: Kind = "attention",
-        backbone: str = "efficientnet_lite0",
-        pretrained: bool = True,
-        weights_path: str | None = None,
-        feature_block: int | None = None,
-        train_backbone: Literal["none", "top", "all"] = "none",
-        cache_features: bool = True,
-        embed_dim: int = 128,
-        hidden_size: int = 256,
+        image: ImageOptions = ImageOptions(),
+        rnn: RecurrentOptions = QUESTION_RNN,
         joint_size: int = 512,
         hops: int = 2,
-        dropout: float = 0.3,
-        cell: Literal["rnn", "lstm", "gru"] = "lstm",
+        dropout: float = 0.3,  # the classifier's (the question encoder's is rnn.dropout)
         lr: float = 1e-3,
         backbone_lr: float = 1e-4,
         weight_decay: float = 0.0,
@@ -70,14 +64,12 @@ class VQAModule(ImageFeatures, DecodingModule):
         monitor: Literal["acc"] = "acc",  # val_acc picks the checkpoint (seq2seq/training/cli.py)
     ):
         super().__init__()
-        self.save_hyperparameters()
-        self.encoder = ImageEncoder(
-            backbone, pretrained, train_backbone, "grid", embed_dim=None,
-            weights_path=weights_path, feature_block=feature_block,
-        )  # fmt: skip
+        self.image, self.rnn = as_options(ImageOptions, image), as_options(RecurrentOptions, rnn)
+        self.save_options()
+        self.encoder = self.image.encoder("grid")
         self.model = VQANet(
-            vocab_size, num_answers, self.encoder.feature_dim, model, embed_dim=embed_dim,
-            hidden_size=hidden_size, joint_size=joint_size, hops=hops, dropout=dropout, cell=cell,
+            vocab_size, num_answers, self.encoder.feature_dim, model, self.rnn, joint_size=joint_size,
+            hops=hops, dropout=dropout,
         )  # fmt: skip
         self.vocab: Vocabulary | None = None
         self.answers: list[str] = []

@@ -1,4 +1,4 @@
-"""Visual question answering networks on the shared modules (issue 15): one class, four kinds.
+"""Visual question answering networks on the shared modules: one class, four kinds.
 
 forward(question (B, T) long, lengths (B,), features (B, R, F) image grid) -> logits (B, K) over
 the K most frequent training answers, and the attention weights of each hop ([(B, R)], empty for
@@ -29,11 +29,13 @@ from torch import Tensor, nn
 
 from seq2seq.modules.attention import BahdanauAttention
 from seq2seq.modules.encoder import RecurrentEncoder
+from seq2seq.modules.rnn import RecurrentOptions
 
 __all__ = ["KINDS", "VQANet"]
 
 Kind = Literal["lstm_q_norm_i", "attention", "blind", "image_only"]
 KINDS = ("lstm_q_norm_i", "attention", "blind", "image_only")
+QUESTION_RNN = RecurrentOptions(embed_dim=128, hidden_size=256)  # the question encoder: no dropout
 
 
 class VQANet(nn.Module):
@@ -43,13 +45,13 @@ class VQANet(nn.Module):
         num_answers: int,
         feature_size: int,
         kind: Kind = "attention",
-        embed_dim: int = 128,
-        hidden_size: int = 256,
+        rnn: RecurrentOptions = QUESTION_RNN,
         joint_size: int = 512,
         hops: int = 2,
         dropout: float = 0.3,
-        cell: Literal["rnn", "lstm", "gru"] = "lstm",
     ):
+        """`rnn`: the question encoder's options (its own dropout: none by default); `dropout`:
+        the classifier's."""
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"model kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -59,7 +61,7 @@ class VQANet(nn.Module):
         # only what the kind reads: an unused parameter would stop DDP (no gradient to reduce)
         self.encoder = self.question = self.image = None
         if kind != "image_only":
-            self.encoder = RecurrentEncoder(vocab_size, embed_dim, hidden_size, cell, bidirectional=True)
+            self.encoder = RecurrentEncoder(vocab_size, rnn, bidirectional=True)
             self.question = nn.Linear(self.encoder.output_size, joint_size)  # W_q
         if kind != "blind":
             self.image = nn.Linear(feature_size, joint_size)  # W_i

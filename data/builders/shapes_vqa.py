@@ -1,4 +1,4 @@
-"""Visual questions about the shapes scenes, in the VQA v2 file format (issue 15, first part).
+"""Visual questions about the shapes scenes, in the VQA v2 file format.
 
 Usage::
 

@@ -29,7 +29,7 @@ frozen) swaps the images of the given splits for CNN features computed once and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -41,8 +41,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from data.core.caption_sources import SPLITS, TOKENIZER_NAME, CaptionImage, read_source
 from data.core.epoch_shuffle import EpochShuffle, eval_sampler
-from data.core.features import Extractor, cached_features
-from data.core.images import IMAGENET_MEAN, IMAGENET_STD, ImageFileError, check_image, default_transform
+from data.core.image_data import ImageData
+from data.core.images import ImageFileError, check_image
 from data.core.parallel import DataError
 from data.core.vocab import Vocabulary
 from data.datamodules.caption_datasets import CaptionEvalDataset, CaptionTrainDataset, collate_captions
@@ -50,7 +50,7 @@ from data.datamodules.caption_datasets import CaptionEvalDataset, CaptionTrainDa
 __all__ = ["CaptionDataModule"]
 
 
-class CaptionDataModule(pl.LightningDataModule):
+class CaptionDataModule(ImageData, pl.LightningDataModule):
     """Captioning data from one source file; see the module docstring.
 
     Args:
@@ -91,7 +91,7 @@ class CaptionDataModule(pl.LightningDataModule):
         if isinstance(max_caption_len, bool) or not isinstance(max_caption_len, int) or max_caption_len < 1:
             raise ValueError(f"max_caption_len must be an int >= 1, got {max_caption_len!r}")
         self.save_hyperparameters(ignore=["transform", "eval_transform"])
-        self.transform = transform
+        self.transform_fn = transform
         self.eval_transform = eval_transform
         self._built = False
         self.images: dict[str, list[CaptionImage]] = {}
@@ -102,7 +102,7 @@ class CaptionDataModule(pl.LightningDataModule):
         self._checked: set[str] = set()
         self.features: dict[str, Tensor] = {}  # split -> (N, ...) cached CNN features
         self.train_by_image = False  # see use_image_batches
-        self.normalization = (IMAGENET_MEAN, IMAGENET_STD)  # the default transform's; see use_normalization
+        self.image_size = image_size
 
     # -- reading and the vocabulary (once, on first use; no image is opened) --------------------
     def build(self) -> None:
@@ -179,18 +179,17 @@ class CaptionDataModule(pl.LightningDataModule):
         self.skipped_images[split] = len(bad)
         self._checked.add(split)
 
-    def use_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        """The mean/std of the default transform: the backbone's (called by the captioning module
-        before any image is read). A transform given to the constructor is used as it is."""
-        self.normalization = (tuple(mean), tuple(std))
+    def image_paths(self, split: str) -> list[str] | None:
+        self.build()
+        return [im.path for im in self.images[split]] if split in self.images else None
 
-    def _transforms(self) -> tuple[Callable, Callable]:
-        if self.transform is not None:
-            train = self.transform
-        else:
-            train = default_transform(self.hparams.image_size, *self.normalization)
-        evaluation = self.eval_transform if self.eval_transform is not None else train
-        return train, evaluation
+    def transform(self, split: str = "") -> Callable:
+        """The constructor's transform (training) and eval_transform (the other splits) where
+        given, else the default transform."""
+        train = self.transform_fn if self.transform_fn is not None else super().transform(split)
+        if split == "train":
+            return train
+        return self.eval_transform if self.eval_transform is not None else train
 
     def use_image_batches(self, on: bool = True) -> None:
         """Training batches of images, each with all its references (shuffled as the pairs are),
@@ -211,39 +210,12 @@ class CaptionDataModule(pl.LightningDataModule):
         if split not in self.images:
             raise DataError(f"{self.hparams.source}: no {split} split")
         self.check_images(split)
-        train_tf, eval_tf = self._transforms()
         features = self.features.get(split)
         if split == "train" and not self.train_by_image:
-            return CaptionTrainDataset(self.images[split], self.ids[split], train_tf, features)
-        return CaptionEvalDataset(self.images[split], self.ids[split], eval_tf, features)
+            return CaptionTrainDataset(self.images[split], self.ids[split], self.transform("train"), features)
+        return CaptionEvalDataset(self.images[split], self.ids[split], self.transform("val"), features)
 
-    # -- the feature cache -----------------------------------------------------------------------
-    def use_features(
-        self, extract: Extractor, encoder: str, splits: Iterable[str]
-    ) -> dict[str, bool]:
-        """Serve cached CNN features instead of images for ``splits``: from the cache when its key
-        (``encoder`` fingerprint, transform, image files) matches, else ``extract(loader, split)``
-        -- (N, ...) features of the loader's images, in order -- computed once and stored.
-
-        A split whose transform is random (augmentation) keeps images, with a warning. Returns
-        {split: True for a cache hit, False for features just computed}.
-        """
-        self.build()
-        train_tf, eval_tf = self._transforms()
-        hits = {}
-        for split in splits:
-            if split not in self.images:
-                continue
-            self.check_images(split)
-            found = cached_features(
-                self.feature_cache_dir(), split, [im.path for im in self.images[split]],
-                train_tf if split == "train" else eval_tf, encoder, extract,
-                self.hparams.eval_batch_size, self.hparams.num_workers,
-            )  # fmt: skip
-            if found is not None:
-                self.features[split], hits[split] = found
-        return hits
-
+    # -- the feature cache (use_features: ImageData) ------------------------------------------
     def feature_cache_dir(self) -> Path:
         """``cache_dir``, or ``feature_cache/`` beside the source file."""
         if self.hparams.cache_dir is not None:

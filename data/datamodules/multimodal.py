@@ -20,7 +20,7 @@ image file that is missing or unreadable (the file, the list and its line).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,13 +28,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from data.core.batching import collate_pairs
-from data.core.features import Extractor, cached_features
+from data.core.image_data import ImageData
 from data.core.images import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ImageFileError,
     check_image,
-    default_transform,
     load_rgb,
 )
 from data.core.parallel import DataError, ParallelText, read_lines
@@ -70,7 +67,7 @@ class ImagePairDataset(Dataset):
         return item
 
 
-class MultimodalDataModule(ParallelTextDataModule):
+class MultimodalDataModule(ImageData, ParallelTextDataModule):
     """ParallelTextDataModule's options, plus where the images are; see the module docstring."""
 
     def __init__(
@@ -88,7 +85,6 @@ class MultimodalDataModule(ParallelTextDataModule):
         self.image_size, self.shuffle_images = image_size, shuffle_images
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.data_dir / "feature_cache"
         self.image_names: dict[str, list[str]] = {}  # split file name -> the names of its list
-        self.normalization = (IMAGENET_MEAN, IMAGENET_STD)
         self.features: dict[str, Tensor] = {}
         self.read_images = True  # False: batches without images, for a text-only model (`use_images`)
         self._checked: set[str] = set()
@@ -128,10 +124,12 @@ class MultimodalDataModule(ParallelTextDataModule):
         hp = self.hparams
         return {"train": hp.train_split, "dev": hp.dev_split, "test": hp.test_split}[name]
 
-    def image_paths(self, name: str) -> list[str]:
-        """The image of each pair of dataset `name` (train, dev, test), in dataset order; with
-        `shuffle_images` the dev and test images are permuted among their pairs (Elliott 2018's
-        incongruent images: a model that reads the image must get worse)."""
+    def image_paths(self, name: str) -> list[str] | None:
+        """The image of each pair of dataset `name` (train, dev, test), in dataset order (None
+        before setup made it); with `shuffle_images` the dev and test images are permuted among
+        their pairs (Elliott 2018's incongruent images: a model that reads the image must get worse)."""
+        if name not in self.datasets:
+            return None
         self.build()
         names = self.image_names[self._split_file(name)]
         paths = [str(self.image_dir / names[line]) for line in self.datasets[name].text.lines]
@@ -159,32 +157,14 @@ class MultimodalDataModule(ParallelTextDataModule):
     def vocab_state(self) -> dict:
         return {**super().vocab_state(), "image_size": self.image_size}
 
-    # -- images, normalised for the backbone, or its cached features ----------------------------
-    def use_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.normalization = (tuple(mean), tuple(std))
-
-    def transform(self) -> Callable:
-        return default_transform(self.image_size, *self.normalization)
+    # -- images, normalised for the backbone, or its cached features (ImageData) ---------------
+    def feature_cache_dir(self) -> Path:
+        return self.cache_dir
 
     def use_images(self, read: bool) -> None:
         """read=False: batches without images or features, so that a text-only model (fusion none)
         on this data trains and tests as fast as on the text alone. The image lists are still checked."""
         self.read_images = read
-
-    def use_features(self, extract: Extractor, encoder: str, names: Iterable[str]) -> dict[str, bool]:
-        """Serve cached CNN features instead of images for the datasets `names`; returns {name: hit}."""
-        hits = {}
-        for name in names:
-            if name not in self.datasets:
-                continue
-            self.check_images(name)
-            found = cached_features(
-                self.cache_dir, name, self.image_paths(name), self.transform(), encoder, extract,
-                self.hparams.eval_batch_size, self.hparams.num_workers,
-            )  # fmt: skip
-            if found is not None:
-                self.features[name], hits[name] = found
-        return hits
 
     # -- Lightning hooks ----------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -42,13 +42,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from data.core.epoch_shuffle import EpochShuffle, eval_sampler
-from data.core.features import Extractor, cached_features
+from data.core.image_data import ImageData
 from data.core.images import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ImageFileError,
     check_image,
-    default_transform,
     load_rgb,
 )
 from data.core.parallel import DataError
@@ -127,7 +124,7 @@ def collate_questions(batch: list[dict]) -> dict:
     return out
 
 
-class VQADataModule(pl.LightningDataModule):
+class VQADataModule(ImageData, pl.LightningDataModule):
     """Visual questions in the VQA v2 file format; see the module docstring.
 
     Args:
@@ -186,7 +183,7 @@ class VQADataModule(pl.LightningDataModule):
         self.features: dict[str, Tensor] = {}
         self.dropped = 0  # training questions whose answer is not among the K
         self._checked: set[str] = set()
-        self.normalization = (IMAGENET_MEAN, IMAGENET_STD)
+        self.image_size = image_size
 
     # -- reading and the vocabularies ----------------------------------------------------------
     def _file(self, pattern: str, split: str) -> Path:
@@ -282,29 +279,9 @@ class VQADataModule(pl.LightningDataModule):
                 raise ImageFileError(f"{problem} (an image of the {split} questions)")
         self._checked.add(split)
 
-    def use_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        """The backbone's mean/std for the default transform (called by the model's setup)."""
-        self.normalization = (tuple(mean), tuple(std))
-
-    def transform(self) -> Callable:
-        return default_transform(self.hparams.image_size, *self.normalization)
-
-    def use_features(self, extract: Extractor, encoder: str, splits: Iterable[str]) -> dict[str, bool]:
-        """Serve cached CNN features of ``splits`` instead of images (data/core/features.py); returns
-        {split: True on a cache hit}."""
+    def image_paths(self, split: str) -> list[str] | None:
         self.build()
-        hits = {}
-        for split in splits:
-            if split not in self.paths:
-                continue
-            self.check_images(split)
-            found = cached_features(
-                self.feature_cache_dir(), split, self.paths[split], self.transform(), encoder, extract,
-                self.hparams.eval_batch_size, self.hparams.num_workers,
-            )  # fmt: skip
-            if found is not None:
-                self.features[split], hits[split] = found
-        return hits
+        return self.paths.get(split)
 
     def feature_cache_dir(self) -> Path:
         if self.hparams.cache_dir is not None:

@@ -1,4 +1,4 @@
-"""Benchmark: raw-text start-up against a prepared, memory-mapped corpus (issue 16's numbers).
+"""Benchmark: raw-text start-up against a prepared, memory-mapped corpus.
 
     python -m data.prepared.bench [--pairs 1000000] [--source data/corpora/gettext-en-de] [--work DIR]
 

@@ -3,7 +3,7 @@
     python -m seq2seq.experiments.length_curve --out DIR [--task reverse|gettext] [--epochs N]
         [--seeds 3] [--checkpoints FIXED ATTENTION] [--bucket-width 5] [--beam-size 5]
         [--n-train 20000] [--n-dev 1000] [--n-test 1200] [--data-dir DIR] [--overwrite]
-        [any LightningCLI override for both models, e.g. --model.init_args.hidden_size 64]
+        [any LightningCLI override for both models, e.g. --model.init_args.rnn.hidden_size 64]
 
 The claim tested (seed 002 §8.5.2, Fig. 8-21 vs 8-22; Bahdanau et al. 2015, Fig. 2): a decoder that
 sees the source only through one fixed-length vector loses long sentences, while one that attends

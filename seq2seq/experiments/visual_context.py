@@ -3,7 +3,7 @@
     python -m seq2seq.experiments.visual_context --out DIR [--seeds 3] [--epochs N]
         [--fusions none,decinit,flat,doubly] [--sources en,en_masked] [--data-dir DIR]
         [--n-train 4000] [--n-dev 300] [--n-test 500] [--overwrite]
-        [any LightningCLI override for every model, e.g. --model.init_args.hidden_size 64]
+        [any LightningCLI override for every model, e.g. --model.init_args.rnn.hidden_size 64]
 
 The probes of Caglayan et al. 2019 ("Probing the Need for Visual Context in Multimodal Machine
 Translation") and Elliott 2018 ("Adversarial evaluation of multimodal MT") on the shapes scenes

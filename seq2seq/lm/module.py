@@ -23,8 +23,6 @@ the checkpoint as plain types (``checkpoint["seqcap"]``), so it loads with
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -32,12 +30,14 @@ from torch import Tensor
 from data.core.tokenizers import tokenizer_from_state
 from data.core.vocab import PAD, Vocabulary
 from seq2seq.lm.network import LanguageModel, detach_state, sample_texts
-from seq2seq.training.module import SeqCapModule, perplexity
+from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.training.module import SeqCapModule, as_options, perplexity
 
 
 class LanguageModule(SeqCapModule):
-    """`peephole` (LSTM) and `gru_reset_after=False` (GRU) select the seeds' cell variants, which
-    run on the cell path (impl="auto")."""
+    """`rnn` (YAML `rnn:` under init_args) holds the cell, sizes and cell variants
+    (RecurrentOptions: `peephole` and `gru_reset_after=False` select the seeds' variants, which
+    run on the cell path)."""
 
     monitor_mode = "min"  # val_loss
     task = "lm"
@@ -47,15 +47,8 @@ class LanguageModule(SeqCapModule):
     def __init__(
         self,
         vocab_size: int,
-        embed_dim: int = 256,
-        hidden_size: int = 256,
-        cell: Literal["rnn", "lstm", "gru"] = "lstm",
-        num_layers: int = 2,
-        dropout: float = 0.3,
+        rnn: RecurrentOptions = RecurrentOptions(num_layers=2, dropout=0.3),
         tie_embeddings: bool = True,
-        impl: Literal["auto", "fused", "cells"] = "auto",
-        peephole: bool = False,
-        gru_reset_after: bool = True,
         lr: float = 2e-3,
         weight_decay: float = 0.0,
         lr_patience: int = 1,
@@ -64,12 +57,9 @@ class LanguageModule(SeqCapModule):
         sample_len: int = 50,
     ):
         super().__init__()
-        self.save_hyperparameters()
-        self.model = LanguageModel(
-            vocab_size, embed_dim=embed_dim, hidden_size=hidden_size, cell=cell, num_layers=num_layers,
-            dropout=dropout, tie_embeddings=tie_embeddings, impl=impl, peephole=peephole,
-            gru_reset_after=gru_reset_after,
-        )  # fmt: skip
+        self.rnn = as_options(RecurrentOptions, rnn)
+        self.save_options()
+        self.model = LanguageModel(vocab_size, self.rnn, tie_embeddings=tie_embeddings)
         self._states: dict[str, object] = {}  # carried recurrent state per stage (detached)
         self._sums: dict[str, list[Tensor]] = {}  # stage -> [sum of token losses, tokens]
 

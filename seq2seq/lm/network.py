@@ -6,14 +6,12 @@ sampled with `sample_texts` (Algorithm 8-1) by the module and by `python -m seq2
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor, nn
 
 from data.core.vocab import BOS, EOS, PAD, UNK, Vocabulary
 from seq2seq import search
-from seq2seq.modules.rnn import RNN, cell_options
+from seq2seq.modules.rnn import RecurrentOptions
 
 
 def detach_state(state):
@@ -26,32 +24,23 @@ class LanguageModel(nn.Module):
 
     With ``tie_embeddings`` the output layer shares E's weights (Press & Wolf 2017); when
     ``hidden_size != embed_dim`` a linear projection maps the RNN output to ``embed_dim`` first.
-    ``peephole`` (LSTM) and ``gru_reset_after`` (GRU) are the cell's options (rnn.cell_options).
-    Special ids: pad=0, unk=1, bos=2, eos=3.
+    ``rnn`` holds the cell, sizes and cell variants (RecurrentOptions; here 2 layers and dropout
+    0.3 by default). Special ids: pad=0, unk=1, bos=2, eos=3.
     """
 
     def __init__(
         self,
         vocab_size: int,
-        embed_dim: int = 256,
-        hidden_size: int = 256,
-        cell: Literal["rnn", "lstm", "gru"] = "lstm",
-        num_layers: int = 2,
-        dropout: float = 0.3,
+        rnn: RecurrentOptions = RecurrentOptions(num_layers=2, dropout=0.3),
         tie_embeddings: bool = True,
-        impl: Literal["auto", "fused", "cells"] = "auto",
-        peephole: bool = False,
-        gru_reset_after: bool = True,
     ):
         super().__init__()
-        self.vocab_size, self.cell = vocab_size, cell
-        self.num_layers, self.hidden_size = num_layers, hidden_size
+        embed_dim, hidden_size = rnn.embed_dim, rnn.hidden_size
+        self.vocab_size, self.cell = vocab_size, rnn.cell
+        self.num_layers, self.hidden_size = rnn.num_layers, hidden_size
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD)
-        self.rnn = RNN(
-            cell, embed_dim, hidden_size, num_layers, False, dropout, impl,
-            **cell_options(cell, peephole, gru_reset_after),
-        )  # fmt: skip
-        self.dropout = nn.Dropout(dropout)
+        self.rnn = rnn.layer(embed_dim)
+        self.dropout = nn.Dropout(rnn.dropout)
         tied_projection = tie_embeddings and hidden_size != embed_dim
         self.projection = nn.Linear(hidden_size, embed_dim) if tied_projection else None
         self.output = nn.Linear(embed_dim if tie_embeddings else hidden_size, vocab_size)
@@ -156,5 +145,7 @@ def sample_texts(
     def step(tokens: Tensor, state: dict) -> tuple[Tensor, dict]:
         return model.step(tokens, state, banned)
 
-    hyps = search.sample(step, state, num, start, EOS, max_len, temperature, top_k, generator)
+    hyps = search.sample(
+        step, state, num, start, EOS, max_len=max_len, temperature=temperature, top_k=top_k, generator=generator
+    )
     return [tokenizer.detokenize(prompt_tokens + vocab.decode(h.tokens)) for h in hyps]

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from seq2seq.modules.attention import BahdanauAttention, LuongAttention, masked_softmax
-from seq2seq.modules.rnn import RNN, cell_options
+from seq2seq.modules.rnn import RecurrentOptions
 
 DecoderState = dict[str, Tensor]
 
@@ -79,25 +79,18 @@ class RecurrentDecoder(nn.Module):
 
     `memory_size` is the encoder's output size (D*H_enc); the summary vector has the same size.
     With `tie_embeddings` the output projection shares E's weights (its input is then embed_dim).
-    `peephole`, `gru_reset_after` and `pad_id` as in RecurrentEncoder.
+    `rnn` (RecurrentOptions) and `pad_id` as in RecurrentEncoder.
     """
 
     def __init__(
         self,
         vocab_size: int,
-        embed_dim: int = 256,
-        hidden_size: int = 256,
-        cell: Literal["rnn", "lstm", "gru"] = "lstm",
-        num_layers: int = 1,
+        rnn: RecurrentOptions = RecurrentOptions(),
         context: Literal["fixed", "attention"] = "attention",
         attention: Literal["bahdanau", "luong_dot", "luong_general"] = "bahdanau",
         input_feeding: bool = True,
-        dropout: float = 0.0,
         memory_size: int = 512,
-        impl: Literal["auto", "fused", "cells"] = "auto",
         tie_embeddings: bool = False,
-        peephole: bool = False,
-        gru_reset_after: bool = True,
         pad_id: int = 0,
         fusion: Literal["none", "decinit", "flat", "doubly"] = "none",
         image_size: int = 0,
@@ -111,14 +104,15 @@ class RecurrentDecoder(nn.Module):
             raise ValueError(
                 f"attention must be 'bahdanau', 'luong_dot' or 'luong_general', got {attention!r}"
             )
-        self.context, self.cell, self.hidden_size = context, cell, hidden_size
+        embed_dim, hidden_size = rnn.embed_dim, rnn.hidden_size
+        self.context, self.cell, self.hidden_size = context, rnn.cell, hidden_size
         self.luong = context == "attention" and attention.startswith("luong")
         self.input_feeding = self.luong and input_feeding
         out_size = embed_dim if tie_embeddings else hidden_size
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(rnn.dropout)
         bridge_in = memory_size + (image_size if fusion == "decinit" else 0)
-        self.bridge = Bridge(bridge_in, hidden_size, num_layers, lstm=cell == "lstm")
+        self.bridge = Bridge(bridge_in, hidden_size, rnn.num_layers, lstm=rnn.cell == "lstm")
         attends = fusion in ("flat", "doubly")
         self.image_proj = nn.Linear(image_size, memory_size) if attends else None  # W_v
         image_ctx = memory_size if fusion == "doubly" else 0
@@ -136,10 +130,7 @@ class RecurrentDecoder(nn.Module):
                 BahdanauAttention(hidden_size, memory_size) if context == "attention" else None
             )
             self.pre_output = nn.Linear(hidden_size + memory_size + image_ctx + embed_dim, out_size)  # W_o
-        self.rnn = RNN(
-            cell, rnn_in, hidden_size, num_layers, False, dropout, impl,
-            **cell_options(cell, peephole, gru_reset_after),
-        )  # fmt: skip
+        self.rnn = rnn.layer(rnn_in)
         self.output = nn.Linear(out_size, vocab_size)
         if tie_embeddings:
             self.output.weight = self.embedding.weight

@@ -2,44 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import Tensor, nn
 
 from seq2seq.modules.cells import State
-from seq2seq.modules.rnn import RNN, cell_options
+from seq2seq.modules.rnn import RecurrentOptions
 
 
 class RecurrentEncoder(nn.Module):
     """src: (B, S) long -> memory (B, S, D*H) (zero at padding), final state (L*D, B, H) [pair].
 
     Seed 002 §8.2.4 / Fig. 8-22: the bidirectional encoder gives every source position a state
-    that has seen the whole sentence, h_j = [h_j(forward); h_j(backward)]. `peephole` (LSTM) and
-    `gru_reset_after` (GRU) are the cell's options (see rnn.cell_options); `pad_id` is the padding
-    token's id, whose embedding stays zero.
+    that has seen the whole sentence, h_j = [h_j(forward); h_j(backward)]. `rnn` holds the cell,
+    sizes and cell variants (RecurrentOptions); `pad_id` is the padding token's id, whose
+    embedding stays zero.
     """
 
     def __init__(
         self,
         vocab_size: int,
-        embed_dim: int = 256,
-        hidden_size: int = 256,
-        cell: Literal["rnn", "lstm", "gru"] = "lstm",
-        num_layers: int = 1,
+        rnn: RecurrentOptions = RecurrentOptions(),
         bidirectional: bool = True,
-        dropout: float = 0.0,
-        impl: Literal["auto", "fused", "cells"] = "auto",
-        peephole: bool = False,
-        gru_reset_after: bool = True,
         pad_id: int = 0,
     ):
         super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
-        self.dropout = nn.Dropout(dropout)
-        self.rnn = RNN(
-            cell, embed_dim, hidden_size, num_layers, bidirectional, dropout, impl,
-            **cell_options(cell, peephole, gru_reset_after),
-        )  # fmt: skip
+        self.embedding = nn.Embedding(vocab_size, rnn.embed_dim, padding_idx=pad_id)
+        self.dropout = nn.Dropout(rnn.dropout)
+        self.rnn = rnn.layer(rnn.embed_dim, bidirectional)
 
     @property
     def output_size(self) -> int:

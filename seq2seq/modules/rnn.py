@@ -15,6 +15,7 @@ cell options (GRUCell's default is reset_after=True, the fused GRU's function).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -44,6 +45,48 @@ def cell_options(cell: str, peephole: bool = False, gru_reset_after: bool = True
     if cell == "gru":
         return {} if gru_reset_after else {"reset_after": False}
     return {}
+
+
+@dataclass(frozen=True)
+class RecurrentOptions:
+    """The options of a recurrent network that travel together, as one object: from YAML (`rnn:`
+    under a model's init_args, built by LightningCLI) through the LightningModule to every
+    network and layer. `cell` is seed 001/002's vanilla RNN, LSTM or GRU; `peephole` (LSTM, seed
+    002 §8.4.3) and `gru_reset_after=False` (the seeds' GRU) are cell variants that run on the
+    cell path (impl="auto" picks it; impl="fused" with them is a ValueError). `embed_dim` is the
+    size of the input embedding E, `dropout` the rate between layers and on the embeddings."""
+
+    cell: Literal["rnn", "lstm", "gru"] = "lstm"
+    embed_dim: int = 256
+    hidden_size: int = 256
+    num_layers: int = 1
+    dropout: float = 0.0
+    impl: Literal["auto", "fused", "cells"] = "auto"
+    peephole: bool = False
+    gru_reset_after: bool = True
+
+    def __post_init__(self) -> None:
+        if self.cell not in FUSED:
+            raise ValueError(f"rnn.cell must be one of {', '.join(FUSED)}, got {self.cell!r}")
+        if self.impl not in ("auto", "fused", "cells"):
+            raise ValueError(f"rnn.impl must be 'auto', 'fused' or 'cells', got {self.impl!r}")
+        for name in ("embed_dim", "hidden_size", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"rnn.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"rnn.dropout must be in [0, 1), got {self.dropout}")
+        self.cell_options()  # a variant of another cell is a ValueError now, not at the first layer
+
+    def cell_options(self) -> dict:
+        """The cell's own options (see `cell_options`)."""
+        return cell_options(self.cell, self.peephole, self.gru_reset_after)
+
+    def layer(self, input_size: int, bidirectional: bool = False) -> RNN:
+        """The stacked RNN these options describe over inputs of `input_size`."""
+        return RNN(
+            self.cell, input_size, self.hidden_size, self.num_layers, bidirectional, self.dropout,
+            self.impl, **self.cell_options(),
+        )  # fmt: skip
 
 
 class RNN(nn.Module):

@@ -23,6 +23,7 @@ their weights come from and how they load: seq2seq/modules/pretrained.py. Shared
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -53,6 +54,31 @@ def _conv_trunk(name: str, model: nn.Module) -> nn.Sequential:
 def _check_block(name: str, block: int, n: int) -> None:
     if block >= n:
         raise ValueError(f"feature_block={block} is out of range: backbone {name!r} has blocks 0-{n - 1}")
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """The image side's options, as one object (YAML `image:` under a model's init_args): which CNN
+    (`backbone`, with its pretrained weights or the user's `weights_path` file), what of it trains
+    (`train_backbone`: none, top, all), the block its features come from (`feature_block`, None:
+    the last layer) and whether a frozen CNN's features are computed once and cached
+    (`cache_features`). The image size is the datamodule's (`data.init_args.image_size`)."""
+
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = True
+    weights_path: str | None = None
+    train_backbone: Literal["none", "top", "all"] = "none"
+    feature_block: int | None = None
+    cache_features: bool = True
+
+    def encoder(
+        self, output: Literal["global", "grid"], embed_dim: int | None = None, global_pool: int = 1
+    ) -> ImageEncoder:
+        """The ImageEncoder these options describe (its weights loaded as they say)."""
+        return ImageEncoder(
+            self.backbone, self.pretrained, self.train_backbone, output, embed_dim=embed_dim,
+            weights_path=self.weights_path, global_pool=global_pool, feature_block=self.feature_block,
+        )  # fmt: skip
 
 
 class ImageEncoder(nn.Module):

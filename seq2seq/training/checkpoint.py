@@ -8,7 +8,9 @@ rebuilds a module from the hyperparameters Lightning saved in it, and `resolve_d
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import typing
 from pathlib import Path
 
 import torch
@@ -47,18 +49,56 @@ def seqcap_state(ckpt: dict, path: str | Path, key: str, what: str) -> dict:
 def legacy_defaults(hparams: dict) -> dict:
     """Options whose default changed, as a checkpoint saved before the change was trained: a GRU
     on the cell path without a saved `gru_reset_after` predates GRUCell's reset_after=True default
-    and computed the seeds' reset-before GRU (the fused path always was reset-after)."""
+    and computed the seeds' reset-before GRU (the fused path always was reset-after). Such
+    checkpoints also predate the option groups: their options are flat."""
     if hparams.get("cell") == "gru" and hparams.get("impl") == "cells" and "gru_reset_after" not in hparams:
         return {"gru_reset_after": False}
     return {}
 
 
+# a flat hyperparameter of checkpoints written before the option groups, by its field's name now
+LEGACY_NAMES = {"method": "test_decode"}
+
+
+def saved_options(kind: type, hparams: dict, name: str, default=None, own: typing.Collection[str] = ()):
+    """The option group `name` (a dataclass `kind`: RecurrentOptions, SearchOptions, ImageOptions)
+    of a checkpoint's hyperparameters: the dict saved under `name` (checkpoints since the groups),
+    else the flat hyperparameters named as its fields (older checkpoints; a name in `own`, a
+    parameter of the class being built, stays with that class: VQA's classifier dropout), over
+    `default` (the parameter's default)."""
+    base = default if dataclasses.is_dataclass(default) else kind()
+    fields = {f.name for f in dataclasses.fields(kind)}
+    saved = hparams.get(name)
+    if isinstance(saved, dict):
+        values = {k: v for k, v in saved.items() if k in fields}
+    else:
+        values = {}
+        for field in fields - set(own):
+            key = field if field in hparams else LEGACY_NAMES.get(field)
+            if key in hparams:
+                values[field] = hparams[key]
+    return dataclasses.replace(base, **values)
+
+
 def constructor_args(cls: type, hparams: dict) -> dict:
     """The hyperparameters `cls(...)` accepts (saved ones it does not know are left out), with the
-    old defaults of options a checkpoint predates (`legacy_defaults`)."""
-    accepted = inspect.signature(cls.__init__).parameters
+    old defaults of options a checkpoint predates (`legacy_defaults`). An option group parameter
+    (a dataclass) is built by `saved_options`; a plain parameter is found at the top level or,
+    for a class that takes flat options (ImageEncoder), inside a saved group."""
     hparams = {**legacy_defaults(hparams), **dict(hparams)}
-    return {k: v for k, v in hparams.items() if k in accepted and k != "self"}
+    params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+    hints = typing.get_type_hints(cls.__init__)
+    grouped = {k: v for group in hparams.values() if isinstance(group, dict) for k, v in group.items()}
+    args = {}
+    for name, param in params.items():
+        kind = hints.get(name)
+        if dataclasses.is_dataclass(kind):
+            args[name] = saved_options(kind, hparams, name, param.default, own=params)
+        elif name in hparams:
+            args[name] = hparams[name]
+        elif name in grouped:
+            args[name] = grouped[name]
+    return args
 
 
 def build_from_hparams(

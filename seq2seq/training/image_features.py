@@ -15,31 +15,32 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from seq2seq.modules.vision import ImageEncoder
+from data.core.protocols import ImageSource
+from seq2seq.modules.vision import ImageEncoder, ImageOptions
 
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
 
 
 class ImageFeatures:
-    """Mixin for a LightningModule with `image_encoder` (an ImageEncoder) and the hyperparameters
-    `cache_features` and `train_backbone`."""
+    """Mixin for a LightningModule with `image_encoder` (an ImageEncoder) and `image`, its
+    ImageOptions (`cache_features`, `train_backbone`)."""
 
     image_encoder: ImageEncoder
+    image: ImageOptions
 
     @property
     def caches_features(self) -> bool:
         """Whether batches may carry cached CNN features: only while the CNN cannot change."""
-        return self.hparams.cache_features and self.hparams.train_backbone == "none"
+        return self.image.cache_features and self.image.train_backbone == "none"
 
     def prepare_images(self, stage: str, splits: dict[str, tuple[str, ...]] = STAGE_SPLITS) -> None:
         """Called from `setup`: the datamodule's images take the backbone's normalisation, and its
         splits of `stage` are served from the feature cache when the CNN is frozen."""
         dm = getattr(self.trainer, "datamodule", None)
-        if dm is None:
+        if not isinstance(dm, ImageSource):
             return
-        if hasattr(dm, "use_normalization"):
-            dm.use_normalization(self.image_encoder.mean, self.image_encoder.std)
-        if not (hasattr(dm, "use_features") and self.caches_features):
+        dm.use_normalization(self.image_encoder.mean, self.image_encoder.std)
+        if not self.caches_features:
             return
         fingerprint, wanted = self.image_encoder.fingerprint(), splits.get(stage, ())
         first = self.trainer.is_global_zero

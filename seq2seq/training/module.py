@@ -11,17 +11,28 @@ DecodingModule validation and test by real decoding: every step decodes its batc
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 
+from data.core.protocols import VocabularySource
 from seq2seq.training.checkpoint import legacy_defaults
 from seq2seq.training.plateau import Plateau
+
+Options = TypeVar("Options")
+
+
+def as_options(kind: type[Options], value: Options | dict) -> Options:
+    """An option group (a frozen dataclass: RecurrentOptions, SearchOptions, ImageOptions) as given,
+    or built from the plain dict a checkpoint holds (`load_from_checkpoint` passes that)."""
+    return kind(**value) if isinstance(value, dict) else value
 
 
 def perplexity(loss: float) -> float:
@@ -52,10 +63,20 @@ class SeqCapModule(pl.LightningModule):
         self._plateau: Plateau | None = None
         self._run_dir: Path | None = None
 
+    def save_options(self) -> None:
+        """save_hyperparameters() of the caller's arguments, each option group as a plain dict: the
+        checkpoint then holds only plain types (torch.load(weights_only=True) reads it), and
+        build_from_hparams / load_from_checkpoint build the groups again."""
+        self.save_hyperparameters(frame=inspect.currentframe().f_back)
+        for hparams in (self._hparams, self._hparams_initial):
+            for key, value in hparams.items():
+                if dataclasses.is_dataclass(value):
+                    hparams[key] = dataclasses.asdict(value)
+
     # -- vocabularies: from the datamodule, then from the checkpoint --------------------------
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None and hasattr(dm, "vocab_state"):
+        if isinstance(dm, VocabularySource):
             self.set_vocab_state(dm.vocab_state())
 
     def set_vocab_state(self, state: dict) -> None:
@@ -88,11 +109,12 @@ class SeqCapModule(pl.LightningModule):
         self.plateau.save(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rnn = self.hparams.get("rnn") or {}
         for key, old in legacy_defaults(checkpoint.get("hyper_parameters") or {}).items():
-            if self.hparams.get(key, old) != old:  # the same weights would compute another function
+            if rnn.get(key, old) != old:  # the same weights would compute another function
                 raise ValueError(
                     f"this checkpoint was trained with {key}={old} (the default then); set "
-                    f"model.init_args.{key}: {old} to resume or use it"
+                    f"model.init_args.rnn.{key}: {old} to resume or use it"
                 )
         if checkpoint.get("seqcap"):
             self.set_vocab_state(checkpoint["seqcap"])
@@ -159,7 +181,7 @@ class DecodingModule(SeqCapModule):
     decode_outputs(batch, prefix, method) -> [dict]  one dict an input; `output_key` names it
     score_outputs(prefix, outputs) -> (value, header)  logs the metric; value is monitored
     log_samples(prefix, samples, header)          writes the first `num_samples` of this rank
-    and sets `test_decode` ("beam" or "greedy"). Outputs go to other processes without their
+    and has `search` (SearchOptions: the test decodes with its method). Outputs go to other processes without their
     "attention" entries (plots are drawn from this rank's own outputs).
     """
 
@@ -171,7 +193,8 @@ class DecodingModule(SeqCapModule):
 
     @property
     def test_decode(self) -> str:
-        return "beam"
+        """The test's decoding method: the `search` option group's."""
+        return self.search.method
 
     def _eval_step(self, batch: dict, prefix: str, method: str) -> None:
         loss, tokens = self.eval_loss(batch)

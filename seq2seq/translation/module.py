@@ -15,28 +15,33 @@ builds no CNN and is the text-only model, with the same numbers for the same see
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from data.core.protocols import OptionalImages
 from data.core.tokenizers import Tokenizer, tokenizer_from_state
 from data.core.vocab import PAD, Vocabulary
-from seq2seq.modules.vision import ImageEncoder
+from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.modules.vision import ImageEncoder, ImageOptions
+from seq2seq.search import SearchOptions
 from seq2seq.training.image_features import ImageFeatures
 from seq2seq.training.metrics import sacre_bleu
-from seq2seq.training.module import DecodingModule, perplexity
+from seq2seq.training.module import DecodingModule, as_options, perplexity
 from seq2seq.training.plots import attention_heatmap
 from seq2seq.translation.network import Seq2Seq
 from seq2seq.translation.predictor import replace_unknowns
 
 
 class TranslationModule(ImageFeatures, DecodingModule):
-    """`peephole` (LSTM) and `gru_reset_after=False` (GRU) select the seeds' cell variants, which
-    run on the cell path (impl="auto"); see Seq2Seq. `fusion`, `backbone`, `pretrained`,
-    `weights_path`, `train_backbone`, `feature_block` and `cache_features` are the image side
-    (multimodal; see seq2seq/modules/vision.py)."""
+    """Three option groups travel as one object each (YAML: `rnn:`, `search:`, `image:` under
+    init_args): `rnn` the recurrent options of encoder and decoder (RecurrentOptions; `peephole`
+    and `gru_reset_after=False` select the seeds' cell variants, on the cell path), `search` the
+    test decoding (and validation's with val_decode: beam), `image` the CNN of a multimodal model
+    (fusion other than "none"; see seq2seq/modules/vision.py)."""
 
     task = "translation"
     vocab_sizes = {"src_vocab": "src_vocab_size", "tgt_vocab": "tgt_vocab_size"}
@@ -47,51 +52,36 @@ class TranslationModule(ImageFeatures, DecodingModule):
         self,
         src_vocab_size: int,
         tgt_vocab_size: int,
-        embed_dim: int = 256,
-        hidden_size: int = 256,
-        cell: Literal["rnn", "lstm", "gru"] = "lstm",
-        num_layers: int = 1,
+        rnn: RecurrentOptions = RecurrentOptions(dropout=0.2),
         bidirectional: bool = True,
         context: Literal["fixed", "attention"] = "attention",
         attention: Literal["bahdanau", "luong_dot", "luong_general"] = "bahdanau",
         input_feeding: bool = True,
-        dropout: float = 0.2,
-        impl: Literal["auto", "fused", "cells"] = "auto",
         tie_embeddings: bool = False,
-        peephole: bool = False,
-        gru_reset_after: bool = True,
         label_smoothing: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         lr_patience: int = 2,  # validations without a better val BLEU before the LR is cut
         lr_factor: float = 0.5,
         val_decode: Literal["greedy", "beam"] = "greedy",
-        beam_size: int = 5,
-        alpha: float = 0.6,
+        search: SearchOptions = SearchOptions(method="beam", beam_size=5, alpha=0.6),
         num_samples: int = 5,
         unk_replace: bool = True,
         fusion: Literal["none", "decinit", "flat", "doubly"] = "none",
-        backbone: str = "efficientnet_lite0",
-        pretrained: bool = True,
-        weights_path: str | None = None,
-        train_backbone: Literal["none", "top", "all"] = "none",
-        feature_block: int | None = None,  # the CNN's grid from this block, not its last layer
-        cache_features: bool = True,  # frozen CNN: its features once, from disk after
+        image: ImageOptions = ImageOptions(),
     ):
         super().__init__()
-        self.save_hyperparameters()
+        self.rnn, self.search, self.image = (
+            as_options(RecurrentOptions, rnn), as_options(SearchOptions, search), as_options(ImageOptions, image)
+        )
+        self.save_options()
         self.image_encoder: ImageEncoder | None = None
         if fusion != "none":
             with torch.random.fork_rng(devices=[]):  # the text model's initial weights stay as without it
-                self.image_encoder = ImageEncoder(
-                    backbone, pretrained, train_backbone, "grid", weights_path=weights_path,
-                    feature_block=feature_block,
-                )
+                self.image_encoder = self.image.encoder("grid")
         self.model = Seq2Seq(
-            src_vocab_size, tgt_vocab_size, embed_dim=embed_dim, hidden_size=hidden_size, cell=cell,
-            num_layers=num_layers, bidirectional=bidirectional, context=context, attention=attention,
-            input_feeding=input_feeding, dropout=dropout, impl=impl, tie_embeddings=tie_embeddings,
-            peephole=peephole, gru_reset_after=gru_reset_after, fusion=fusion,
+            src_vocab_size, tgt_vocab_size, self.rnn, bidirectional=bidirectional, context=context,
+            attention=attention, input_feeding=input_feeding, tie_embeddings=tie_embeddings, fusion=fusion,
             image_size=self.image_encoder.feature_dim if self.image_encoder is not None else 0,
         )  # fmt: skip
 
@@ -101,7 +91,7 @@ class TranslationModule(ImageFeatures, DecodingModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)  # the vocabularies
-        if hasattr(dm := getattr(self._trainer, "datamodule", None), "use_images"):
+        if isinstance(dm := getattr(self._trainer, "datamodule", None), OptionalImages):
             dm.use_images(self.multimodal)  # a text-only model on multimodal data reads no image
         if self.multimodal:
             self.prepare_images(stage, {"fit": ("train", "dev"), "validate": ("dev",), "test": ("test",)})
@@ -152,8 +142,8 @@ class TranslationModule(ImageFeatures, DecodingModule):
     def decode_batch(self, batch: dict, method: str, return_attention: bool = False):
         src, lengths = batch["src"][:, : self.max_src_len], batch["src_lengths"].clamp(max=self.max_src_len)
         hyps = self.model.translate(
-            src, lengths, method=method, beam_size=self.hparams.beam_size, alpha=self.hparams.alpha,
-            return_attention=return_attention, image=self.image_of(batch),
+            src, lengths, replace(self.search, method=method, n_best=1), return_attention=return_attention,
+            image=self.image_of(batch),
         )  # fmt: skip
         return [h[0] for h in hyps]
 

@@ -11,14 +11,17 @@ from data.core.vocab import BOS, EOS, PAD
 from seq2seq import search
 from seq2seq.modules.decoder import RecurrentDecoder
 from seq2seq.modules.encoder import RecurrentEncoder
+from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.search import SearchOptions
 
 
 class Seq2Seq(nn.Module):
     """Encoder-decoder translator. context="fixed" is Fig. 8-21 (one vector), "attention" is
     Fig. 8-22 (all encoder states). Special ids: pad=0, unk=1, bos=2, eos=3.
 
-    `peephole` (cell="lstm", seed 002 §8.4.3) and `gru_reset_after=False` (cell="gru", the seeds'
-    GRU) run on the cell path: impl="auto" picks it, impl="fused" with them is a ValueError.
+    `rnn` holds the cell, sizes and cell variants of both encoder and decoder (RecurrentOptions):
+    `peephole` (LSTM, seed 002 §8.4.3) and `gru_reset_after=False` (the seeds' GRU) run on the
+    cell path.
 
     Multimodal translation: with `fusion` "decinit", "flat" or "doubly" (see modules/decoder.py)
     forward and translate also take `image`, the (B, R, image_size) grid features of each
@@ -28,32 +31,21 @@ class Seq2Seq(nn.Module):
         self,
         src_vocab_size: int,
         tgt_vocab_size: int,
-        embed_dim: int = 256,
-        hidden_size: int = 256,
-        cell: Literal["rnn", "lstm", "gru"] = "lstm",
-        num_layers: int = 1,
+        rnn: RecurrentOptions = RecurrentOptions(),
         bidirectional: bool = True,
         context: Literal["fixed", "attention"] = "attention",
         attention: Literal["bahdanau", "luong_dot", "luong_general"] = "bahdanau",
         input_feeding: bool = True,
-        dropout: float = 0.0,
-        impl: Literal["auto", "fused", "cells"] = "auto",
         tie_embeddings: bool = False,
-        peephole: bool = False,
-        gru_reset_after: bool = True,
         fusion: Literal["none", "decinit", "flat", "doubly"] = "none",
         image_size: int = 0,
     ):
         super().__init__()
-        rnn = dict(
-            embed_dim=embed_dim, hidden_size=hidden_size, cell=cell, num_layers=num_layers,
-            dropout=dropout, impl=impl, peephole=peephole, gru_reset_after=gru_reset_after, pad_id=PAD,
-        )  # fmt: skip
-        self.encoder = RecurrentEncoder(src_vocab_size, bidirectional=bidirectional, **rnn)
+        self.encoder = RecurrentEncoder(src_vocab_size, rnn, bidirectional=bidirectional, pad_id=PAD)
         self.decoder = RecurrentDecoder(
-            tgt_vocab_size, context=context, attention=attention, input_feeding=input_feeding,
-            memory_size=self.encoder.output_size, tie_embeddings=tie_embeddings, fusion=fusion,
-            image_size=image_size, **rnn,
+            tgt_vocab_size, rnn, context=context, attention=attention, input_feeding=input_feeding,
+            memory_size=self.encoder.output_size, tie_embeddings=tie_embeddings, pad_id=PAD,
+            fusion=fusion, image_size=image_size,
         )  # fmt: skip
 
     def encode(self, src: Tensor, src_lengths: Tensor):
@@ -81,28 +73,24 @@ class Seq2Seq(nn.Module):
         self,
         src: Tensor,
         src_lengths: Tensor,
-        method: Literal["greedy", "beam", "sample"] = "beam",
-        beam_size: int = 5,
-        max_len: int | None = None,
-        alpha: float = 0.0,
-        n_best: int = 1,
+        search_options: SearchOptions = SearchOptions(),
+        *,
         return_attention: bool = False,
-        temperature: float = 1.0,
-        top_k: int = 0,
         generator: torch.Generator | None = None,
         image: Tensor | None = None,
     ) -> list[list[search.Hypothesis]]:
         """Decodes a batch; returns, per sentence, a list of hypotheses (n_best for beam, one
         otherwise), each with token ids (no <bos>/<eos>, never <pad>), score and optional attention (T, S)
         ((T, S + R) with an image attended: its last R columns are the regions').
-        `max_len` defaults to 2 * source length + 10 words per sentence."""
+        `search_options.max_len` defaults to 2 * source length + 10 words per sentence."""
         memory, mask, summary = self.encode(src, src_lengths)
         state = self.decoder.init_state(memory, mask, summary, image)
-        B = src.shape[0]
-        limit = max_len if max_len is not None else 2 * src_lengths.to(src.device) + 10
+        limit = search_options.max_len
+        if limit is None:
+            limit = 2 * src_lengths.to(src.device) + 10
         return search.decode(
-            self.decoder.step, state, B, BOS, EOS, method, limit, beam_size, alpha, n_best,
-            temperature, top_k, generator, return_attention, banned=(PAD, BOS),  # never outputs
+            self.decoder.step, state, src.shape[0], bos=BOS, eos=EOS, search=search_options, max_len=limit,
+            generator=generator, return_attention=return_attention, banned=(PAD, BOS),  # never outputs
         )  # fmt: skip
 
 

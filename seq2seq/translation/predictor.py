@@ -24,6 +24,7 @@ from data.core.tokenizers import tokenizer_from_state
 from data.core.vocab import Vocabulary
 from seq2seq.modules.vision import ImageEncoder
 from seq2seq.predictor import Predictor, image_transform
+from seq2seq.search import SearchOptions
 from seq2seq.training.checkpoint import build_from_hparams, seqcap_state
 from seq2seq.translation.network import Seq2Seq, pad_batch
 
@@ -152,6 +153,7 @@ class Translator(Predictor):
         if features is not None and len(features) != len(sentences):
             n, m = len(features), len(sentences)
             raise DataError(f"{n} images for {m} sentences: give one image a sentence")
+        search_options = SearchOptions(method="beam", beam_size=beam_size, alpha=alpha, n_best=n_best)
         encoded = [self.encode(s) for s in sentences]
         for i, (_, _, cut) in enumerate(encoded):
             if cut and warn is not None:
@@ -164,9 +166,8 @@ class Translator(Predictor):
             src, lengths = pad_batch([encoded[i][0] for i in batch])
             image = None if features is None else features[batch].to(self.device)
             hyps = self.model.translate(
-                src.to(self.device), lengths.to(self.device), method="beam", beam_size=beam_size,
-                alpha=alpha, n_best=n_best, return_attention=return_attention or self.unk_replace,
-                image=image,
+                src.to(self.device), lengths.to(self.device), search_options,
+                return_attention=return_attention or self.unk_replace, image=image,
             )  # fmt: skip
             for i, options in zip(batch, hyps):
                 results[i] = []

@@ -10,6 +10,7 @@ error paths that stop before any model work are run in-process through `main(arg
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import shutil
@@ -24,16 +25,17 @@ import pytest
 import torch
 from PIL import Image
 
-from captioning.captioner.cli import plot_names
-from captioning.captioner.metrics import caption_metrics
-from captioning.captioner.predictor import Captioner, image_problem, load_captioning_checkpoint
 from captioning.captioner import cli as caption_cli
 from captioning.captioner import evaluate as evaluate_cli
 from captioning.captioner import metrics as caption_metrics_module
+from captioning.captioner.cli import plot_names
+from captioning.captioner.metrics import caption_metrics
+from captioning.captioner.predictor import Captioner, image_problem, load_captioning_checkpoint
 from data.builders.shapes import build_shapes_dataset
 from data.core.images import ImageFileError, load_rgb
 from data.core.vocab import BOS, EOS, PAD, SPECIALS
 from seq2seq import search
+from seq2seq.search import SearchOptions
 from seq2seq.training.checkpoint import CheckpointError
 from seq2seq.training.metrics import nltk_bleu
 from tests.conftest import REPO, cli_env, explain
@@ -52,10 +54,10 @@ TINY_FIT = (
     "--trainer.limit_val_batches", "1",
     "--trainer.num_sanity_val_steps", "0",
     "--trainer.enable_progress_bar", "false",
-    "--model.init_args.pretrained", "false",
-    "--model.init_args.embed_dim", "16",
-    "--model.init_args.hidden_size", "16",
-    "--model.init_args.max_len", str(MAX_LEN),
+    "--model.init_args.image.pretrained", "false",
+    "--model.init_args.rnn.embed_dim", "16",
+    "--model.init_args.rnn.hidden_size", "16",
+    "--model.init_args.search.max_len", str(MAX_LEN),
 )  # fmt: skip
 GRID_HW = 4
 NOT_WORDS = set(SPECIALS) - {"<unk>"}  # "<unk>" is a documented possible caption word
@@ -214,14 +216,15 @@ def run_main(main, argv: list, capsys) -> tuple[int, str, str]:
 @pytest.fixture
 def decoded(monkeypatch) -> list[dict]:
     """The arguments of every seq2seq.search.decode call while the test runs (defaults filled
-    in): what the flags of a CLI became by the time they reached the decoder."""
+    in, the SearchOptions' fields among them): what the flags of a CLI became by the time they
+    reached the decoder."""
     calls = []
     real, signature = search.decode, inspect.signature(search.decode)
 
     def spy(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        calls.append(bound.arguments)
+        calls.append({**bound.arguments, **dataclasses.asdict(bound.arguments["search"])})
         return real(*args, **kwargs)
 
     monkeypatch.setattr(search, "decode", spy)
@@ -292,15 +295,15 @@ def test_cli_beam_caption_equals_a_beam_search_written_out_by_hand(trained, caps
     from data.core.images import IMAGENET_MEAN, IMAGENET_STD
 
     ckpt = load_captioning_checkpoint(trained.ckpt["showtell"])
-    assert ckpt["hyper_parameters"]["pretrained"] is False  # a random CNN: ImageNet mean/std
+    assert ckpt["hyper_parameters"]["image"]["pretrained"] is False  # a random CNN: ImageNet mean/std
     size, itos = ckpt["seqcap"]["image_size"], ckpt["seqcap"]["vocab"]
-    module = load_captioner(trained.ckpt["showtell"]).module
+    captioner = load_captioner(trained.ckpt["showtell"])
     by_hand = []
     with torch.no_grad():
         for path in inputs:
             pixels = _pixels_by_hand(Path(path), size, IMAGENET_MEAN, IMAGENET_STD)
-            features = module.encoder(pixels[None])
-            ids, score = _beam_by_hand(module.model, features, beam_size=3, max_len=MAX_LEN)
+            features = captioner.encoder(pixels[None])
+            ids, score = _beam_by_hand(captioner.model, features, beam_size=3, max_len=MAX_LEN)
             by_hand.append(([itos[i] for i in ids], score))
     assert [words for _, words in rows] == [words for words, _ in by_hand]
     for _, words in rows:
@@ -549,7 +552,9 @@ def test_captioner_attention_rows_stay_with_their_words(trained, load_captioner)
     for c in captions:
         assert c.attention.shape == (len(c.tokens), GRID_HW)
     features = captioner.encoder(torch.stack([captioner.transform(load_rgb(p)) for p in images]))
-    hyps = captioner.model.caption(features, method="sample", temperature=20.0, max_len=MAX_LEN)
+    hyps = captioner.model.caption(
+        features, SearchOptions(method="sample", max_len=MAX_LEN, temperature=20.0)
+    )
     ids = {t for h in hyps for t in h[0].tokens}
     assert ids and not ids & {PAD, BOS}
 
@@ -739,7 +744,10 @@ def test_captioner_preprocesses_like_training(trained, load_captioner):
     assert tuple(resize.size) == (64, 64)  # TINY_FIT's image_size, from checkpoint["seqcap"]
     meta = torch.load(trained.ckpt["showtell"], map_location="cpu", weights_only=True)["seqcap"]
     assert (tuple(norm.mean), tuple(norm.std)) == (tuple(meta["image_mean"]), tuple(meta["image_std"]))
-    assert (tuple(norm.mean), tuple(norm.std)) == (IMAGENET_MEAN, IMAGENET_STD)  # trained with pretrained: false
+    assert (tuple(norm.mean), tuple(norm.std)) == (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+    )  # trained with pretrained: false
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,9 @@ import pytest
 import torch
 
 from captioning.captioner.network import ShowAttendTell, ShowTell
+from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.search import SearchOptions
+from tests.conftest import with_rnn
 from tests.seq2seq.test_expected_values import TGT_IN, TGT_OUT, check, close, summary
 
 C, HW = 6, 3  # feature_dim, grid size of ShowAttendTell
@@ -30,7 +33,8 @@ def build(cls, dropout: float, **kw):
     """torch.manual_seed(0), then cls(11, C, embed 4, hidden 5, one layer, dropout)."""
     torch.manual_seed(0)
     kw.setdefault("cell", "lstm")
-    return cls(vocab_size=11, feature_dim=C, embed_dim=4, hidden_size=5, num_layers=1, dropout=dropout, **kw)
+    rnn = RecurrentOptions(embed_dim=4, hidden_size=5, num_layers=1, dropout=dropout)
+    return cls(11, C, **with_rnn(rnn, **kw))
 
 
 def caption_values(cls, features: torch.Tensor, **kw) -> dict:
@@ -39,7 +43,7 @@ def caption_values(cls, features: torch.Tensor, **kw) -> dict:
     model = build(cls, dropout=0.3, **kw).eval()
     with torch.no_grad():
         values = summary(model(features, CAPTIONS_IN), CAPTIONS_OUT)
-    hyps = [h[0] for h in model.caption(features, method="greedy", max_len=6)]
+    hyps = [h[0] for h in model.caption(features, SearchOptions(method="greedy", max_len=6))]
     values["greedy"] = [h.tokens for h in hyps]
     values["greedy_score"] = [h.score for h in hyps]
     return values

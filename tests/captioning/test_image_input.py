@@ -18,9 +18,9 @@ from tests.conftest import REPO, explain, metric_values, read_metrics, run_pytho
 TINY = (
     "--data.init_args.batch_size", "16", "--data.init_args.eval_batch_size", "4",
     "--data.init_args.image_size", "64", "--trainer.limit_val_batches", "1",
-    "--trainer.enable_progress_bar", "false", "--model.init_args.pretrained", "false",
-    "--model.init_args.embed_dim", "16", "--model.init_args.hidden_size", "16",
-    "--model.init_args.max_len", "8",
+    "--trainer.enable_progress_bar", "false", "--model.init_args.image.pretrained", "false",
+    "--model.init_args.rnn.embed_dim", "16", "--model.init_args.rnn.hidden_size", "16",
+    "--model.init_args.search.max_len", "8",
 )  # fmt: skip
 
 

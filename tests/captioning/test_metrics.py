@@ -12,8 +12,8 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
-from captioning.captioner.metrics import CiderD, caption_metrics, cider_d_for, format_metrics, java_available
 from captioning.captioner import metrics
+from captioning.captioner.metrics import CiderD, caption_metrics, cider_d_for, format_metrics, java_available
 from seq2seq.training.metrics import nltk_bleu
 
 
@@ -161,6 +161,7 @@ def test_a_failing_meteor_process_is_left_out_with_a_warning_and_not_started_aga
     import threading
 
     from captioning.captioner import metrics
+
     class Broken:  # what pycocoevalcap's Meteor does when java prints no number back
         def __init__(self):
             self.lock, self.meteor_p = threading.Lock(), subprocess.Popen(["sleep", "30"])

@@ -10,20 +10,24 @@ import torch.nn.functional as F
 
 from captioning.captioner.network import ShowAttendTell, ShowTell
 from data.core.vocab import BOS, EOS, PAD
+from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.search import SearchOptions
+from tests.conftest import with_rnn
 
 V, C, E, H, HW = 12, 10, 8, 16, 6
 
 
+SMALL = RecurrentOptions(embed_dim=E, hidden_size=H, dropout=0.0)
+
+
 def make_show_tell(seed: int = 0, **kw) -> ShowTell:
     torch.manual_seed(seed)
-    kw = {"embed_dim": E, "hidden_size": H, "dropout": 0.0, **kw}
-    return ShowTell(V, C, **kw).eval()
+    return ShowTell(V, C, **with_rnn(SMALL, **kw)).eval()
 
 
 def make_sat(seed: int = 0, **kw) -> ShowAttendTell:
     torch.manual_seed(seed)
-    kw = {"embed_dim": E, "hidden_size": H, "dropout": 0.0, **kw}
-    return ShowAttendTell(V, C, **kw).eval()
+    return ShowAttendTell(V, C, **with_rnn(SMALL, **kw)).eval()
 
 
 def captions_batch(B: int, T: int, seed: int = 1) -> torch.Tensor:
@@ -169,7 +173,7 @@ def test_bad_shapes_give_clear_errors():
     with pytest.raises(ValueError, match="captions_in"):
         make_show_tell()(global_features(2), captions_batch(3, 4))
     with pytest.raises(ValueError, match="method"):
-        make_show_tell().caption(global_features(2), method="nope")
+        make_show_tell().caption(global_features(2), SearchOptions(beam_size=3, method="nope"))
     with pytest.raises(ValueError, match="attention"):
         ShowAttendTell(V, C, attention="luong_dot")
 
@@ -274,9 +278,11 @@ def _models_and_features():
 @pytest.mark.parametrize("index", range(4))
 def test_batched_beam_equals_each_image_alone(index):
     model, feats = _models_and_features()[index]
-    batched = model.caption(feats, "beam", beam_size=3, max_len=8, n_best=2, alpha=0.6)
+    batched = model.caption(feats, SearchOptions(method="beam", beam_size=3, alpha=0.6, n_best=2, max_len=8))
     for b in range(feats.shape[0]):
-        alone = model.caption(feats[b : b + 1], "beam", beam_size=3, max_len=8, n_best=2, alpha=0.6)[0]
+        alone = model.caption(
+            feats[b : b + 1], SearchOptions(method="beam", beam_size=3, alpha=0.6, n_best=2, max_len=8)
+        )[0]
         assert [h.tokens for h in batched[b]] == [h.tokens for h in alone]
         for x, y in zip(batched[b], alone, strict=True):
             assert x.score == pytest.approx(y.score, abs=1e-5)
@@ -285,8 +291,8 @@ def test_batched_beam_equals_each_image_alone(index):
 @pytest.mark.parametrize("index", range(4))
 def test_beam_one_equals_greedy(index):
     model, feats = _models_and_features()[index]
-    beam = model.caption(feats, "beam", beam_size=1, max_len=8)
-    greedy = model.caption(feats, "greedy", max_len=8)
+    beam = model.caption(feats, SearchOptions(method="beam", beam_size=1, max_len=8))
+    greedy = model.caption(feats, SearchOptions(method="greedy", max_len=8))
     assert [h[0].tokens for h in beam] == [h[0].tokens for h in greedy]
     for x, y in zip(beam, greedy, strict=True):
         assert x[0].score == pytest.approx(y[0].score, abs=1e-5)
@@ -294,15 +300,23 @@ def test_beam_one_equals_greedy(index):
 
 def test_sampling_is_reproducible_with_a_generator():
     model, feats = make_show_tell(), global_features(4)
-    a = model.caption(feats, "sample", max_len=8, generator=torch.Generator().manual_seed(5), top_k=4)
-    b = model.caption(feats, "sample", max_len=8, generator=torch.Generator().manual_seed(5), top_k=4)
+    a = model.caption(
+        feats, SearchOptions(method="sample", max_len=8, top_k=4), generator=torch.Generator().manual_seed(5)
+    )
+    b = model.caption(
+        feats, SearchOptions(method="sample", max_len=8, top_k=4), generator=torch.Generator().manual_seed(5)
+    )
     assert [h[0].tokens for h in a] == [h[0].tokens for h in b]
     assert all(len(h) == 1 and len(h[0].tokens) <= 8 for h in a)
-    c = model.caption(feats, "sample", max_len=8, generator=torch.Generator().manual_seed(6), top_k=4)
-    greedy = [h[0].tokens for h in model.caption(feats, "greedy", max_len=8)]
+    c = model.caption(
+        feats, SearchOptions(method="sample", max_len=8, top_k=4), generator=torch.Generator().manual_seed(6)
+    )
+    greedy = [h[0].tokens for h in model.caption(feats, SearchOptions(method="greedy", max_len=8))]
     assert [h[0].tokens for h in c] != [h[0].tokens for h in a]  # the seed decides the draw
     assert [h[0].tokens for h in a] != greedy  # and it is a draw
-    top1 = model.caption(feats, "sample", max_len=8, generator=torch.Generator().manual_seed(5), top_k=1)
+    top1 = model.caption(
+        feats, SearchOptions(method="sample", max_len=8, top_k=1), generator=torch.Generator().manual_seed(5)
+    )
     assert [h[0].tokens for h in top1] == greedy  # top_k is applied: one candidate is the argmax
 
 
@@ -315,7 +329,9 @@ def test_attention_rows_sum_to_one_over_the_grid(attention):
     torch.testing.assert_close(attn.sum(-1), torch.ones(3, 5))
     assert (attn >= 0).all()
     for method in ("beam", "greedy"):
-        for hyps in model.caption(grid_features(3), method, max_len=6, return_attention=True):
+        for hyps in model.caption(
+            grid_features(3), SearchOptions(beam_size=3, method=method, max_len=6), return_attention=True
+        ):
             h = hyps[0]
             assert h.attention.shape == (len(h.tokens), HW)
             torch.testing.assert_close(h.attention.sum(-1), torch.ones(len(h.tokens)))
@@ -356,14 +372,19 @@ def _train(model, feats, steps: int = 300) -> list[list[int]]:
         loss.backward()
         opt.step()
     model.eval()
-    return [h[0].tokens for h in model.caption(feats, "greedy", max_len=10)]
+    return [h[0].tokens for h in model.caption(feats, SearchOptions(method="greedy", max_len=10))]
 
 
 @pytest.mark.parametrize("seed,image_every_step", [(0, False), (1, False), (0, True)])
 def test_show_tell_learns_tiny_captions(seed, image_every_step):
     """Reliable: 30 of 30 seeds reach the exact captions in 300 (also in 150) steps."""
     torch.manual_seed(seed)
-    model = ShowTell(V, C, embed_dim=16, hidden_size=32, dropout=0.1, image_every_step=image_every_step)
+    model = ShowTell(
+        V,
+        C,
+        rnn=RecurrentOptions(embed_dim=16, hidden_size=32, dropout=0.1),
+        image_every_step=image_every_step,
+    )
     assert _train(model, torch.randn(4, C)) == CAPTIONS
 
 
@@ -371,5 +392,5 @@ def test_show_tell_learns_tiny_captions(seed, image_every_step):
 def test_show_attend_tell_learns_tiny_captions(seed):
     """Reliable: 30 of 30 seeds reach the exact captions in 300 (also in 150) steps."""
     torch.manual_seed(seed)
-    model = ShowAttendTell(V, C, embed_dim=16, hidden_size=32, dropout=0.1)
+    model = ShowAttendTell(V, C, rnn=RecurrentOptions(embed_dim=16, hidden_size=32, dropout=0.1))
     assert _train(model, torch.randn(4, HW, C)) == CAPTIONS

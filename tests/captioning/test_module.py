@@ -16,10 +16,18 @@ from captioning.captioner.metrics import caption_metrics
 from captioning.captioner.module import CaptioningModule
 from data.builders.shapes import build_shapes_dataset
 from data.datamodules.captions import CaptionDataModule
+from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.modules.vision import ImageOptions
+from seq2seq.search import SearchOptions
 from tests.conftest import REPO, explain, metric_values, read_metrics, run_python
 
 SHOWTELL_CONFIG = "configs/captioning/shapes_showtell.yaml"
-TINY = {"embed_dim": 16, "hidden_size": 16, "dropout": 0.0, "pretrained": False}
+TINY_RNN = RecurrentOptions(embed_dim=16, hidden_size=16, dropout=0.0)
+
+
+def no_weights(**kw) -> ImageOptions:
+    """The CNN without pretrained weights (nothing is loaded: fast)."""
+    return ImageOptions(pretrained=False, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +54,10 @@ def test_cli_fit_writes_checkpoint_metrics_and_vocab(shapes_json, tmp_path):
         "--trainer.limit_val_batches", "1",
         "--trainer.default_root_dir", str(tmp_path),
         "--trainer.enable_progress_bar", "false",
-        "--model.init_args.pretrained", "false",
-        "--model.init_args.embed_dim", "16",
-        "--model.init_args.hidden_size", "16",
-        "--model.init_args.max_len", "8",
+        "--model.init_args.image.pretrained", "false",
+        "--model.init_args.rnn.embed_dim", "16",
+        "--model.init_args.rnn.hidden_size", "16",
+        "--model.init_args.search.max_len", "8",
     ]  # fmt: skip
     result = run_python(args, cwd=REPO)
     assert result.returncode == 0, explain(result)
@@ -79,7 +87,7 @@ def test_cli_fit_writes_checkpoint_metrics_and_vocab(shapes_json, tmp_path):
 
 def test_frozen_backbone_stays_put_while_the_rest_trains(datamodule):
     torch.manual_seed(0)
-    module = CaptioningModule(datamodule.vocab_size, train_backbone="none", **TINY)
+    module = CaptioningModule(datamodule.vocab_size, rnn=TINY_RNN, image=no_weights(train_backbone="none"))
     module.train()
     optimizer = module.configure_optimizers()
     cnn_before = {k: v.clone() for k, v in module.encoder.cnn.state_dict().items()}  # BN stats too
@@ -99,7 +107,11 @@ def test_frozen_backbone_stays_put_while_the_rest_trains(datamodule):
 @pytest.mark.parametrize("train_backbone", ["none", "top"])
 def test_param_groups_have_the_two_learning_rates(datamodule, train_backbone):
     module = CaptioningModule(
-        datamodule.vocab_size, train_backbone=train_backbone, lr=3e-3, backbone_lr=2e-5, **TINY
+        datamodule.vocab_size,
+        rnn=TINY_RNN,
+        image=no_weights(train_backbone=train_backbone),
+        lr=3e-3,
+        backbone_lr=2e-5,
     )
     groups = module.configure_optimizers().param_groups
     assert [g["lr"] for g in groups] == [2e-5, 3e-3]
@@ -117,7 +129,13 @@ def test_param_groups_have_the_two_learning_rates(datamodule, train_backbone):
 @pytest.mark.parametrize("model", ["showtell", "attention"])
 def test_validation_bleu_matches_nltk_on_the_decoded_captions(datamodule, shapes_json, model, tmp_path):
     torch.manual_seed(0)
-    module = CaptioningModule(datamodule.vocab_size, model=model, max_len=6, **TINY)
+    module = CaptioningModule(
+        datamodule.vocab_size,
+        rnn=TINY_RNN,
+        image=no_weights(),
+        search=SearchOptions(beam_size=3, max_len=6),
+        model=model,
+    )
     if model == "showtell":  # a random CNN's features differ little between images: let them count
         with torch.no_grad():
             module.model.image_proj.weight.mul_(50)
@@ -183,7 +201,8 @@ def test_feature_cache_gives_the_same_loss_and_only_for_a_frozen_cnn(shapes_json
             str(shapes_json), min_freq=1, eval_batch_size=2, image_size=32, cache_dir=str(tmp_path / "cache")
         )
         torch.manual_seed(0)
-        module = CaptioningModule(dm.vocab_size, max_len=6, **TINY, **kw)
+        search = SearchOptions(beam_size=3, max_len=6)
+        module = CaptioningModule(dm.vocab_size, rnn=TINY_RNN, image=no_weights(**kw), search=search)
         trainer = pl.Trainer(
             accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, default_root_dir=tmp_path,
@@ -219,7 +238,11 @@ def test_a_short_fit_on_shapes_beats_the_untrained_model(tmp_path, one_thread):
     )
     pl.seed_everything(0)
     module = CaptioningModule(
-        dm.vocab_size, embed_dim=32, hidden_size=64, dropout=0.0, lr=5e-3, max_len=12, num_samples=0
+        dm.vocab_size,
+        rnn=RecurrentOptions(embed_dim=32, hidden_size=64, dropout=0.0),
+        search=SearchOptions(beam_size=3, max_len=12),
+        lr=5e-3,
+        num_samples=0,
     )
 
     def trainer(epochs: int = 1) -> pl.Trainer:

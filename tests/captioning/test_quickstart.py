@@ -34,9 +34,9 @@ def test_quickstart_trains_tests_and_captions_three_images(tmp_path, one_thread)
          "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "1",
          "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.enable_progress_bar", "false",
          "--data.init_args.batch_size", "8", "--data.init_args.image_size", "64",
-         "--model.init_args.pretrained", "false", "--model.init_args.embed_dim", "16",
-         "--model.init_args.hidden_size", "32", "--model.init_args.max_len", "6",
-         "--model.init_args.lr", "0.01", "--model.init_args.dropout", "0"],
+         "--model.init_args.image.pretrained", "false", "--model.init_args.rnn.embed_dim", "16",
+         "--model.init_args.rnn.hidden_size", "32", "--model.init_args.search.max_len", "6",
+         "--model.init_args.lr", "0.01", "--model.init_args.rnn.dropout", "0"],
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, explain(result)

@@ -9,13 +9,16 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from captioning.captioner import scst
 from captioning.captioner.metrics import CiderD
 from captioning.captioner.module import CaptioningModule
 from captioning.captioner.network import ShowAttendTell, ShowTell
-from captioning.captioner import scst
 from data.builders.shapes import build_shapes_dataset
 from data.core.vocab import BOS, EOS, PAD
 from data.datamodules.captions import CaptionDataModule
+from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.modules.vision import ImageOptions
+from seq2seq.search import SearchOptions
 from tests.conftest import REPO, explain, metric_values, read_metrics, run_python
 
 V = 12
@@ -24,8 +27,12 @@ V = 12
 def tiny(model: str):
     torch.manual_seed(0)
     if model == "showtell":
-        return ShowTell(V, 8, embed_dim=8, hidden_size=16, dropout=0.0).eval(), torch.randn(3, 8)
-    return ShowAttendTell(V, 8, embed_dim=8, hidden_size=16, dropout=0.0).eval(), torch.randn(3, 5, 8)
+        return ShowTell(
+            V, 8, rnn=RecurrentOptions(embed_dim=8, hidden_size=16, dropout=0.0)
+        ).eval(), torch.randn(3, 8)
+    return ShowAttendTell(
+        V, 8, rnn=RecurrentOptions(embed_dim=8, hidden_size=16, dropout=0.0)
+    ).eval(), torch.randn(3, 5, 8)
 
 
 def test_sample_batch_pads_and_ends_with_eos_unless_cut():
@@ -38,7 +45,7 @@ def test_sample_batch_pads_and_ends_with_eos_unless_cut():
 def test_teacher_forced_log_probs_are_those_the_samples_were_drawn_with(model):
     net, features = tiny(model)
     torch.manual_seed(1)
-    hyps = [h[0] for h in net.caption(features, "sample", max_len=4)]
+    hyps = [h[0] for h in net.caption(features, SearchOptions(method="sample", max_len=4))]
     assert any(len(h.tokens) == 4 for h in hyps) or any(len(h.tokens) < 4 for h in hyps)
     captions_in, targets = scst.sample_batch([h.tokens for h in hyps], 4)
     log_probs = scst.sequence_log_probs(net(features, captions_in), targets)
@@ -57,7 +64,7 @@ def test_mean_of_others_baseline():
 def test_the_loss_raises_a_sample_above_its_baseline_and_lowers_one_below(model, reward, more_likely):
     net, features = tiny(model)
     torch.manual_seed(2)
-    samples = [h[0].tokens for h in net.caption(features[:1], "sample", max_len=5)]
+    samples = [h[0].tokens for h in net.caption(features[:1], SearchOptions(method="sample", max_len=5))]
     captions_in, targets = scst.sample_batch(samples, 5)
 
     def log_prob() -> torch.Tensor:
@@ -94,10 +101,10 @@ def test_scst_alone_learns_tiny_captions(model, baseline, one_thread):
     refs = [[[str(t) for t in c]] for c in captions]
     cider = CiderD.from_references(refs)
     if model == "showtell":
-        net = ShowTell(vocab, channels, embed_dim=16, hidden_size=32, dropout=0.0)
+        net = ShowTell(vocab, channels, rnn=RecurrentOptions(embed_dim=16, hidden_size=32, dropout=0.0))
         features = torch.randn(8, channels)
     else:
-        net = ShowAttendTell(vocab, channels, embed_dim=16, hidden_size=32, dropout=0.0)
+        net = ShowAttendTell(vocab, channels, rnn=RecurrentOptions(embed_dim=16, hidden_size=32, dropout=0.0))
         features = torch.randn(8, 5, channels)
     net.eval()  # no dropout: the samples' log-probabilities are those they were drawn with
 
@@ -106,14 +113,17 @@ def test_scst_alone_learns_tiny_captions(model, baseline, one_thread):
         return torch.tensor(cider.scores(words, references), dtype=torch.float32)
 
     def greedy() -> list[list[int]]:
-        return [h[0].tokens for h in net.caption(features, "greedy", max_len=8)]
+        return [h[0].tokens for h in net.caption(features, SearchOptions(method="greedy", max_len=8))]
 
     start = rewards(greedy(), refs).mean().item()
     k, generator = 8, torch.Generator().manual_seed(0)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
     repeated = features.repeat_interleave(k, 0)
     for _ in range(200):
-        samples = [h[0].tokens for h in net.caption(repeated, "sample", max_len=8, generator=generator)]
+        samples = [
+            h[0].tokens
+            for h in net.caption(repeated, SearchOptions(method="sample", max_len=8), generator=generator)
+        ]
         r = rewards(samples, [x for x in refs for _ in range(k)]).view(8, k)
         if baseline == "greedy":
             b = rewards(greedy(), refs).view(8, 1).expand(8, k)
@@ -164,7 +174,10 @@ def test_a_tiny_scst_run_from_a_cross_entropy_checkpoint_raises_the_reward(
     moves by chance here; the gains on held-out images are measured by captioning.experiments.scst
     on the shapes set (README)."""
     cache = tmp_path / "cache"
-    small = dict(embed_dim=32, hidden_size=64, dropout=0.0, max_len=12, num_samples=0)
+    small = dict(
+        rnn=RecurrentOptions(embed_dim=32, hidden_size=64, dropout=0.0), search=SearchOptions(beam_size=3, max_len=12),
+        num_samples=0,
+    )  # fmt: skip
     pl.seed_everything(0)
     dm = datamodule(shapes, cache)
     xe = CaptioningModule(dm.vocab_size, lr=5e-3, **small)
@@ -202,9 +215,11 @@ def test_a_tiny_scst_run_from_a_cross_entropy_checkpoint_raises_the_reward(
 
 def test_scst_options_are_checked(tmp_path):
     with pytest.raises(ValueError, match="two with baseline 'mean'"):
-        CaptioningModule(10, self_critical=True, scst_samples=1, scst_baseline="mean", pretrained=False)
+        CaptioningModule(
+            10, image=ImageOptions(pretrained=False), self_critical=True, scst_samples=1, scst_baseline="mean"
+        )
     with pytest.raises(ValueError, match="monitor must be one of"):
-        CaptioningModule(10, monitor="bleu", pretrained=False)
+        CaptioningModule(10, image=ImageOptions(pretrained=False), monitor="bleu")
 
 
 # -- as a user runs it: the CLI, resuming, and the experiment -----------------------------------
@@ -219,8 +234,8 @@ def cli_fit(source, root, run_name: str, *extra: str) -> list[str]:
         "--data.init_args.batch_size", "16", "--data.init_args.cache_dir", str(root / "cache"),
         "--trainer.default_root_dir", str(root), "--run_name", run_name,
         "--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "1",
-        "--model.init_args.pretrained", "false", "--model.init_args.embed_dim", "16",
-        "--model.init_args.hidden_size", "16", "--model.init_args.max_len", "8",
+        "--model.init_args.image.pretrained", "false", "--model.init_args.rnn.embed_dim", "16",
+        "--model.init_args.rnn.hidden_size", "16", "--model.init_args.search.max_len", "8",
         *extra,
     ]  # fmt: skip
 

@@ -12,6 +12,9 @@ import pytest
 import torch
 
 from data.builders.shapes import build_shapes_dataset
+from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.modules.vision import ImageOptions
+from seq2seq.search import SearchOptions
 from tests.conftest import REPO, explain, metric_values, read_metrics, run_python
 
 METRICS = ["bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider", "nltk_bleu4"]
@@ -33,9 +36,9 @@ def test_the_experiment_trains_cross_entropy_then_scst_and_writes_the_table(tmp_
         "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
         "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "1",
         "--data.init_args.image_size", "64",
-        "--data.init_args.batch_size", "8", "--model.init_args.pretrained", "false",
-        "--model.init_args.embed_dim", "16", "--model.init_args.hidden_size", "16",
-        "--model.init_args.max_len", "8", "--model.init_args.beam_size", "2",
+        "--data.init_args.batch_size", "8", "--model.init_args.image.pretrained", "false",
+        "--model.init_args.rnn.embed_dim", "16", "--model.init_args.rnn.hidden_size", "16",
+        "--model.init_args.search.max_len", "8", "--model.init_args.search.beam_size", "2",
     ]  # fmt: skip
     result = run_python(args, cwd=REPO, timeout=600)
     assert result.returncode == 0, explain(result)
@@ -86,7 +89,10 @@ def test_the_experiment_trains_cross_entropy_then_scst_and_writes_the_table(tmp_
     from captioning.captioner.module import CaptioningModule
 
     init = CaptioningModule(
-        len(xe["seqcap"]["vocab"]), pretrained=False, embed_dim=16, hidden_size=16, max_len=8
+        len(xe["seqcap"]["vocab"]),
+        rnn=RecurrentOptions(embed_dim=16, hidden_size=16, dropout=0.3),
+        image=ImageOptions(pretrained=False),
+        search=SearchOptions(beam_size=3, max_len=8),
     ).state_dict()
     decoder = [k for k in xe["state_dict"] if k.startswith("model.")]
     assert len(decoder) >= 8

@@ -28,9 +28,9 @@ TINY_FIT = (
     "--trainer.limit_val_batches", "1",
     "--trainer.num_sanity_val_steps", "0",
     "--trainer.enable_progress_bar", "false",
-    "--model.init_args.pretrained", "false",
-    "--model.init_args.embed_dim", "8",
-    "--model.init_args.hidden_size", "8",
+    "--model.init_args.image.pretrained", "false",
+    "--model.init_args.rnn.embed_dim", "8",
+    "--model.init_args.rnn.hidden_size", "8",
     "--model.init_args.joint_size", "16",
 )  # fmt: skip
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
@@ -122,7 +122,8 @@ def test_the_answers_are_those_of_the_training_module(trained):
     assert sum(p for _, p in a.top) == pytest.approx(1.0, abs=1e-5) and a.unknown == []
     assert a.attention.shape == (2, 16) and torch.allclose(a.attention.sum(-1), torch.ones(2))
     ckpt = torch.load(trained.ckpt["attention"], map_location="cpu", weights_only=True)
-    module = build_from_hparams(VQAModule, ckpt, "ckpt", pretrained=False, weights_path=None).eval()
+    assert ckpt["hyper_parameters"]["image"]["pretrained"] is False  # nothing to fetch
+    module = build_from_hparams(VQAModule, ckpt, "ckpt").eval()
     module.on_load_checkpoint(ckpt)
     ids, lengths = module.encode_questions(["what shape is the red object?"])
     pixels = answerer.transform(Image.open(trained.image).convert("RGB"))[None]
@@ -163,7 +164,11 @@ def test_images_are_normalised_as_for_the_cnn_that_was_trained(trained, tmp_path
     assert (ckpt["seqcap"]["image_mean"], ckpt["seqcap"]["image_std"]) == tuple(map(list, trained_with))
 
     def normalize_of(meta: dict, pretrained: bool):
-        changed = {**ckpt, "seqcap": meta, "hyper_parameters": {**ckpt["hyper_parameters"], "pretrained": pretrained}}
+        changed = {
+            **ckpt,
+            "seqcap": meta,
+            "hyper_parameters": {**ckpt["hyper_parameters"], "pretrained": pretrained},
+        }
         torch.save(changed, tmp_path / "changed.ckpt")
         return Answerer.from_checkpoint(tmp_path / "changed.ckpt", "cpu").transform.transforms[-1]
 

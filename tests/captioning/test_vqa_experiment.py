@@ -26,8 +26,8 @@ def test_the_experiment_trains_every_model_and_writes_the_table(tmp_path):
         "--models", "attention,blind", "--seeds", "2", "--epochs", "1",
         "--trainer.enable_progress_bar", "false", "--data.init_args.image_size", "64",
         "--data.init_args.batch_size", "16", "--data.init_args.cache_dir", str(tmp_path / "cache"),
-        "--model.init_args.pretrained", "false", "--model.init_args.embed_dim", "8",
-        "--model.init_args.hidden_size", "8", "--model.init_args.joint_size", "16",
+        "--model.init_args.image.pretrained", "false", "--model.init_args.rnn.embed_dim", "8",
+        "--model.init_args.rnn.hidden_size", "8", "--model.init_args.joint_size", "16",
     ]  # fmt: skip
     result = run_python(args, cwd=REPO, timeout=600)
     assert result.returncode == 0, explain(result)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from captioning.vqa.network import KINDS, VQANet
+from seq2seq.modules.rnn import RecurrentOptions
 
 
 def inputs(seed: int = 0, B: int = 4, T: int = 5, R: int = 6, F: int = 10):
@@ -20,7 +21,9 @@ def inputs(seed: int = 0, B: int = 4, T: int = 5, R: int = 6, F: int = 10):
 @pytest.mark.parametrize("hops", [1, 2])
 def test_attention_weights_cover_the_grid_and_sum_to_one(hops):
     torch.manual_seed(0)
-    net = VQANet(20, 7, 10, "attention", embed_dim=8, hidden_size=8, joint_size=16, hops=hops).eval()
+    net = VQANet(
+        20, 7, 10, "attention", rnn=RecurrentOptions(embed_dim=8, hidden_size=8), joint_size=16, hops=hops
+    ).eval()
     logits, weights = net(*inputs())
     assert logits.shape == (4, 7) and len(weights) == hops
     for p in weights:
@@ -31,7 +34,7 @@ def test_attention_weights_cover_the_grid_and_sum_to_one(hops):
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_kind_reads_exactly_its_inputs(kind):
     torch.manual_seed(0)
-    net = VQANet(20, 7, 10, kind, embed_dim=8, hidden_size=8, joint_size=16).eval()
+    net = VQANet(20, 7, 10, kind, rnn=RecurrentOptions(embed_dim=8, hidden_size=8), joint_size=16).eval()
     question, lengths, features = inputs()
     base = net(question, lengths, features)[0]
     other_image = net(question, lengths, features + torch.randn_like(features))[0]
@@ -55,7 +58,16 @@ def test_a_tiny_attention_model_learns_a_colour_question():
     question = torch.stack([torch.full((N,), 5), asked + 1], dim=1)  # "colour <shape>"
     lengths = torch.full((N,), 2)
     answer = colour_of[torch.arange(N), where]
-    net = VQANet(6, colours, F, "attention", embed_dim=16, hidden_size=16, joint_size=32, hops=1, dropout=0.0)
+    net = VQANet(
+        6,
+        colours,
+        F,
+        "attention",
+        rnn=RecurrentOptions(embed_dim=16, hidden_size=16),
+        joint_size=32,
+        hops=1,
+        dropout=0.0,
+    )
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
     train, test = slice(0, 384), slice(384, N)
     for _ in range(150):

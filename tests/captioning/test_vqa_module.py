@@ -14,6 +14,8 @@ from data.builders import shapes_vqa
 from data.builders.shapes import build_shapes_dataset
 from data.builders.shapes_scenes import COLOURS
 from data.datamodules.vqa import VQADataModule
+from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.modules.vision import ImageOptions
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
@@ -37,10 +39,7 @@ def test_the_attention_model_learns_colour_questions(tmp_path):
         cache_dir=str(tmp_path / "cache"),
     )  # fmt: skip
     assert dm.num_answers == len(COLOURS) and set(dm.answers) == set(COLOURS)
-    model = VQAModule(
-        dm.vocab_size, dm.num_answers, "attention", feature_block=4, embed_dim=32, hidden_size=32,
-        joint_size=64, hops=1, dropout=0.0, lr=3e-3, num_samples=4,
-    )  # fmt: skip
+    model = VQAModule(dm.vocab_size, dm.num_answers, "attention", rnn=RecurrentOptions(embed_dim=32, hidden_size=32), image=ImageOptions(feature_block=4), joint_size=64, hops=1, dropout=0.0, lr=3e-3, num_samples=4)  # fmt: skip
     trainer = pl.Trainer(
         max_epochs=25, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=str(tmp_path / "run"), num_sanity_val_steps=0,
@@ -58,7 +57,14 @@ def test_the_attention_model_learns_colour_questions(tmp_path):
 
 
 def test_a_checkpoint_with_other_answers_is_refused_by_name():
-    module = VQAModule(10, 3, "blind", pretrained=False, embed_dim=4, hidden_size=4, joint_size=8)
+    module = VQAModule(
+        10,
+        3,
+        "blind",
+        rnn=RecurrentOptions(embed_dim=4, hidden_size=4),
+        image=ImageOptions(pretrained=False),
+        joint_size=8,
+    )
     words = ["<pad>", "<unk>", "<bos>", "<eos>", *"abcdef"]
     module.set_vocab_state({"vocab": words, "answers": ["red", "blue", "green"]})
     with pytest.raises(ValueError, match="the data's answer vocabulary differs from the checkpoint's"):

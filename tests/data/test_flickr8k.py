@@ -245,13 +245,14 @@ def test_config_points_at_the_documented_layout():
     assert data["source"] == f"data/corpora/flickr8k/{KARPATHY_JSON}"
     assert data["image_root"] == f"data/corpora/flickr8k/{IMAGES_DIR}"
     model = config["model"]["init_args"]
-    assert (model["model"], model["embed_dim"], model["hidden_size"], model["dropout"]) == (
+    rnn = model["rnn"]
+    assert (model["model"], rnn["embed_dim"], rnn["hidden_size"], rnn["dropout"]) == (
         "showtell",
         512,
         512,
         0.5,
     )
-    assert (model["test_decode"], model["beam_size"], data["min_freq"], data["batch_size"]) == (
+    assert (model["search"]["method"], model["search"]["beam_size"], data["min_freq"], data["batch_size"]) == (
         "beam",
         3,
         5,
@@ -275,10 +276,10 @@ def test_config_trains_under_the_cli_on_a_fake_flickr8k(flickr, tmp_path):
         "--data.init_args.num_workers", "0",
         "--data.init_args.image_size", "32",
         "--data.init_args.batch_size", "5",
-        "--model.init_args.pretrained", "false",
-        "--model.init_args.embed_dim", "16",
-        "--model.init_args.hidden_size", "16",
-        "--model.init_args.dropout", "0",
+        "--model.init_args.image.pretrained", "false",
+        "--model.init_args.rnn.embed_dim", "16",
+        "--model.init_args.rnn.hidden_size", "16",
+        "--model.init_args.rnn.dropout", "0",
         "--model.init_args.lr", "0.01",
         "--trainer.max_epochs", "3",
         "--trainer.log_every_n_steps", "1",

@@ -11,6 +11,8 @@ from PIL import Image
 from data.core.images import ImageFileError
 from data.core.parallel import DataError
 from data.datamodules.multimodal import MultimodalDataModule
+from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.modules.vision import ImageOptions
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
 
@@ -130,7 +132,13 @@ def test_vocab_state_records_the_image_size(tmp_path):
 def test_multimodal_module_without_images_says_which_datamodule(tmp_path):
     from seq2seq.translation.module import TranslationModule
 
-    model = TranslationModule(10, 10, embed_dim=4, hidden_size=4, fusion="decinit", pretrained=False)
+    model = TranslationModule(
+        10,
+        10,
+        rnn=RecurrentOptions(dropout=0.2, embed_dim=4, hidden_size=4),
+        image=ImageOptions(pretrained=False),
+        fusion="decinit",
+    )
     batch = {"src": torch.ones(1, 2, dtype=torch.long), "src_lengths": torch.tensor([2])}
     with pytest.raises(ValueError, match="MultimodalDataModule"):
         model.image_of(batch)
@@ -156,7 +164,9 @@ def test_a_text_only_model_on_multimodal_data_reads_no_image(tmp_path, monkeypat
     monkeypatch.setattr("data.datamodules.multimodal.load_rgb", no_reading)
     dm = module(root, batch_size=3)
     dm.setup("fit")
-    model = TranslationModule(dm.src_vocab_size, dm.tgt_vocab_size, embed_dim=4, hidden_size=4)
+    model = TranslationModule(
+        dm.src_vocab_size, dm.tgt_vocab_size, rnn=RecurrentOptions(dropout=0.2, embed_dim=4, hidden_size=4)
+    )
     trainer = pl.Trainer(
         max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,

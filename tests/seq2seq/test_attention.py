@@ -7,6 +7,8 @@ import torch
 
 from data.core.vocab import BOS, PAD
 from seq2seq.modules.attention import BahdanauAttention, LuongAttention, masked_softmax
+from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.search import SearchOptions
 from seq2seq.translation.network import Seq2Seq, pad_batch
 
 B, S, HQ, HK = 3, 7, 5, 6
@@ -186,7 +188,9 @@ def _batch():
 @pytest.mark.parametrize("attention", ["bahdanau", "luong_general"])
 def test_project_keys_called_once_per_batch_in_teacher_forcing(monkeypatch, attention):
     torch.manual_seed(0)
-    model = Seq2Seq(15, 15, embed_dim=8, hidden_size=16, context="attention", attention=attention)
+    model = Seq2Seq(
+        15, 15, rnn=RecurrentOptions(embed_dim=8, hidden_size=16), context="attention", attention=attention
+    )
     model.eval()
     src, lengths, tgt_in = _batch()
     with torch.no_grad():
@@ -203,12 +207,14 @@ def test_project_keys_called_once_per_batch_in_teacher_forcing(monkeypatch, atte
 
 def test_project_keys_called_once_per_batch_in_search(monkeypatch):
     torch.manual_seed(0)
-    model = Seq2Seq(15, 15, embed_dim=8, hidden_size=16, context="attention", attention="bahdanau")
+    model = Seq2Seq(
+        15, 15, rnn=RecurrentOptions(embed_dim=8, hidden_size=16), context="attention", attention="bahdanau"
+    )
     model.eval()
     src, lengths, _ = _batch()
     calls = _count_project_keys(monkeypatch, model.decoder.attention)
-    model.translate(src, lengths, method="beam", beam_size=3, max_len=6)
-    model.translate(src, lengths, method="greedy", max_len=6)
+    model.translate(src, lengths, SearchOptions(method="beam", beam_size=3, max_len=6))
+    model.translate(src, lengths, SearchOptions(method="greedy", max_len=6))
     assert len(calls) == 2
 
 
@@ -224,10 +230,7 @@ def test_project_keys_called_once_per_batch_in_search(monkeypatch):
 )
 def test_decoder_teacher_forcing_equals_stepping(attention, input_feeding, bidirectional):
     torch.manual_seed(0)
-    model = Seq2Seq(
-        15, 15, embed_dim=8, hidden_size=16, context="attention", attention=attention,
-        input_feeding=input_feeding, bidirectional=bidirectional,
-    ).eval()  # fmt: skip
+    model = Seq2Seq(15, 15, rnn=RecurrentOptions(embed_dim=8, hidden_size=16), context="attention", attention=attention, input_feeding=input_feeding, bidirectional=bidirectional).eval()  # fmt: skip
     src, lengths, tgt_in = _batch()
     with torch.no_grad():
         logits, attn = model(src, lengths, tgt_in, return_attention=True)
@@ -243,4 +246,10 @@ def test_decoder_teacher_forcing_equals_stepping(attention, input_feeding, bidir
 
 def test_decoder_luong_dot_needs_matching_sizes():
     with pytest.raises(ValueError):  # bidirectional memory 32 vs decoder state 16
-        Seq2Seq(15, 15, embed_dim=8, hidden_size=16, attention="luong_dot", bidirectional=True)
+        Seq2Seq(
+            15,
+            15,
+            rnn=RecurrentOptions(embed_dim=8, hidden_size=16),
+            attention="luong_dot",
+            bidirectional=True,
+        )

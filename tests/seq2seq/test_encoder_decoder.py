@@ -5,7 +5,9 @@ import torch
 
 from data.core.vocab import BOS
 from seq2seq.modules.encoder import RecurrentEncoder
+from seq2seq.modules.rnn import RecurrentOptions
 from seq2seq.translation.network import Seq2Seq, pad_batch
+from tests.conftest import with_rnn
 
 CONFIGS = [
     dict(context="fixed"),
@@ -22,7 +24,7 @@ CONFIGS = [
 def tiny(**kw):
     torch.manual_seed(0)
     kw.setdefault("embed_dim", 8)
-    return Seq2Seq(13, 11, hidden_size=16, **kw).eval()
+    return Seq2Seq(13, 11, **with_rnn(RecurrentOptions(hidden_size=16), **kw)).eval()
 
 
 def batch():
@@ -34,7 +36,9 @@ def batch():
 
 def test_encoder_padding_invariance_and_summary():
     torch.manual_seed(0)
-    enc = RecurrentEncoder(13, 8, 16, "lstm", num_layers=2, bidirectional=True).eval()
+    enc = RecurrentEncoder(
+        13, rnn=RecurrentOptions(cell="lstm", embed_dim=8, hidden_size=16, num_layers=2), bidirectional=True
+    ).eval()
     src, _ = batch()
     s, lengths = pad_batch(src)
     memory, final = enc(s, lengths)
@@ -115,4 +119,4 @@ def test_bad_decoder_options():
     with pytest.raises(ValueError, match="attention"):
         tiny(attention="dot")
     with pytest.raises(ValueError, match="'dot' attention needs query size == key size"):
-        Seq2Seq(5, 5, hidden_size=8, attention="luong_dot", bidirectional=True)
+        Seq2Seq(5, 5, rnn=RecurrentOptions(hidden_size=8), attention="luong_dot", bidirectional=True)

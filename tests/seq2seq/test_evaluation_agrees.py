@@ -24,8 +24,8 @@ def test_seq2seq_test_and_evaluate_report_the_same_bleu(trained_run, tmp_path):
     test = run_python(
         ["-m", "seq2seq", "test", "-c", "configs/translation/reverse_attention.yaml",
          "--ckpt_path", str(trained_run.best_ckpt), "--data.init_args.data_dir", str(data),
-         "--data.init_args.max_len", str(TRAINED_MAX_LEN), "--model.init_args.embed_dim", "32",
-         "--model.init_args.hidden_size", "64", "--trainer.default_root_dir", str(root),
+         "--data.init_args.max_len", str(TRAINED_MAX_LEN), "--model.init_args.rnn.embed_dim", "32",
+         "--model.init_args.rnn.hidden_size", "64", "--trainer.default_root_dir", str(root),
          "--trainer.enable_progress_bar", "false"],
         cwd=REPO,
     )  # fmt: skip

@@ -18,7 +18,10 @@ import torch.nn.functional as F
 from data.core.vocab import BOS, EOS, PAD, UNK
 from seq2seq import search
 from seq2seq.lm.network import LanguageModel
+from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.search import SearchOptions
 from seq2seq.translation.network import Seq2Seq
+from tests.conftest import with_rnn
 
 ATOL = 1e-5  # float32; the values are O(1)
 
@@ -60,10 +63,8 @@ def check(got: dict, expected: dict) -> None:
 def build_seq2seq(dropout: float = 0.0, **kw) -> Seq2Seq:
     """torch.manual_seed(0), then Seq2Seq(11, 11, embed 4, hidden 5, bidirectional, one layer)."""
     torch.manual_seed(0)
-    return Seq2Seq(
-        src_vocab_size=11, tgt_vocab_size=11, embed_dim=4, hidden_size=5, num_layers=1,
-        bidirectional=True, dropout=dropout, **kw,
-    )  # fmt: skip
+    rnn = RecurrentOptions(embed_dim=4, hidden_size=5, num_layers=1, dropout=dropout)
+    return Seq2Seq(11, 11, bidirectional=True, **with_rnn(rnn, **kw))
 
 
 def seq2seq_values(**kw) -> dict:
@@ -72,7 +73,7 @@ def seq2seq_values(**kw) -> dict:
     model = build_seq2seq(**kw).eval()
     with torch.no_grad():
         values = summary(model(SRC, SRC_LENGTHS, TGT_IN), TGT_OUT)
-    hyps = [h[0] for h in model.translate(SRC, SRC_LENGTHS, method="greedy", max_len=6)]
+    hyps = [h[0] for h in model.translate(SRC, SRC_LENGTHS, SearchOptions(method="greedy", max_len=6))]
     values["greedy"] = [h.tokens for h in hyps]
     values["greedy_score"] = [h.score for h in hyps]
     return values
@@ -178,10 +179,8 @@ def build_lm(**kw) -> LanguageModel:
     """torch.manual_seed(0), then LanguageModel(11, embed 4, hidden 5, two LSTM layers, dropout
     0.3, tied embeddings: the output layer reads Linear(5, 4) of the RNN output)."""
     torch.manual_seed(0)
-    return LanguageModel(
-        vocab_size=11, embed_dim=4, hidden_size=5, cell="lstm", num_layers=2, dropout=0.3,
-        tie_embeddings=True, **kw,
-    )  # fmt: skip
+    rnn = RecurrentOptions(num_layers=2, dropout=0.3, cell="lstm", embed_dim=4, hidden_size=5)
+    return LanguageModel(11, tie_embeddings=True, **with_rnn(rnn, **kw))
 
 
 def lm_values(**kw) -> dict:

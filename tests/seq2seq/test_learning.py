@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from data.core.vocab import BOS, EOS, PAD
+from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.search import SearchOptions
 from seq2seq.translation.network import Seq2Seq, pad_batch
 
 SPECIALS, VOCAB = 4, 20  # words are ids 4..23
@@ -23,7 +25,7 @@ def train_reversal(context: str, lo: int, hi: int, steps: int) -> float:
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     V = SPECIALS + VOCAB
-    model = Seq2Seq(V, V, embed_dim=32, hidden_size=64, context=context)
+    model = Seq2Seq(V, V, rnn=RecurrentOptions(embed_dim=32, hidden_size=64), context=context)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
     for _ in range(steps):
@@ -37,7 +39,7 @@ def train_reversal(context: str, lo: int, hi: int, steps: int) -> float:
         schedule.step()
     model.eval()
     s, sl, _, _, tgt = reversal_batch(300, lo, hi, torch.Generator().manual_seed(123))
-    hyps = model.translate(s, sl, method="beam", beam_size=3)
+    hyps = model.translate(s, sl, SearchOptions(method="beam", beam_size=3))
     return sum(h[0].tokens == t for h, t in zip(hyps, tgt)) / len(tgt)
 
 

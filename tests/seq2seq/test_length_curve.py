@@ -74,7 +74,7 @@ def test_exact_match_compares_the_tokens_bleu_counts_so_spacing_does_not_matter(
 
 TINY = (
     "--n-train", "200", "--n-dev", "20", "--n-test", "60", "--min-count", "5", "--beam-size", "2",
-    "--model.init_args.embed_dim", "8", "--model.init_args.hidden_size", "16",
+    "--model.init_args.rnn.embed_dim", "8", "--model.init_args.rnn.hidden_size", "16",
     "--data.init_args.batch_size", "32", "--trainer.enable_progress_bar", "false",
 )  # fmt: skip
 

@@ -18,8 +18,9 @@ from data.core.tokenizers import CharTokenizer, tokenizer_from_state
 from data.core.vocab import BOS, EOS, PAD, SPECIALS
 from data.datamodules.text import TextDataModule, batchify, collate_units
 from seq2seq import search
-from seq2seq.lm.predictor import LanguageModelPredictor
 from seq2seq.lm.module import LanguageModule
+from seq2seq.lm.predictor import LanguageModelPredictor
+from seq2seq.modules.rnn import RecurrentOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = "the a cat dog sat ran on under mat rug and then".split()
@@ -145,7 +146,16 @@ def test_chunks_in_eval_equal_one_pass_over_the_stream(random_corpus, cell, impl
     torch.manual_seed(0)
     dm = TextDataModule(data_dir=str(random_corpus), word_tokenizer="space", batch_size=3, tbptt_steps=7)
     dm.setup("fit")
-    module = LanguageModule(dm.vocab_size, 8, 12, cell, num_layers=2, dropout=0.3, impl=impl).double().eval()
+    module = (
+        LanguageModule(
+            dm.vocab_size,
+            rnn=RecurrentOptions(
+                num_layers=2, dropout=0.3, cell=cell, embed_dim=8, hidden_size=12, impl=impl
+            ),
+        )
+        .double()
+        .eval()
+    )
     inputs, targets = dm.stream("valid")
     assert inputs.shape[1] > 3 * 7  # several chunks
     expected, tokens = full_pass_loss(module, inputs, targets)
@@ -170,7 +180,10 @@ def test_lightning_validate_perplexity_is_one_pass_over_the_split(random_corpus)
     torch.manual_seed(0)
     dm = TextDataModule(data_dir=str(random_corpus), word_tokenizer="space", batch_size=2, tbptt_steps=5)
     dm.setup("fit")
-    module = LanguageModule(dm.vocab_size, 8, 12, "lstm", num_layers=1, dropout=0.0)
+    module = LanguageModule(
+        dm.vocab_size,
+        rnn=RecurrentOptions(num_layers=1, dropout=0.0, cell="lstm", embed_dim=8, hidden_size=12),
+    )
     expected, tokens = full_pass_loss(module, *dm.stream("valid"))
     [metrics] = quiet_trainer().validate(module, datamodule=dm, verbose=False)
     assert metrics["val_ppl"] == pytest.approx(math.exp(expected / tokens), rel=1e-5)
@@ -181,7 +194,10 @@ def test_gradients_stop_at_chunk_boundaries(random_corpus):
     torch.manual_seed(0)
     dm = TextDataModule(data_dir=str(random_corpus), word_tokenizer="space", batch_size=2, tbptt_steps=4)
     dm.setup("fit")
-    module = LanguageModule(dm.vocab_size, 8, 12, "lstm", num_layers=2, dropout=0.0).train()
+    module = LanguageModule(
+        dm.vocab_size,
+        rnn=RecurrentOptions(num_layers=2, dropout=0.0, cell="lstm", embed_dim=8, hidden_size=12),
+    ).train()
     chunk0, chunk1 = list(dm.train_dataloader())[:2]
     embedded = []
 
@@ -212,7 +228,14 @@ def test_full_bptt_padded_batches_score_each_unit_alone(random_corpus):
     torch.manual_seed(0)
     dm = TextDataModule(data_dir=str(random_corpus), word_tokenizer="space", batch_size=4, tbptt_steps=None)
     dm.setup("fit")
-    module = LanguageModule(dm.vocab_size, 8, 12, "gru", num_layers=2, dropout=0.0).double().eval()
+    module = (
+        LanguageModule(
+            dm.vocab_size,
+            rnn=RecurrentOptions(num_layers=2, dropout=0.0, cell="gru", embed_dim=8, hidden_size=12),
+        )
+        .double()
+        .eval()
+    )
     words = list(range(len(SPECIALS), dm.vocab_size))
     built = collate_units([words[:2], words[:8]])  # lengths 3 and 9: six steps of padding
     for batch in (next(iter(dm.val_dataloader())), built):
@@ -237,7 +260,10 @@ def test_full_bptt_padded_batches_score_each_unit_alone(random_corpus):
 def untrained(random_corpus) -> LanguageModule:
     torch.manual_seed(0)
     dm = TextDataModule(data_dir=str(random_corpus), word_tokenizer="space", batch_size=2)
-    module = LanguageModule(dm.vocab_size, 8, 16, "lstm", num_layers=2, dropout=0.3).eval()
+    module = LanguageModule(
+        dm.vocab_size,
+        rnn=RecurrentOptions(num_layers=2, dropout=0.3, cell="lstm", embed_dim=8, hidden_size=16),
+    ).eval()
     module.set_vocab_state(dm.vocab_state())
     return module
 
@@ -287,7 +313,11 @@ def trained(tmp_path_factory):
     write_corpus(folder, {"train": [line] * 40, "valid": [line] * 8, "test": [line] * 8})
     pl.seed_everything(0, verbose=False)
     dm = TextDataModule(data_dir=str(folder), word_tokenizer="space", batch_size=4, tbptt_steps=10)
-    module = LanguageModule(dm.vocab_size, 16, 32, "lstm", num_layers=1, dropout=0.0, lr=0.01)
+    module = LanguageModule(
+        dm.vocab_size,
+        rnn=RecurrentOptions(num_layers=1, dropout=0.0, cell="lstm", embed_dim=16, hidden_size=32),
+        lr=0.01,
+    )
     trainer = quiet_trainer(max_steps=200, gradient_clip_val=1.0, default_root_dir=str(folder))
     trainer.fit(module, datamodule=dm)
     [metrics] = trainer.test(module, datamodule=dm, verbose=False)

@@ -6,17 +6,21 @@ from __future__ import annotations
 import pytest
 import torch
 
+from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.modules.vision import ImageOptions
+from seq2seq.search import SearchOptions
 from seq2seq.translation.network import Seq2Seq, pad_batch
+from tests.conftest import with_rnn
 
 FUSIONS = ("decinit", "flat", "doubly")
 R, DI = 4, 6  # image regions and their size
+SMALL = RecurrentOptions(embed_dim=8, hidden_size=8)
 
 
 def tiny(fusion: str = "none", seed: int = 0, **kw) -> Seq2Seq:
     torch.manual_seed(seed)
-    return Seq2Seq(
-        13, 15, embed_dim=8, hidden_size=8, fusion=fusion, image_size=0 if fusion == "none" else DI, **kw
-    ).eval()
+    image_size = 0 if fusion == "none" else DI
+    return Seq2Seq(13, 15, fusion=fusion, image_size=image_size, **with_rnn(SMALL, **kw)).eval()
 
 
 def batch():
@@ -28,7 +32,7 @@ def batch():
 def test_fusion_none_is_the_text_only_model_parameter_for_parameter():
     a = tiny()
     torch.manual_seed(0)
-    b = Seq2Seq(13, 15, embed_dim=8, hidden_size=8).eval()
+    b = Seq2Seq(13, 15, rnn=RecurrentOptions(embed_dim=8, hidden_size=8)).eval()
     assert list(a.state_dict()) == list(b.state_dict())
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
 
@@ -40,12 +44,18 @@ def test_text_only_module_unchanged_by_the_image_options():
     from seq2seq.translation.module import TranslationModule
 
     torch.manual_seed(0)
-    plain = TranslationModule(13, 15, embed_dim=8, hidden_size=8, dropout=0.0)
+    plain = TranslationModule(13, 15, rnn=RecurrentOptions(dropout=0.0, embed_dim=8, hidden_size=8))
     assert plain.image_encoder is None
     reference = tiny()
     assert all(torch.equal(v, plain.model.state_dict()[k]) for k, v in reference.state_dict().items())
     torch.manual_seed(0)
-    mm = TranslationModule(13, 15, embed_dim=8, hidden_size=8, fusion="decinit", pretrained=False)
+    mm = TranslationModule(
+        13,
+        15,
+        rnn=RecurrentOptions(dropout=0.2, embed_dim=8, hidden_size=8),
+        image=ImageOptions(pretrained=False),
+        fusion="decinit",
+    )
     encoder = [k for k in plain.state_dict() if k.startswith(("model.encoder.", "model.decoder.embedding"))]
     assert len(encoder) >= 5
     assert all(torch.equal(plain.state_dict()[k], mm.state_dict()[k]) for k in encoder)
@@ -101,12 +111,9 @@ def test_batched_beam_search_equals_one_sentence_at_a_time(fusion):
     model = tiny(fusion, seed=3)
     src, lengths, image = batch()
     image = None if fusion == "none" else image * 3
-    together = model.translate(src, lengths, beam_size=3, max_len=12, image=image)
+    together = model.translate(src, lengths, SearchOptions(beam_size=3, max_len=12), image=image)
     for i in range(3):
-        alone = model.translate(
-            src[i : i + 1, : lengths[i]], lengths[i : i + 1], beam_size=3, max_len=12,
-            image=None if image is None else image[i : i + 1],
-        )  # fmt: skip
+        alone = model.translate(src[i : i + 1, : lengths[i]], lengths[i : i + 1], SearchOptions(beam_size=3, max_len=12), image=None if image is None else image[i : i + 1])  # fmt: skip
         assert alone[0][0].tokens == together[i][0].tokens
         assert alone[0][0].score == pytest.approx(together[i][0].score, abs=1e-4)
 
@@ -149,9 +156,9 @@ def test_padding_does_not_change_a_sentence_with_image():
     ],
 )
 def test_impossible_fusions_are_refused(kw, message):
-    args = dict(embed_dim=8, hidden_size=8, image_size=DI) | kw
+    args = dict(image_size=DI) | kw
     with pytest.raises(ValueError, match=message):
-        Seq2Seq(13, 15, **args)
+        Seq2Seq(13, 15, SMALL, **args)
 
 
 def test_a_tiny_model_learns_colours_only_from_the_image():
@@ -169,7 +176,9 @@ def test_a_tiny_model_learns_colours_only_from_the_image():
     def accuracy(fusion: str) -> float:
         torch.manual_seed(0)
         size = 0 if fusion == "none" else colours
-        model = Seq2Seq(8, 12, embed_dim=8, hidden_size=16, fusion=fusion, image_size=size)
+        model = Seq2Seq(
+            8, 12, rnn=RecurrentOptions(embed_dim=8, hidden_size=16), fusion=fusion, image_size=size
+        )
         opt = torch.optim.Adam(model.parameters(), lr=0.01)
         img = None if fusion == "none" else image
         for _ in range(150):
@@ -180,7 +189,7 @@ def test_a_tiny_model_learns_colours_only_from_the_image():
             loss.backward()
             opt.step()
         model.eval()
-        hyps = model.translate(src, lengths, method="greedy", max_len=3, image=img)
+        hyps = model.translate(src, lengths, SearchOptions(method="greedy", max_len=3), image=img)
         return sum(h[0].tokens[:1] == [7 + int(c)] for h, c in zip(hyps, codes)) / n
 
     assert accuracy("doubly") > 0.95

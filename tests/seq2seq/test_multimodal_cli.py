@@ -50,9 +50,9 @@ def trained(tmp_path_factory):
         "-m", "seq2seq", "fit", "-c", "configs/translation/shapes_mmt.yaml",
         "--data.init_args.data_dir", str(data), "--data.init_args.image_dir", str(data / "images"),
         "--data.init_args.image_size", "64", "--data.init_args.batch_size", "16",
-        "--model.init_args.embed_dim", "16",
-        "--model.init_args.hidden_size", "32", "--model.init_args.lr", "0.01",
-        "--model.init_args.dropout", "0", "--trainer.max_epochs", "20", "--early_stopping.patience", "20",
+        "--model.init_args.rnn.embed_dim", "16",
+        "--model.init_args.rnn.hidden_size", "32", "--model.init_args.lr", "0.01",
+        "--model.init_args.rnn.dropout", "0", "--trainer.max_epochs", "20", "--early_stopping.patience", "20",
         "--trainer.default_root_dir", str(base / "runs"), "--trainer.enable_progress_bar", "false",
     ]  # fmt: skip
     result = run_python(args, cwd=REPO, timeout=600)
@@ -166,10 +166,13 @@ def test_evaluate_names_bad_image_input(trained, tmp_path, trained_run):
         and "short.txt has 5 lines" in result.stderr
         and "test.en has 12" in result.stderr
     )
-    none = run_python(["-m", "seq2seq.translation.evaluate", "--checkpoint", str(ckpt), *common], cwd=tmp_path)
+    none = run_python(
+        ["-m", "seq2seq.translation.evaluate", "--checkpoint", str(ckpt), *common], cwd=tmp_path
+    )
     assert none.returncode == 2 and "--images" in none.stderr
     text_ckpt = str(trained_run.last_ckpt)
     text_only = run_python(
-        ["-m", "seq2seq.translation.evaluate", "--checkpoint", text_ckpt, *common, "--images", str(short)], cwd=tmp_path
+        ["-m", "seq2seq.translation.evaluate", "--checkpoint", text_ckpt, *common, "--images", str(short)],
+        cwd=tmp_path,
     )
     assert text_only.returncode == 2 and "text-only" in text_only.stderr

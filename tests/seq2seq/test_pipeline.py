@@ -84,7 +84,7 @@ def test_fit_writes_checkpoints_metrics_samples_and_attention_plots(trained_run)
     vocab = ckpt["seqcap"]["src_vocab"]
     assert vocab[:4] == ["<pad>", "<unk>", "<bos>", "<eos>"] and sorted(vocab[4:]) == WORDS
     assert ckpt["seqcap"]["max_len"] == TRAINED_MAX_LEN
-    assert ckpt["hyper_parameters"]["hidden_size"] == 64 and ckpt["global_step"] == 150
+    assert ckpt["hyper_parameters"]["rnn"]["hidden_size"] == 64 and ckpt["global_step"] == 150
 
 
 def test_training_learns_to_reverse(trained_run):
@@ -167,7 +167,9 @@ def test_translate_files_and_attention_plots(trained_run, tmp_path):
 
 def test_translate_missing_checkpoint_exits_2_naming_the_file(tmp_path):
     missing = tmp_path / "no" / "such.ckpt"
-    result = run_python(["-m", "seq2seq.translation.cli", "--checkpoint", str(missing)], cwd=tmp_path, input="w1\n")
+    result = run_python(
+        ["-m", "seq2seq.translation.cli", "--checkpoint", str(missing)], cwd=tmp_path, input="w1\n"
+    )
     assert result.returncode == 2, explain(result)
     assert str(missing) in result.stderr and "no such checkpoint file" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
@@ -218,6 +220,7 @@ def test_evaluate_prints_one_json_line(trained_run, tmp_path):
 
 def test_evaluate_line_count_mismatch_exits_2(trained_run, tmp_path, capsys):
     from seq2seq.translation import evaluate
+
     (tmp_path / "src").write_text("w1 w2\nw3\n", encoding="utf-8")
     (tmp_path / "ref").write_text("w2 w1\n", encoding="utf-8")
     argv = ["--checkpoint", str(trained_run.last_ckpt), "--src", str(tmp_path / "src"),
@@ -232,9 +235,9 @@ def test_evaluate_line_count_mismatch_exits_2(trained_run, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 
 RESUME_ARGS = (
-    "--model.init_args.embed_dim", "16",
-    "--model.init_args.hidden_size", "32",
-    "--model.init_args.dropout", "0",
+    "--model.init_args.rnn.embed_dim", "16",
+    "--model.init_args.rnn.hidden_size", "32",
+    "--model.init_args.rnn.dropout", "0",
     "--model.init_args.lr", "0.01",
     "--data.init_args.batch_size", "32",
     "--trainer.max_epochs", "2",
@@ -373,8 +376,8 @@ def test_last_ckpt_holds_the_last_epoch(resume_runs):
 # ---------------------------------------------------------------------------------------------
 
 DDP_ARGS = (
-    "--model.init_args.embed_dim", "8",
-    "--model.init_args.hidden_size", "16",
+    "--model.init_args.rnn.embed_dim", "8",
+    "--model.init_args.rnn.hidden_size", "16",
     "--data.init_args.batch_size", "32",
     "--data.init_args.eval_batch_size", "8",
     "--trainer.strategy", "ddp",

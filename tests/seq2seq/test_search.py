@@ -10,6 +10,8 @@ import torch
 
 from data.core.vocab import BOS, EOS, PAD
 from seq2seq import search
+from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.search import SearchOptions
 from seq2seq.translation.network import Seq2Seq, pad_batch
 
 TOL = 1e-5
@@ -27,7 +29,9 @@ def make_model(context: str, attention: str) -> Seq2Seq:
     """A tiny random model (seed 0). Its output layer is scaled up so the distributions are
     peaked enough that some hypotheses end in <eos> before max_len and others do not."""
     torch.manual_seed(0)
-    model = Seq2Seq(15, 15, embed_dim=8, hidden_size=16, context=context, attention=attention)
+    model = Seq2Seq(
+        15, 15, rnn=RecurrentOptions(embed_dim=8, hidden_size=16), context=context, attention=attention
+    )
     with torch.no_grad():
         model.decoder.output.weight.mul_(8.0)
     return model.eval()
@@ -250,7 +254,9 @@ def test_max_len_is_respected_by_the_model(config):
     per_sentence = torch.tensor([3, 1, 6, 2])
     for method in ("beam", "greedy", "sample"):
         for limit in (3, None):
-            out = model.translate(src, lengths, method, beam_size=4, n_best=4, max_len=limit)
+            out = model.translate(
+                src, lengths, SearchOptions(method=method, beam_size=4, n_best=4, max_len=limit)
+            )
             for b, hyps in enumerate(out):
                 bound = limit if limit is not None else default_limit(b)
                 assert hyps and all(len(h.tokens) <= bound for h in hyps)
@@ -269,11 +275,11 @@ def test_max_len_is_respected_by_the_model(config):
 def test_batched_beam_search_equals_alone(config, max_len):
     model = make_model(*config)
     src, lengths = source_batch()
-    kwargs = dict(method="beam", beam_size=4, n_best=3, alpha=0.6, max_len=max_len)
-    batched = model.translate(src, lengths, **kwargs)
+    options = SearchOptions(method="beam", beam_size=4, n_best=3, alpha=0.6, max_len=max_len)
+    batched = model.translate(src, lengths, options)
     assert len(batched) == 4
     for b in range(4):
-        single = model.translate(*alone(b), **kwargs)
+        single = model.translate(*alone(b), options)
         assert len(single) == 1 and len(batched[b]) == 3
         assert_same_hyps(batched[b], single[0])
 
@@ -283,9 +289,9 @@ def test_batched_beam_search_equals_alone(config, max_len):
 def test_batched_greedy_equals_alone(config, max_len):
     model = make_model(*config)
     src, lengths = source_batch()
-    batched = model.translate(src, lengths, method="greedy", max_len=max_len)
+    batched = model.translate(src, lengths, SearchOptions(method="greedy", max_len=max_len))
     for b in range(4):
-        single = model.translate(*alone(b), method="greedy", max_len=max_len)
+        single = model.translate(*alone(b), SearchOptions(method="greedy", max_len=max_len))
         assert_same_hyps(batched[b], single[0])
 
 
@@ -294,7 +300,9 @@ def test_the_model_fixture_is_not_trivial():
     ended, cut = 0, 0
     src, lengths = source_batch()
     for config in CONFIGS:
-        for hyps in make_model(*config).translate(src, lengths, beam_size=4, n_best=3, max_len=12):
+        for hyps in make_model(*config).translate(
+            src, lengths, SearchOptions(beam_size=4, n_best=3, max_len=12)
+        ):
             for h in hyps:
                 ended += len(h.tokens) < 12
                 cut += len(h.tokens) == 12
@@ -306,7 +314,7 @@ def test_the_model_fixture_is_not_trivial():
 def test_greedy_picks_the_argmax_and_scores_its_log_probability(config):
     model = make_model(*config)
     src, lengths = source_batch()
-    for b, (h,) in enumerate(model.translate(src, lengths, method="greedy")):
+    for b, (h,) in enumerate(model.translate(src, lengths, SearchOptions(method="greedy"))):
         ends = len(h.tokens) < default_limit(b)
         log_probs, picked, _ = teacher_forced(model, b, h.tokens, ends)
         targets = h.tokens + ([EOS] if ends else [])
@@ -319,7 +327,7 @@ def test_greedy_picks_the_argmax_and_scores_its_log_probability(config):
 def test_beam_scores_are_normalised_log_probabilities(config, alpha):
     model = make_model(*config)
     src, lengths = source_batch()
-    out = model.translate(src, lengths, beam_size=4, n_best=4, alpha=alpha, max_len=12)
+    out = model.translate(src, lengths, SearchOptions(beam_size=4, alpha=alpha, n_best=4, max_len=12))
     for b, hyps in enumerate(out):
         for h in hyps:
             ends = len(h.tokens) < 12
@@ -333,8 +341,8 @@ def test_beam_size_one_equals_greedy(config):
     model = make_model(*config)
     src, lengths = source_batch()
     for max_len in (12, None):
-        beam = model.translate(src, lengths, beam_size=1, n_best=1, alpha=0.0, max_len=max_len)
-        greedy = model.translate(src, lengths, method="greedy", max_len=max_len)
+        beam = model.translate(src, lengths, SearchOptions(beam_size=1, alpha=0.0, n_best=1, max_len=max_len))
+        greedy = model.translate(src, lengths, SearchOptions(method="greedy", max_len=max_len))
         for bh, gh in zip(beam, greedy):
             assert_same_hyps(bh, gh)
 
@@ -344,7 +352,7 @@ def test_n_best_sorted_and_distinct(config):
     model = make_model(*config)
     src, lengths = source_batch()
     for alpha in (0.0, 0.6):
-        for hyps in model.translate(src, lengths, beam_size=4, n_best=4, alpha=alpha):
+        for hyps in model.translate(src, lengths, SearchOptions(beam_size=4, alpha=alpha, n_best=4)):
             assert len(hyps) == 4
             scores = [h.score for h in hyps]
             assert scores == sorted(scores, reverse=True)
@@ -357,10 +365,10 @@ def test_n_best_sorted_and_distinct(config):
 def test_sample_temperature_zero_and_top_k_one_equal_greedy(config):
     model = make_model(*config)
     src, lengths = source_batch()
-    greedy = model.translate(src, lengths, method="greedy")
-    cold = model.translate(src, lengths, method="sample", temperature=0.0)
+    greedy = model.translate(src, lengths, SearchOptions(method="greedy"))
+    cold = model.translate(src, lengths, SearchOptions(method="sample", temperature=0.0))
     gen = torch.Generator().manual_seed(0)
-    top1 = model.translate(src, lengths, method="sample", top_k=1, generator=gen)
+    top1 = model.translate(src, lengths, SearchOptions(method="sample", top_k=1), generator=gen)
     for g, c, t in zip(greedy, cold, top1):
         assert_same_hyps(c, g)
         assert_same_hyps(t, g)
@@ -379,7 +387,7 @@ def test_sample_generator_seed_controls_the_draws():
     def draw(seed, global_seed):
         torch.manual_seed(global_seed)  # must not matter: the generator decides
         gen = torch.Generator().manual_seed(seed)
-        out = model.translate(src, lengths, method="sample", max_len=8, generator=gen)
+        out = model.translate(src, lengths, SearchOptions(method="sample", max_len=8), generator=gen)
         return [(tuple(h.tokens), h.score) for (h,) in out]
 
     assert draw(7, 0) == draw(7, 123)
@@ -392,7 +400,9 @@ def test_sample_scores_are_log_probabilities_at_temperature_one(temperature):
     model = make_model("attention", "luong_general")
     src, lengths = source_batch()
     gen = torch.Generator().manual_seed(1)
-    out = model.translate(src, lengths, method="sample", temperature=temperature, generator=gen)
+    out = model.translate(
+        src, lengths, SearchOptions(method="sample", temperature=temperature), generator=gen
+    )
     for b, (h,) in enumerate(out):
         _, picked, _ = teacher_forced(model, b, h.tokens, len(h.tokens) < default_limit(b))
         assert h.score == pytest.approx(float(picked.sum()), abs=1e-4)
@@ -445,10 +455,14 @@ def _check_attention(model, b, h, limit, S=7):
 def test_return_attention(config):
     model = make_model(*config)
     src, lengths = source_batch()
-    greedy = model.translate(src, lengths, method="greedy", max_len=12, return_attention=True)
-    beam = model.translate(src, lengths, beam_size=4, n_best=3, max_len=12, return_attention=True)
+    greedy = model.translate(src, lengths, SearchOptions(method="greedy", max_len=12), return_attention=True)
+    beam = model.translate(
+        src, lengths, SearchOptions(beam_size=4, n_best=3, max_len=12), return_attention=True
+    )
     gen = torch.Generator().manual_seed(0)
-    sampled = model.translate(src, lengths, method="sample", max_len=12, return_attention=True, generator=gen)
+    sampled = model.translate(
+        src, lengths, SearchOptions(method="sample", max_len=12), return_attention=True, generator=gen
+    )
     checked = 0
     for b in range(4):
         for h in greedy[b] + beam[b] + sampled[b]:
@@ -456,7 +470,7 @@ def test_return_attention(config):
             checked += bool(h.tokens)
     assert checked >= 6
     # returning attention changes nothing else
-    plain = model.translate(src, lengths, beam_size=4, n_best=3, max_len=12)
+    plain = model.translate(src, lengths, SearchOptions(beam_size=4, n_best=3, max_len=12))
     for with_attention, without in zip(beam, plain):
         assert_same_hyps(with_attention, without)
 
@@ -465,10 +479,11 @@ def test_return_attention(config):
 def test_batched_attention_equals_alone(config):
     model = make_model(*config)
     src, lengths = source_batch()
-    batched = model.translate(src, lengths, beam_size=4, n_best=2, max_len=12, return_attention=True)
+    batched = model.translate(
+        src, lengths, SearchOptions(beam_size=4, n_best=2, max_len=12), return_attention=True
+    )
     for b in range(4):
-        (single,) = model.translate(*alone(b), beam_size=4, n_best=2, max_len=12,
-                                    return_attention=True)  # fmt: skip
+        (single,) = model.translate(*alone(b), SearchOptions(beam_size=4, n_best=2, max_len=12), return_attention=True)  # fmt: skip
         n = SRC_LENGTHS[b]
         for hb, hs in zip(batched[b], single):
             assert hb.tokens == hs.tokens
@@ -481,7 +496,9 @@ def test_fixed_context_has_no_attention():
     model = make_model("fixed", "bahdanau")
     src, lengths = source_batch()
     for method in ("greedy", "beam"):
-        for hyps in model.translate(src, lengths, method, max_len=5, return_attention=True):
+        for hyps in model.translate(
+            src, lengths, SearchOptions(method=method, max_len=5), return_attention=True
+        ):
             assert all(h.attention is None for h in hyps)
 
 
@@ -496,8 +513,10 @@ def test_banned_ids_are_never_output(method):
         return preference.expand(prev.shape[0], V).clone(), state
 
     def tokens(banned):
-        hyps = search.decode(step, {}, 3, BOS, EOS, method, 4, beam_size=2, banned=banned,
-                             generator=torch.Generator().manual_seed(0))  # fmt: skip
+        hyps = search.decode(
+            step, {}, 3, bos=BOS, eos=EOS, search=SearchOptions(method=method, beam_size=2), max_len=4,
+            banned=banned, generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
         return [h[0].tokens for h in hyps]
 
     out = tokens((0, 2))
@@ -509,10 +528,10 @@ def test_banned_ids_are_never_output(method):
 
 def test_seq2seq_translate_never_outputs_pad_or_bos():
     torch.manual_seed(0)
-    model = Seq2Seq(9, 9, embed_dim=4, hidden_size=4).eval()
+    model = Seq2Seq(9, 9, rnn=RecurrentOptions(embed_dim=4, hidden_size=4)).eval()
     with torch.no_grad():
         model.decoder.output.bias.copy_(torch.tensor([9.0, 0, 9.0, -9.0, 0, 0, 0, 0, 0]))
     src, lengths = pad_batch([[4, 5, 6], [7, 8]])
     for method in ("greedy", "beam"):
-        hyps = model.translate(src, lengths, method=method, beam_size=3, max_len=5)
+        hyps = model.translate(src, lengths, SearchOptions(method=method, beam_size=3, max_len=5))
         assert all(t not in (0, 2) for h in hyps for t in h[0].tokens), method

@@ -13,8 +13,8 @@ from tests.conftest import REPO
 TINY = [
     "--n-train", "24", "--n-dev", "6", "--n-test", "8", "--seeds", "1", "--epochs", "1",
     "--sources", "en_masked", "--fusions", "none,doubly",
-    "--model.init_args.pretrained", "false", "--model.init_args.embed_dim", "8",
-    "--model.init_args.hidden_size", "8", "--data.init_args.image_size", "32",
+    "--model.init_args.image.pretrained", "false", "--model.init_args.rnn.embed_dim", "8",
+    "--model.init_args.rnn.hidden_size", "8", "--data.init_args.image_size", "32",
     "--trainer.enable_progress_bar", "false",
 ]  # fmt: skip
 
@@ -26,7 +26,10 @@ def test_tiny_experiment_writes_every_run_and_condition(tmp_path, monkeypatch):
     with open(out / "visual_context.csv") as f:
         saved = list(csv.DictReader(f))
     assert [(r["fusion"], r["images"]) for r in saved] == [
-        ("none", "congruent"), ("none", "incongruent"), ("doubly", "congruent"), ("doubly", "incongruent"),
+        ("none", "congruent"),
+        ("none", "incongruent"),
+        ("doubly", "congruent"),
+        ("doubly", "incongruent"),
     ]
     assert len(rows) == 4 and all(0 <= float(r["bleu"]) <= 100 for r in saved)
     assert all(0 <= float(r["colour_accuracy"]) <= 100 for r in saved)
