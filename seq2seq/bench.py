@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     for k in range(0, n, 64):
         src, lengths = pad_batch([test.src_ids[i] for i in order[k : k + 64]])
-        model.translate(src.to(device), lengths.to(device), SearchOptions(beam_size=args.beam_size, alpha=0.6))
+        model.translate(
+            src.to(device), lengths.to(device), SearchOptions(beam_size=args.beam_size, alpha=0.6)
+        )
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start

@@ -271,7 +271,9 @@ class SearchOptions:
         if self.max_len is not None and self.max_len < 1:
             raise ValueError(f"search.max_len must be >= 1 or None, got {self.max_len}")
         if self.temperature < 0 or self.top_k < 0:
-            raise ValueError(f"search.temperature and top_k must be >= 0, got {self.temperature}, {self.top_k}")
+            raise ValueError(
+                f"search.temperature and top_k must be >= 0, got {self.temperature}, {self.top_k}"
+            )
 
 
 def decode(
@@ -300,7 +302,9 @@ def decode(
             n_best=s.n_best, return_attention=return_attention,
         )  # fmt: skip
     if s.method == "greedy":
-        hyps = greedy(step_fn, state, batch_size, bos, eos, max_len=max_len, return_attention=return_attention)
+        hyps = greedy(
+            step_fn, state, batch_size, bos, eos, max_len=max_len, return_attention=return_attention
+        )
     else:
         hyps = sample(
             step_fn, state, batch_size, bos, eos, max_len=max_len, temperature=s.temperature, top_k=s.top_k,

@@ -22,14 +22,30 @@ TRAIN = "seq2seq.training.cli"
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "fit": (TRAIN, "run", "train a model from a YAML config: seqcap fit -c CONFIG [--model.init_args.X V]"),
     "validate": (TRAIN, "run", "validate a checkpoint: seqcap validate -c CONFIG --ckpt_path CKPT"),
-    "test": (TRAIN, "run", "test a checkpoint (BLEU, CIDEr-D, perplexity, VQA accuracy): -c CONFIG --ckpt_path CKPT"),
+    "test": (
+        TRAIN,
+        "run",
+        "test a checkpoint (BLEU, CIDEr-D, perplexity, VQA accuracy): -c CONFIG --ckpt_path CKPT",
+    ),
     "predict": (TRAIN, "run", "Lightning's predict loop over a config's data"),
-    "translate": ("seq2seq.translation.cli", "main", "translate text (and images, multimodal) with a checkpoint"),
-    "evaluate": ("seqcap.cli", "evaluate", "score a translation (BLEU) or captioning (COCO metrics) checkpoint"),
+    "translate": (
+        "seq2seq.translation.cli",
+        "main",
+        "translate text (and images, multimodal) with a checkpoint",
+    ),
+    "evaluate": (
+        "seqcap.cli",
+        "evaluate",
+        "score a translation (BLEU) or captioning (COCO metrics) checkpoint",
+    ),
     "generate": ("seq2seq.lm.cli", "main", "sample or score text with a language-model checkpoint"),
     "caption": ("captioning.captioner.cli", "main", "caption images with a captioning checkpoint"),
     "answer": ("captioning.vqa.cli", "main", "answer questions about an image with a VQA checkpoint"),
-    "prepare": ("data.prepared.prepare", "main", "tokenise and encode a corpus once for memory-mapped training"),
+    "prepare": (
+        "data.prepared.prepare",
+        "main",
+        "tokenise and encode a corpus once for memory-mapped training",
+    ),
 }
 # name -> {choice: module}; the module's main() gets the remaining arguments
 GROUPS: dict[str, tuple[str, dict[str, str]]] = {
@@ -71,7 +87,7 @@ EVALUATORS = {"translation": "seq2seq.translation.evaluate", "captioning": "capt
 
 def overview() -> str:
     lines = ["usage: seqcap SUBCOMMAND [options]   (seqcap SUBCOMMAND --help for its options)", ""]
-    for name, (module, _, what) in COMMANDS.items():
+    for name, (_, _, what) in COMMANDS.items():
         lines.append(f"  {name:<11} {what}")
     for name, (what, choices) in GROUPS.items():
         lines.append(f"  {name:<11} {what}: {' | '.join(choices)}")
@@ -119,7 +135,8 @@ def evaluate(argv: list[str]) -> int:
             "usage: seqcap evaluate --checkpoint CKPT [options of the checkpoint's task]\n\n"
             "  translation: seqcap evaluate --checkpoint CKPT --src FILE --ref FILE   (BLEU; see\n"
             "               python -m seq2seq.translation.evaluate --help)\n"
-            "  captioning:  seqcap evaluate --checkpoint CKPT --data SOURCE --split test   (COCO metrics; see\n"
+            "  captioning:  seqcap evaluate --checkpoint CKPT --data SOURCE --split test\n"
+            "               (COCO metrics; see\n"
             "               python -m captioning.captioner.evaluate --help)\n"
             "  a language model is scored by `seqcap test -c CONFIG --ckpt_path CKPT` (perplexity)",
             file=sys.stdout if any(a in ("-h", "--help") for a in argv) else sys.stderr,

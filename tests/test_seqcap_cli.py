@@ -55,7 +55,9 @@ def test_translate_and_evaluate_a_checkpoint(tmp_path):
     out = seqcap("translate", "--checkpoint", str(LEGACY / "translation.ckpt"), "--beam-size", "3",
                  cwd=tmp_path, input="w1 w2 w3\nw4 w5 w6 w7 w8\n")  # fmt: skip
     assert out.returncode == 0, explain(out)
-    assert out.stdout.splitlines() == [want[0][0]["text"], want[1][0]["text"]] == ["w3 w2 w1", "w8 w7 w6 w5 w4"]
+    assert (
+        out.stdout.splitlines() == [want[0][0]["text"], want[1][0]["text"]] == ["w3 w2 w1", "w8 w7 w6 w5 w4"]
+    )
     (tmp_path / "src.txt").write_text("w1 w2 w3\nw4 w5 w6 w7 w8\n")
     (tmp_path / "ref.txt").write_text("w3 w2 w1\nw8 w7 w6 w5 w4\n")
     bleu = seqcap("evaluate", "--checkpoint", str(LEGACY / "translation.ckpt"), "--src", "src.txt",

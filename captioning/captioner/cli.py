@@ -44,7 +44,9 @@ def plot_names(paths: Sequence[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m captioning.captioner.cli", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m captioning.captioner.cli", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--checkpoint", required=True, help="a .ckpt written by `python -m captioning fit`")
     parser.add_argument("images", nargs="+", metavar="IMG", help="image files")
     parser.add_argument("--method", choices=METHODS, default="beam")

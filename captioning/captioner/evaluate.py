@@ -77,7 +77,9 @@ def score(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m captioning.captioner.evaluate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m captioning.captioner.evaluate", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--checkpoint", required=True, help="a .ckpt written by `python -m captioning fit`")
     parser.add_argument(
         "--data", required=True, metavar="SOURCE", help="Karpathy JSON, COCO annotation JSON or TSV"
@@ -131,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result = {
-        key: METEOR_MISSING if scores[key] is None else round(scores[key], 4) for key in scores
-    }
+    result = {key: METEOR_MISSING if scores[key] is None else round(scores[key], 4) for key in scores}
     result.update(images=len(hyps), split=args.split, method=method)
     result["beam_size"] = args.beam_size if method == "beam" else None
     if args.skip_bad:

@@ -122,7 +122,9 @@ class CaptioningModule(ImageFeatures, DecodingModule):
             self.search = replace(self.search, max_len=CAPTION_SEARCH.max_len)
         self.save_options()
         # ShowTell projects the global vector into E's space itself (image_proj): no encoder proj
-        self.encoder = self.image.encoder("global" if model == "showtell" else "grid", global_pool=global_pool)
+        self.encoder = self.image.encoder(
+            "global" if model == "showtell" else "grid", global_pool=global_pool
+        )
         C = self.encoder.feature_dim
         if model == "showtell":
             self.model = ShowTell(
@@ -218,7 +220,9 @@ class CaptioningModule(ImageFeatures, DecodingModule):
             refs = [r for r in batch["references"] for _ in range(k)]
             rewards = self._rewards(samples, refs).view(B, k)
             if hp.scst_baseline == "greedy":
-                greedy = [h[0].tokens for h in self.model.caption(features, replace(self.search, method="greedy"))]
+                greedy = [
+                    h[0].tokens for h in self.model.caption(features, replace(self.search, method="greedy"))
+                ]
                 baselines = self._rewards(greedy, batch["references"]).view(B, 1).expand(B, k)
             else:
                 baselines = scst.mean_of_others(rewards)

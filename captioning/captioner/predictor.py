@@ -213,7 +213,9 @@ class Captioner(Predictor):
             if not pixels:
                 continue
             features = self.encoder(torch.stack(pixels).to(self.device))
-            hyps = self.model.caption(features, options, generator=generator, return_attention=return_attention)
+            hyps = self.model.caption(
+                features, options, generator=generator, return_attention=return_attention
+            )
             for i, source, options in zip(where, sources, hyps):
                 best = options[0]
                 tokens = self.vocab.decode(best.tokens)

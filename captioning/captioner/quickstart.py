@@ -40,7 +40,9 @@ def prepare_data() -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     description = __doc__.split("\n")[0]
-    parser = argparse.ArgumentParser(prog="python -m captioning.captioner.quickstart", description=description)
+    parser = argparse.ArgumentParser(
+        prog="python -m captioning.captioner.quickstart", description=description
+    )
     parser.add_argument("--config", default="configs/captioning/quickstart.yaml")
     args, extra = parser.parse_known_args(argv)  # the rest goes to LightningCLI
     os.environ.setdefault("WANDB_MODE", "offline")

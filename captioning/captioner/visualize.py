@@ -26,6 +26,7 @@ from seq2seq.training.plots import PANEL_INCHES, as_image, save_figure, thumbnai
 
 __all__ = ["caption_grid", "metrics_plot", "reward_plot"]
 
+
 def _first_reference(refs) -> str:
     """refs: 'ref one | ref two' (as the module's sample rows join them), a list of strings, or a
     list of token lists -> the first reference as a string ('' when there is none)."""

@@ -3,7 +3,8 @@ the projected image at every step, same sizes and budget, on the synthetic shape
 
     python -m captioning.experiments.image_input --out DIR [--seeds 3] [--epochs 5]
         [--source data/corpora/shapes/dataset_shapes.json] [--config configs/captioning/shapes_showtell.yaml]
-        [--overwrite] [any LightningCLI override for both variants, e.g. --model.init_args.rnn.hidden_size 512]
+        [--overwrite] [any LightningCLI override for both variants,
+         e.g. --model.init_args.rnn.hidden_size 512]
 
 The claim tested (Vinyals et al. 2015, §3; seed 002 §8.5.3): the image enters the LSTM once, as the
 first input z~_{-1} = W_I cnn(x); "feeding the image at each time step as an extra input yields
@@ -51,7 +52,7 @@ def prepare_data(source: Path, experiment: str = "image_input") -> None:
         return
     if source.name != "dataset_shapes.json":
         raise DataError(
-            f"{source}: no such caption file; draw a shapes set with `python -m data.builders.shapes --out DIR`"
+            f"{source}: no such caption file; draw a shapes set with `seqcap data shapes --out DIR`"
         )
     from data.builders.shapes import build_shapes_dataset
 

@@ -55,6 +55,7 @@ def prepare_questions(root: Path) -> None:
     if (root / "train_questions.json").exists():
         return
     from data.builders import shapes_vqa
+
     source = Path("data/corpora/shapes")
     prepare_data(source / "dataset_shapes.json", "vqa_baselines")
     print(f"[vqa_baselines] writing the shapes questions in {root}", file=sys.stderr)

@@ -2,7 +2,8 @@
 answers out.
 
     answerer = Answerer.from_checkpoint(CKPT, device="auto")   # or Predictor.from_checkpoint
-    answerer.answer(IMAGE, ["what colour is the star?", ...], top=5) -> [Answer(question, top, unknown, attention)]
+    answerer.answer(IMAGE, ["what colour is the star?", ...], top=5)
+        -> [Answer(question, top, unknown, attention), ...]
 
 The CNN (ImageEncoder) and the VQA network (VQANet) are rebuilt from the checkpoint's
 hyperparameters and weights, not through the training module; images get the checkpoint's image

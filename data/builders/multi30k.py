@@ -321,7 +321,8 @@ def build_multi30k(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments."""
     parser = argparse.ArgumentParser(
-        prog="python -m data.builders.multi30k", description="Fetch Multi30k task 1 (en-de) into parallel files."
+        prog="python -m data.builders.multi30k",
+        description="Fetch Multi30k task 1 (en-de) into parallel files.",
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--from-dir", type=Path, help="folder with the official files placed by hand")

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m data.builders.shapes --out data/shapes --n-train 6000 --n-val 500 --n-test 500 --seed 0 [--size 128]
+    seqcap data shapes --out data/shapes --n-train 6000 --n-val 500 --n-test 500 --seed 0 [--size 128]
 
 Each image (PNG, ``--size`` pixels square, under ``<out>/images/``) shows one scene of
 :mod:`data.builders.shapes_scenes`: 1-3 coloured shapes (circle, square, triangle, star, cross in

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m data.builders.shapes_mmt --out data/shapes_mmt --n-train 4000 --n-dev 300 --n-test 500 --seed 0 \\
+    seqcap data shapes_mmt --out data/shapes_mmt --n-train 4000 --n-dev 300 --n-test 500 --seed 0 \\
         [--size 128] [--mask] [--force]
 
 The scenes are those of :mod:`data.builders.shapes_scenes` (1-3 non-overlapping objects on a

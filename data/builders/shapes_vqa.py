@@ -170,7 +170,9 @@ def write(out: Path, built: dict[str, tuple[dict, dict, dict]], force: bool = Fa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data.builders.shapes_vqa", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m data.builders.shapes_vqa", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument(
         "--source", default="data/corpora/shapes", help="a shapes set (python -m data.builders.shapes)"

@@ -53,7 +53,6 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.epoch = 0
         self.sampler = _EpochSetter(self)
 
-
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 

@@ -14,7 +14,7 @@ they are), then prints, each measured in a fresh process:
   them) that the data adds, against one process doing the same.
 
 Options as in the issue's measurement: word tokens (toktok), 32k-word vocabularies, max_len 100.
-Needs the gettext corpus: ``python -m data.builders.gettext --src en --tgt de --out data/corpora/gettext-en-de``.
+Needs the gettext corpus: ``seqcap data gettext --src en --tgt de --out data/corpora/gettext-en-de``.
 """
 
 from __future__ import annotations

@@ -60,7 +60,8 @@ def build_datamodule(class_path: str, init_args: dict):
         raise DataError(f"data class_path {class_path!r}: no such class") from None
     if not (hasattr(cls, "split_files") or hasattr(cls, "source_files")):
         raise DataError(
-            f"{class_path}: data.prepared.prepare takes a ParallelTextDataModule (or subclass) or a TextDataModule"
+            f"{class_path}: data.prepared.prepare takes a ParallelTextDataModule (or subclass) or a "
+            "TextDataModule"
         )
     try:
         return cls(**init_args)

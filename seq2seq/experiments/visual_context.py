@@ -222,8 +222,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         "bleu": round(bleu, 2), "colour_accuracy": round(colour, 2),
                         "train_seconds": seconds,
                     })  # fmt: skip
-                    print(f"[visual_context] {source} {fusion} seed {seed} {images}: BLEU {bleu:.2f}, "
-                          f"colours {colour:.1f}% ({seconds:.0f} s training)", file=sys.stderr)
+                    print(
+                        f"[visual_context] {source} {fusion} seed {seed} {images}: BLEU {bleu:.2f}, "
+                        f"colours {colour:.1f}% ({seconds:.0f} s training)",
+                        file=sys.stderr,
+                    )
                 write_csv(out / "visual_context.csv", rows, COLUMNS)  # after every run: partial results
     table = format_table(rows)
     (out / "visual_context.md").write_text(table + "\n")

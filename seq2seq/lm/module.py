@@ -2,7 +2,8 @@
 
 Each unit of text (a line or a paragraph) is the pair of eq. (8.49): the input
 ``x = (<bos>, z_1, ..., z_T)`` and the target ``y = (z_1, ..., z_T, <eos>)``, the same text
-shifted by one; the loss is the cross-entropy of every next token. :class:`data.datamodules.text.TextDataModule`
+shifted by one; the loss is the cross-entropy of every next token.
+:class:`data.datamodules.text.TextDataModule`
 lays the units end to end in B parallel streams and hands them over in chunks of k columns, in
 order. :class:`LanguageModule` keeps the recurrent state of the last chunk (``self._states``, one
 per stage: train, val, test), feeds it into the next chunk and detaches it after each step, so

@@ -146,6 +146,14 @@ def sample_texts(
         return model.step(tokens, state, banned)
 
     hyps = search.sample(
-        step, state, num, start, EOS, max_len=max_len, temperature=temperature, top_k=top_k, generator=generator
+        step,
+        state,
+        num,
+        start,
+        EOS,
+        max_len=max_len,
+        temperature=temperature,
+        top_k=top_k,
+        generator=generator,
     )
     return [tokenizer.detokenize(prompt_tokens + vocab.decode(h.tokens)) for h in hyps]

@@ -33,7 +33,9 @@ class LanguageModelPredictor(Predictor):
         self.tokenizer = tokenizer_from_state(vocab_state["tokenizer"])
 
     @classmethod
-    def from_loaded(cls, ckpt: dict, path: str | Path, device: torch.device, **options) -> LanguageModelPredictor:
+    def from_loaded(
+        cls, ckpt: dict, path: str | Path, device: torch.device, **options
+    ) -> LanguageModelPredictor:
         vocab_state = seqcap_state(ckpt, path, "vocab", "language model")
         model = build_from_hparams(LanguageModel, ckpt, path, prefix="model.")
         return cls(model, vocab_state, device)

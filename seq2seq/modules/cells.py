@@ -124,9 +124,7 @@ class LSTMCell(_Cell):
         z = x.new_zeros(x.shape[0], self.hidden_size)
         return z, z
 
-    def recurrence(
-        self, xp: Tensor, state: tuple[Tensor, Tensor] | None
-    ) -> tuple[Tensor, Tensor]:
+    def recurrence(self, xp: Tensor, state: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
         h, c = self.zeros(xp) if state is None else state
         i, f, g, o = (xp + self.hidden_projection(h)).chunk(4, dim=-1)
         if self.peephole:
@@ -162,9 +160,7 @@ class GRUCell(_Cell):
 
     gates = 3
 
-    def __init__(
-        self, input_size: int, hidden_size: int, bias: bool = True, reset_after: bool = True
-    ):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, reset_after: bool = True):
         self.reset_after = reset_after
         super().__init__(input_size, hidden_size, bias)
 

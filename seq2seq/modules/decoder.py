@@ -126,9 +126,7 @@ class RecurrentDecoder(nn.Module):
             self.pre_output = nn.Linear(hidden_size + memory_size, out_size)  # W_c [s; c]
         else:
             rnn_in = embed_dim + memory_size + image_ctx
-            self.attention = (
-                BahdanauAttention(hidden_size, memory_size) if context == "attention" else None
-            )
+            self.attention = BahdanauAttention(hidden_size, memory_size) if context == "attention" else None
             self.pre_output = nn.Linear(hidden_size + memory_size + image_ctx + embed_dim, out_size)  # W_o
         self.rnn = rnn.layer(rnn_in)
         self.output = nn.Linear(out_size, vocab_size)

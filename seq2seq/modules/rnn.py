@@ -137,9 +137,7 @@ class RNN(nn.Module):
             for layer in range(num_layers):
                 in_size = input_size if layer == 0 else hidden_size * self.num_directions
                 for d in range(self.num_directions):
-                    self.cells[self._suffix(layer, d)] = make_cell(
-                        cell, in_size, hidden_size, **cell_options
-                    )
+                    self.cells[self._suffix(layer, d)] = make_cell(cell, in_size, hidden_size, **cell_options)
         self._hook_init()
 
     @staticmethod
@@ -177,11 +175,11 @@ class RNN(nn.Module):
     @staticmethod
     def _to_public(module, state_dict, prefix, local_metadata):
         for key in [k for k in state_dict if k.startswith(prefix)]:
-            rest = key[len(prefix):]
+            rest = key[len(prefix) :]
             if rest.startswith("fused."):
-                state_dict[prefix + rest[len("fused."):]] = state_dict.pop(key)
+                state_dict[prefix + rest[len("fused.") :]] = state_dict.pop(key)
             elif rest.startswith("cells."):
-                suffix, param = rest[len("cells."):].split(".", 1)
+                suffix, param = rest[len("cells.") :].split(".", 1)
                 state_dict[f"{prefix}{param}_{suffix}"] = state_dict.pop(key)
         return state_dict
 
@@ -194,11 +192,11 @@ class RNN(nn.Module):
 
     def _to_internal(self, state_dict, prefix, *args):
         for key in [k for k in state_dict if k.startswith(prefix)]:
-            match = self._PUBLIC.match(key[len(prefix):])
-            if match is None or "." in key[len(prefix):]:
+            match = self._PUBLIC.match(key[len(prefix) :])
+            if match is None or "." in key[len(prefix) :]:
                 continue
             if self.impl == "fused":
-                state_dict[f"{prefix}fused.{key[len(prefix):]}"] = state_dict.pop(key)
+                state_dict[f"{prefix}fused.{key[len(prefix) :]}"] = state_dict.pop(key)
             else:
                 state_dict[f"{prefix}cells.{match['suffix']}.{match['param']}"] = state_dict.pop(key)
 

@@ -120,7 +120,7 @@ def build_from_hparams(
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> cuda when available, else cpu; anything else as torch.device."""
+    """ "auto" -> cuda when available, else cpu; anything else as torch.device."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)

@@ -101,12 +101,8 @@ class SeqCapCLI(LightningCLI):
                 "early_stopping.check_on_train_epoch_end": False,
             }
         )
-        parser.link_arguments(
-            "data.src_vocab_size", "model.init_args.src_vocab_size", apply_on="instantiate"
-        )
-        parser.link_arguments(
-            "data.tgt_vocab_size", "model.init_args.tgt_vocab_size", apply_on="instantiate"
-        )
+        parser.link_arguments("data.src_vocab_size", "model.init_args.src_vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.tgt_vocab_size", "model.init_args.tgt_vocab_size", apply_on="instantiate")
         # Links whose source or target the chosen classes lack are skipped by jsonargparse, so
         # one CLI serves translation (src/tgt sizes), language models (one vocab_size) and VQA
         # (vocab_size and num_answers).

@@ -181,8 +181,8 @@ class DecodingModule(SeqCapModule):
     decode_outputs(batch, prefix, method) -> [dict]  one dict an input; `output_key` names it
     score_outputs(prefix, outputs) -> (value, header)  logs the metric; value is monitored
     log_samples(prefix, samples, header)          writes the first `num_samples` of this rank
-    and has `search` (SearchOptions: the test decodes with its method). Outputs go to other processes without their
-    "attention" entries (plots are drawn from this rank's own outputs).
+    and has `search` (SearchOptions: the test decodes with its method). Outputs go to other
+    processes without their "attention" entries (plots are drawn from this rank's own outputs).
     """
 
     output_key: str = "index"

@@ -59,7 +59,9 @@ def split_images(lines: list[str], image_dir: Path, skip_bad: bool, origin: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m seq2seq.translation.cli", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m seq2seq.translation.cli", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--checkpoint", required=True, help="a .ckpt written by `python -m seq2seq fit`")
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty")
@@ -82,11 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.output and args.input and Path(args.output).resolve() == Path(args.input).resolve():
         parser.error("--output must not be the --input file: it would overwrite your input")
+
     def warn(message: str) -> None:
         print(f"warning: {args.input or 'stdin'}, {message}", file=sys.stderr)
 
     try:
-        translator = Translator.from_checkpoint(args.checkpoint, args.device, unk_replace=not args.no_unk_replace)
+        translator = Translator.from_checkpoint(
+            args.checkpoint, args.device, unk_replace=not args.no_unk_replace
+        )
         lines = read_lines(args.input) if args.input else sys.stdin.read().splitlines()
         origin = args.input or "stdin"
         images: list = [None] * len(lines)

@@ -29,7 +29,9 @@ from seq2seq.translation.predictor import Translator
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m seq2seq.translation.evaluate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m seq2seq.translation.evaluate", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--src", required=True, help="source sentences, one a line")
     parser.add_argument("--ref", required=True, help="reference translations, line by line")
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         if translator.multimodal != (args.images is not None):
             raise DataError(
                 "this checkpoint translates a sentence with its image: give --images FILE --image-dir DIR"
-                if translator.multimodal else "this checkpoint is a text-only translator: drop --images"
+                if translator.multimodal
+                else "this checkpoint is a text-only translator: drop --images"
             )
         if args.images is not None:
             names = read_lines(args.images)

@@ -72,7 +72,9 @@ class TranslationModule(ImageFeatures, DecodingModule):
     ):
         super().__init__()
         self.rnn, self.search, self.image = (
-            as_options(RecurrentOptions, rnn), as_options(SearchOptions, search), as_options(ImageOptions, image)
+            as_options(RecurrentOptions, rnn),
+            as_options(SearchOptions, search),
+            as_options(ImageOptions, image),
         )
         self.save_options()
         self.image_encoder: ImageEncoder | None = None
@@ -102,7 +104,8 @@ class TranslationModule(ImageFeatures, DecodingModule):
             return None
         if "features" not in batch and "images" not in batch:
             raise ValueError(
-                f"fusion={self.hparams.fusion!r} needs images: use data.datamodules.multimodal.MultimodalDataModule"
+                f"fusion={self.hparams.fusion!r} needs images: use "
+                "data.datamodules.multimodal.MultimodalDataModule"
             )
         return self.image_features(batch)
 

@@ -157,8 +157,10 @@ class Translator(Predictor):
         encoded = [self.encode(s) for s in sentences]
         for i, (_, _, cut) in enumerate(encoded):
             if cut and warn is not None:
-                warn(f"line {i + 1}: {len(self.src_tokenizer.tokenize(sentences[i]))} tokens, "
-                     f"truncated to the model's maximum of {self.max_len}")
+                warn(
+                    f"line {i + 1}: {len(self.src_tokenizer.tokenize(sentences[i]))} tokens, "
+                    f"truncated to the model's maximum of {self.max_len}"
+                )
         results: list[list[Translation]] = [[Translation("", 0.0, [])] * n_best for _ in sentences]
         todo = sorted((i for i, (ids, _, _) in enumerate(encoded) if ids), key=lambda i: len(encoded[i][0]))
         batches = [todo[k : k + batch_size] for k in range(0, len(todo), batch_size)]

@@ -46,7 +46,9 @@ def prepare_data() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m seq2seq.translation.quickstart", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m seq2seq.translation.quickstart", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--config", default="configs/translation/quickstart.yaml")
     args, extra = parser.parse_known_args(argv)  # the rest goes to LightningCLI
     os.environ.setdefault("WANDB_MODE", "offline")

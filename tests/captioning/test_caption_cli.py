@@ -1,5 +1,5 @@
-"""`python -m captioning.captioner.cli`, `python -m captioning.captioner.evaluate` and the Captioner API, on two tiny
-checkpoints (ShowTell and ShowAttendTell) trained once by `python -m captioning fit` on a tiny
+"""`python -m captioning.captioner.cli`, `python -m captioning.captioner.evaluate` and the Captioner API, on
+two tiny checkpoints (ShowTell and ShowAttendTell) trained once by `python -m captioning fit` on a tiny
 shapes set. After training the dataset folder is moved away, so every use of a checkpoint here
 shows that it is self-contained.
 

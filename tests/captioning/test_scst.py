@@ -1,4 +1,5 @@
-"""Self-critical sequence training: the loss's pieces (captioning/captioner/scst.py) on tiny models, and a tiny
+"""Self-critical sequence training: the loss's pieces (captioning/captioner/scst.py) on tiny models, and a
+tiny
 SCST run of CaptioningModule that starts from a cross-entropy checkpoint and raises CIDEr-D."""
 
 from __future__ import annotations
@@ -175,7 +176,8 @@ def test_a_tiny_scst_run_from_a_cross_entropy_checkpoint_raises_the_reward(
     on the shapes set (README)."""
     cache = tmp_path / "cache"
     small = dict(
-        rnn=RecurrentOptions(embed_dim=32, hidden_size=64, dropout=0.0), search=SearchOptions(beam_size=3, max_len=12),
+        rnn=RecurrentOptions(embed_dim=32, hidden_size=64, dropout=0.0),
+        search=SearchOptions(beam_size=3, max_len=12),
         num_samples=0,
     )  # fmt: skip
     pl.seed_everything(0)

@@ -39,7 +39,10 @@ def test_the_attention_model_learns_colour_questions(tmp_path):
         cache_dir=str(tmp_path / "cache"),
     )  # fmt: skip
     assert dm.num_answers == len(COLOURS) and set(dm.answers) == set(COLOURS)
-    model = VQAModule(dm.vocab_size, dm.num_answers, "attention", rnn=RecurrentOptions(embed_dim=32, hidden_size=32), image=ImageOptions(feature_block=4), joint_size=64, hops=1, dropout=0.0, lr=3e-3, num_samples=4)  # fmt: skip
+    model = VQAModule(
+        dm.vocab_size, dm.num_answers, "attention", rnn=RecurrentOptions(embed_dim=32, hidden_size=32),
+        image=ImageOptions(feature_block=4), joint_size=64, hops=1, dropout=0.0, lr=3e-3, num_samples=4,
+    )  # fmt: skip
     trainer = pl.Trainer(
         max_epochs=25, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=str(tmp_path / "run"), num_sanity_val_steps=0,

@@ -232,7 +232,17 @@ def test_gettext_never_overwrites_without_force(locale_dir, tmp_path):
 
 def test_gettext_cli(locale_dir, tmp_path):
     out = tmp_path / "gt"
-    args = ["data.builders.gettext", "--src", "en", "--tgt", "de", "--out", str(out), "--locale-dir", str(locale_dir)]
+    args = [
+        "data.builders.gettext",
+        "--src",
+        "en",
+        "--tgt",
+        "de",
+        "--out",
+        str(out),
+        "--locale-dir",
+        str(locale_dir),
+    ]
     done = run_cli(*args, "--dev-fraction", "0.3", "--test-fraction", "0.3")
     assert done.returncode == 0, done.stderr
     assert "train 2, dev 1, test 2 pairs (5 in all, en-de)" in done.stdout
@@ -342,13 +352,16 @@ def test_synthetic_rejects_bad_sizes_and_occupied_out(tmp_path):
 def test_synthetic_cli(tmp_path):
     out = tmp_path / "syn"
     done = run_cli(
-        "data.builders.synthetic", "--task", "reverse", "--vocab", "20", "--train-len", "5-20", "--test-len", "5-60",
+        "data.builders.synthetic", "--task", "reverse", "--vocab", "20", "--train-len", "5-20",
+        "--test-len", "5-60",
         "--n", "500", "--n-dev", "10", "--n-test", "20", "--out", str(out),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "train 500, dev 10, test 20 pairs" in done.stdout
     assert len(read(out / "train.src")) == 500
-    bad = run_cli("data.builders.synthetic", "--task", "copy", "--train-len", "20-5", "--out", str(tmp_path / "bad"))
+    bad = run_cli(
+        "data.builders.synthetic", "--task", "copy", "--train-len", "20-5", "--out", str(tmp_path / "bad")
+    )
     assert bad.returncode == 1
     assert "--train-len 20-5 has LOW above HIGH" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "bad").exists()
@@ -546,7 +559,15 @@ def test_multi30k_cli(tmp_path):
     write_image_lists(raw)
     images = tmp_path / "images"
     images.mkdir()
-    args = ["data.builders.multi30k", "--out", str(tmp_path / "mm"), "--from-dir", str(raw), "--images", str(images)]
+    args = [
+        "data.builders.multi30k",
+        "--out",
+        str(tmp_path / "mm"),
+        "--from-dir",
+        str(raw),
+        "--images",
+        str(images),
+    ]
     missing = run_cli(*args)
     assert missing.returncode == 1 and "7 listed images are not in" in missing.stderr
     assert "Traceback" not in missing.stderr

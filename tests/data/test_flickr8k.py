@@ -252,7 +252,12 @@ def test_config_points_at_the_documented_layout():
         512,
         0.5,
     )
-    assert (model["search"]["method"], model["search"]["beam_size"], data["min_freq"], data["batch_size"]) == (
+    assert (
+        model["search"]["method"],
+        model["search"]["beam_size"],
+        data["min_freq"],
+        data["batch_size"],
+    ) == (
         "beam",
         3,
         5,

@@ -1,4 +1,5 @@
-"""The synthetic shapes captioning dataset (data.builders.shapes): Karpathy JSON layout, captions true of their
+"""The synthetic shapes captioning dataset (data.builders.shapes): Karpathy JSON layout, captions true of
+their
 scenes (checked by an independent parser here), drawing that matches the scene, determinism, CLI."""
 
 from __future__ import annotations
@@ -244,7 +245,11 @@ def test_refuses_bad_arguments_and_occupied_folder(tmp_path):
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "data.builders.shapes", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "data.builders.shapes", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -1,4 +1,5 @@
-"""The shapes multimodal-translation set (data.builders.shapes_mmt): exact German grammar for hand-built scenes,
+"""The shapes multimodal-translation set (data.builders.shapes_mmt): exact German grammar for hand-built
+scenes,
 an independent agreement check on many random ones, the Multi30k layout, colour masking, determinism,
 colour_accuracy and the CLI."""
 

@@ -1,4 +1,5 @@
-"""data.builders.shapes_vqa (questions from the recorded scenes, VQA v2 layout) and data.core.vqa (the loader)."""
+"""data.builders.shapes_vqa (questions from the recorded scenes, VQA v2 layout) and data.core.vqa (the
+loader)."""
 
 from __future__ import annotations
 

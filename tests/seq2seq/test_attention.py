@@ -230,7 +230,10 @@ def test_project_keys_called_once_per_batch_in_search(monkeypatch):
 )
 def test_decoder_teacher_forcing_equals_stepping(attention, input_feeding, bidirectional):
     torch.manual_seed(0)
-    model = Seq2Seq(15, 15, rnn=RecurrentOptions(embed_dim=8, hidden_size=16), context="attention", attention=attention, input_feeding=input_feeding, bidirectional=bidirectional).eval()  # fmt: skip
+    model = Seq2Seq(
+        15, 15, rnn=RecurrentOptions(embed_dim=8, hidden_size=16), context="attention", attention=attention,
+        input_feeding=input_feeding, bidirectional=bidirectional,
+    ).eval()  # fmt: skip
     src, lengths, tgt_in = _batch()
     with torch.no_grad():
         logits, attn = model(src, lengths, tgt_in, return_attention=True)

@@ -103,7 +103,8 @@ def test_peephole_config_trains_and_its_checkpoint_translates(tmp_path):
     alone rebuilds a peephole model."""
     data = reverse_corpus_at(tmp_path / "data", n=128, n_dev=16, n_test=8)
     args = fit_args(
-        data, tmp_path / "runs", "--model.init_args.rnn.embed_dim", "8", "--model.init_args.rnn.hidden_size", "8",
+        data, tmp_path / "runs", "--model.init_args.rnn.embed_dim", "8",
+        "--model.init_args.rnn.hidden_size", "8",
         "--data.init_args.batch_size", "32", "--trainer.max_epochs", "1",
         config="configs/translation/reverse_peephole.yaml",
     )  # fmt: skip

@@ -1,5 +1,6 @@
 """The two official ways to score a translation checkpoint give one number: `python -m seq2seq test`
-and `python -m seq2seq.translation.evaluate`, on the same test set with the same beam, including sources longer
+and `python -m seq2seq.translation.evaluate`, on the same test set with the same beam, including sources
+longer
 than the training max_len (both cut them there)."""
 
 from __future__ import annotations

@@ -113,7 +113,13 @@ def test_batched_beam_search_equals_one_sentence_at_a_time(fusion):
     image = None if fusion == "none" else image * 3
     together = model.translate(src, lengths, SearchOptions(beam_size=3, max_len=12), image=image)
     for i in range(3):
-        alone = model.translate(src[i : i + 1, : lengths[i]], lengths[i : i + 1], SearchOptions(beam_size=3, max_len=12), image=None if image is None else image[i : i + 1])  # fmt: skip
+        one = None if image is None else image[i : i + 1]
+        alone = model.translate(
+            src[i : i + 1, : lengths[i]],
+            lengths[i : i + 1],
+            SearchOptions(beam_size=3, max_len=12),
+            image=one,
+        )
         assert alone[0][0].tokens == together[i][0].tokens
         assert alone[0][0].score == pytest.approx(together[i][0].score, abs=1e-4)
 

@@ -525,7 +525,8 @@ def test_quickstart_on_a_tiny_gettext_corpus(tmp_path):
     assert tmp_path / "runs" in checkpoint.parents
     assert load(checkpoint)["seqcap"]["src_lang"] == "en"
     ev = run_python(
-        ["-m", "seq2seq.translation.evaluate", "--checkpoint", str(checkpoint), "--src", str(corpus / "test.en"),
+        ["-m", "seq2seq.translation.evaluate", "--checkpoint", str(checkpoint),
+         "--src", str(corpus / "test.en"),
          "--ref", str(corpus / "test.de"), "--beam-size", "5"],
         cwd=tmp_path,
     )  # fmt: skip

@@ -483,7 +483,8 @@ def test_batched_attention_equals_alone(config):
         src, lengths, SearchOptions(beam_size=4, n_best=2, max_len=12), return_attention=True
     )
     for b in range(4):
-        (single,) = model.translate(*alone(b), SearchOptions(beam_size=4, n_best=2, max_len=12), return_attention=True)  # fmt: skip
+        options = SearchOptions(beam_size=4, n_best=2, max_len=12)
+        (single,) = model.translate(*alone(b), options, return_attention=True)
         n = SRC_LENGTHS[b]
         for hb, hs in zip(batched[b], single):
             assert hb.tokens == hs.tokens
