@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,7 @@ def help_text(run, argv: list[str], capsys) -> str:
 @pytest.mark.parametrize("where, line", CASES, ids=[f"{p}:{i}" for i, (p, _) in enumerate(CASES)])
 def test_command_runs_in_its_help_form(where, line, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sys, "argv", ["seqcap"])  # pytest's own arguments are not the command's
     words = shlex.split(line)
     if words[0] == "make":
         targets = re.findall(r"^([a-z][\w-]*):", (REPO / "Makefile").read_text(), re.M)
