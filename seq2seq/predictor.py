@@ -24,6 +24,7 @@ task with a message that says which command takes it.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import ClassVar
@@ -88,7 +89,7 @@ def image_transform(ckpt: dict):
     return default_transform(int(meta.get("image_size") or DEFAULT_IMAGE_SIZE), mean, std)
 
 
-class Predictor:
+class Predictor(ABC):
     """Base of every task's predictor. A subclass sets `task` (a key of TASKS and its entry point's
     name) and implements `from_loaded(ckpt, path, device, **options)`."""
 
@@ -112,5 +113,6 @@ class Predictor:
         return predictor
 
     @classmethod
+    @abstractmethod
     def from_loaded(cls, ckpt: dict, path: str | Path, device: torch.device, **options) -> Predictor:
-        raise NotImplementedError(f"{cls.__name__} does not implement from_loaded")
+        """The task's predictor from a loaded, checked checkpoint (`options`: the task's own)."""

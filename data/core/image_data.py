@@ -19,6 +19,7 @@ The LightningModules reach it through the protocols of data/core/protocols.py.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -28,19 +29,19 @@ from data.core.features import Extractor, cached_features
 from data.core.images import IMAGENET_MEAN, IMAGENET_STD, default_transform
 
 
-class ImageData:
+class ImageData(ABC):
     image_size: int
     features: dict[str, Tensor]
     normalization: tuple[Sequence[float], Sequence[float]] = (IMAGENET_MEAN, IMAGENET_STD)
 
-    def image_paths(self, split: str) -> list[str] | None:
-        raise NotImplementedError
+    @abstractmethod
+    def image_paths(self, split: str) -> list[str] | None: ...
 
-    def check_images(self, split: str) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def check_images(self, split: str) -> None: ...
 
-    def feature_cache_dir(self) -> Path:
-        raise NotImplementedError
+    @abstractmethod
+    def feature_cache_dir(self) -> Path: ...
 
     def use_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
         """The mean/std of the default transform: the CNN's (its weights expect them)."""
