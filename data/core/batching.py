@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 from torch.utils.data import Sampler
 
+from data.core.resumable import StartAt
 from data.core.vocab import BOS, EOS, PAD
 
 
@@ -28,8 +29,9 @@ class _EpochSetter:
         self.owner.set_epoch(epoch)
 
 
-class BucketBatchSampler(Sampler[list[int]]):
-    """lengths: one size per example -> lists of indices, each a batch of similar lengths."""
+class BucketBatchSampler(StartAt, Sampler[list[int]]):
+    """lengths: one size per example -> lists of indices, each a batch of similar lengths. A
+    resumed loader starts an epoch part-way in (`start_next_at`, data/core/resumable.py)."""
 
     def __init__(
         self,
@@ -52,9 +54,6 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.rank, self.world_size, self.even = rank, world_size, even
         self.epoch = 0
         self.sampler = _EpochSetter(self)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def _dist(self) -> tuple[int, int]:
         if self.rank is not None and self.world_size is not None:
@@ -101,7 +100,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         if world > 1:  # training: every process the same number of batches; eval: all of them
             usable = len(batches) - len(batches) % world if self.even else len(batches)
             batches = batches[rank:usable:world]
-        return iter(batches)
+        return iter(batches[self.take_start() :])
 
     def __len__(self) -> int:
         rank, world = self._dist()

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
+from data.core.resumable import StartAt
+
 
 def process_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
     """(rank, world size): the ones given, else torch.distributed's, else (0, 1)."""
@@ -37,16 +39,14 @@ def eval_sampler(dataset: Dataset, rank: int | None = None, world_size: int | No
     return DistributedSampler(dataset, world, rank, shuffle=False) if world > 1 else None
 
 
-class EpochShuffle(Sampler[int]):
+class EpochShuffle(StartAt, Sampler[int]):
     """n examples -> a permutation of range(n) that depends on (seed, epoch) alone; under DDP this
-    process's share of it (rank / world_size: torch.distributed's unless given)."""
+    process's share of it (rank / world_size: torch.distributed's unless given). A resumed loader
+    starts an epoch part-way in (`start_next_at`, data/core/resumable.py)."""
 
     def __init__(self, n: int, seed: int = 0, rank: int | None = None, world_size: int | None = None):
         self.n, self.seed, self.epoch = n, seed, 0
         self.rank, self.world_size = rank, world_size
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed)
@@ -58,7 +58,7 @@ class EpochShuffle(Sampler[int]):
         rank, world = process_rank(self.rank, self.world_size)
         if world > 1:
             order = order[rank : self.n - self.n % world : world]
-        return iter(order.tolist())
+        return iter(order[self.take_start() :].tolist())
 
     def __len__(self) -> int:
         return self.n // process_rank(self.rank, self.world_size)[1]

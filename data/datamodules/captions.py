@@ -33,7 +33,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from PIL import Image
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
@@ -44,6 +43,7 @@ from data.core.epoch_shuffle import EpochShuffle, eval_sampler
 from data.core.image_data import ImageData
 from data.core.images import ImageFileError, check_image
 from data.core.parallel import DataError
+from data.core.resumable import ResumableLoader
 from data.core.vocab import Vocabulary
 from data.datamodules.caption_datasets import CaptionEvalDataset, CaptionTrainDataset, collate_captions
 
@@ -236,12 +236,13 @@ class CaptionDataModule(ImageData, pl.LightningDataModule):
         train = split == "train"
         dataset = self.dataset(split)
         # the order of epoch e from (seed, e) alone, as a straight run's: exact resume
+        # and a loader that a checkpoint can stop and resume mid-epoch
         sampler = EpochShuffle(len(dataset), hp.seed) if train else eval_sampler(dataset)
-        generator = torch.Generator().manual_seed(hp.seed) if train else None  # the workers' seeds
-        return DataLoader(
+        loader, seed = (ResumableLoader, {"seed": hp.seed}) if train else (DataLoader, {})
+        return loader(
             dataset, batch_size=hp.batch_size if train else hp.eval_batch_size,
-            sampler=sampler, generator=generator, collate_fn=collate_captions,
-            num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0,
+            sampler=sampler, collate_fn=collate_captions,
+            num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0, **seed,
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:

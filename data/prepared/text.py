@@ -31,6 +31,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import IterableDataset
 
+from data.core.resumable import StartAt
 from data.core.rules import CorpusRules, kept_units
 from data.core.tokenizers import Tokenizer
 from data.core.vocab import BOS, EOS, PAD, UNK
@@ -125,7 +126,7 @@ def load_units(folder: Path, split: str) -> Ragged:
     )
 
 
-class MappedStreamChunks(IterableDataset):
+class MappedStreamChunks(StartAt, IterableDataset):
     """Truncated-BPTT chunks sliced from a memory-mapped stream: the rows `rows` of
     ``batchify(stream, streams)`` (row r is ``stream[r*N:(r+1)*N]``, N = (L - 1) // streams), k
     columns a chunk, exactly as ``StreamChunks`` yields them."""
@@ -151,5 +152,5 @@ class MappedStreamChunks(IterableDataset):
         return {"input": torch.from_numpy(inputs), "target": torch.from_numpy(targets), "chunk": i}
 
     def __iter__(self):
-        for i in range(len(self)):
+        for i in range(self.take_start(), len(self)):  # a resumed loader starts part-way in
             yield self[i]

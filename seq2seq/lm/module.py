@@ -30,9 +30,11 @@ from torch import Tensor
 
 from data.core.tokenizers import tokenizer_from_state
 from data.core.vocab import PAD, Vocabulary
+from seq2seq import search
 from seq2seq.lm.network import LanguageModel, detach_state, sample_texts
 from seq2seq.modules.rnn import RecurrentOptions
 from seq2seq.training.module import SeqCapModule, as_options, perplexity
+from seq2seq.training.resume import gather, mine
 
 
 class LanguageModule(SeqCapModule):
@@ -112,6 +114,23 @@ class LanguageModule(SeqCapModule):
     def on_train_epoch_start(self) -> None:
         self.reset_state("train")
         self._sums.pop("train", None)
+
+    # -- the carried state in checkpoints: a run resumed mid-epoch continues each stream -----
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        state = self._states.get("train")
+        checkpoint["tbptt_state"] = gather(None if state is None else search.map_state(Tensor.cpu, state))
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._resume_tbptt = checkpoint.get("tbptt_state")
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        saved, self._resume_tbptt = getattr(self, "_resume_tbptt", None), None
+        state = mine(saved, "truncated-BPTT states") if saved else None
+        if state is not None:
+            self._states["train"] = search.map_state(lambda t: t.to(self.device), state)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         loss_sum, tokens = self.chunk_loss(batch, "train")

@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning_fabric.plugins import CheckpointIO
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
+
+from seq2seq.training.resume import AtomicCheckpointIO, BestAndLastCheckpoint
 
 WandbMode = Literal["off", "auto", "offline", "online"]
 
@@ -61,20 +64,6 @@ class ResumableCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
-
-
-class BestAndLastCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose last.ckpt is rewritten after every validation. Lightning >= 2.6
-    rewrites it only when a top-k checkpoint is saved too, so without this `--ckpt_path last`
-    would resume from the best epoch rather than the latest one."""
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if self._should_skip_saving_checkpoint(trainer) or self._should_save_on_train_epoch_end(trainer):
-            return
-        candidates = self._monitor_candidates(trainer)
-        if self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0:
-            self._save_topk_checkpoint(trainer, candidates)
-        self._save_last_checkpoint(trainer, candidates)
 
 
 class SeqCapCLI(LightningCLI):
@@ -152,6 +141,11 @@ class SeqCapCLI(LightningCLI):
         cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
         if cfg.trainer.logger in (None, True):  # a logger set in the config wins
             kwargs.setdefault("logger", self._loggers)
+        # a checkpoint is whole or absent, on any filesystem (unless the config brings its own IO)
+        plugins = cfg.trainer.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
 
 

@@ -25,6 +25,7 @@ from torch import Tensor
 from data.core.protocols import VocabularySource
 from seq2seq.training.checkpoint import legacy_defaults
 from seq2seq.training.plateau import Plateau
+from seq2seq.training.resume import gather, mine, random_states, set_random_states
 
 Options = TypeVar("Options")
 
@@ -62,6 +63,8 @@ class SeqCapModule(pl.LightningModule):
         self.vocab_state: dict | None = None
         self._plateau: Plateau | None = None
         self._run_dir: Path | None = None
+        self._training_states: dict | None = None  # the training's random states while validating
+        self._resume_states: list | None = None  # every process's, from the checkpoint resumed
 
     def save_options(self) -> None:
         """save_hyperparameters() of the caller's arguments, each option group as a plain dict: the
@@ -107,6 +110,8 @@ class SeqCapModule(pl.LightningModule):
             meta["image_mean"], meta["image_std"] = list(encoder.mean), list(encoder.std)
         checkpoint["seqcap"] = meta
         self.plateau.save(checkpoint)
+        # every process's random states of the training stream (not validation's: `isolated`)
+        checkpoint["random_states"] = gather(self._training_states or random_states())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         rnn = self.hparams.get("rnn") or {}
@@ -119,6 +124,24 @@ class SeqCapModule(pl.LightningModule):
         if checkpoint.get("seqcap"):
             self.set_vocab_state(checkpoint["seqcap"])
         self.plateau.load(checkpoint)
+        self._resume_states = checkpoint.get("random_states")
+
+    # -- random states: a resumed run draws what the interrupted one would have -----------------
+    def on_train_start(self) -> None:
+        """A resumed fit continues the random streams of the run it resumes (seq2seq/training/resume.py)."""
+        if self._resume_states:
+            set_random_states(mine(self._resume_states, "random states"))
+        self._resume_states = None
+
+    def on_validation_start(self) -> None:
+        """Validation draws from a copy of the random states (restored at its end): where it ran,
+        or whether a resumed run skipped it, does not change the training's dropout masks."""
+        self._training_states = random_states()
+
+    def on_validation_end(self) -> None:
+        if self._training_states is not None:
+            set_random_states(self._training_states)
+        self._training_states = None
 
     # -- optimisation -------------------------------------------------------------------------
     @property
