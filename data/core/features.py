@@ -107,7 +107,8 @@ class FeatureCache:
         if features is not None:
             rank_zero_info(f"[features] {split}: {features.shape[0]} images from {self.path(split, key)}")
             return features, True
-        features = compute()
+        with torch.random.fork_rng():  # a miss draws nothing: a run trains the same with or without a cache
+            features = compute()
         if features.shape[0] != len(key["images"]):
             n = len(key["images"])
             raise RuntimeError(f"feature extractor gave {features.shape[0]} rows for {n} images")

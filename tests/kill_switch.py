@@ -1,0 +1,28 @@
+"""A callback for the resume tests: the training process kills itself (SIGKILL, no cleanup, as
+`kill -9` would) when it reaches an optimizer step, at a point of the step the test chooses."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Literal
+
+import pytorch_lightning as pl
+
+
+class KillAt(pl.Callback):
+    """SIGKILL at global step `step`, `when` the batch starts or ends (after the step's checkpoint
+    saves: callbacks run before ModelCheckpoint, so `end` kills before this step's save)."""
+
+    def __init__(self, step: int, when: Literal["start", "end"] = "start"):
+        self.step, self.when = step, when
+
+    def _maybe_kill(self, trainer: pl.Trainer, when: str) -> None:
+        if when == self.when and trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._maybe_kill(trainer, "start")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._maybe_kill(trainer, "end")
