@@ -11,14 +11,17 @@ import pytorch_lightning as pl
 
 
 class KillAt(pl.Callback):
-    """SIGKILL at global step `step`, `when` the batch starts or ends (after the step's checkpoint
-    saves: callbacks run before ModelCheckpoint, so `end` kills before this step's save)."""
+    """SIGKILL at global step `step`, `when` the batch starts or ends (callbacks run before
+    ModelCheckpoint, so `end` kills before this step's save); with `group`, the whole process
+    group (both processes of a DDP run)."""
 
-    def __init__(self, step: int, when: Literal["start", "end"] = "start"):
-        self.step, self.when = step, when
+    def __init__(self, step: int, when: Literal["start", "end"] = "start", group: bool = False):
+        self.step, self.when, self.group = step, when, group
 
     def _maybe_kill(self, trainer: pl.Trainer, when: str) -> None:
         if when == self.when and trainer.global_step == self.step:
+            if self.group:  # every process of the run (DDP: the launcher started it in its own group)
+                os.killpg(os.getpgid(0), signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:

@@ -11,6 +11,7 @@ of a batch; its last.ckpt is then mid-epoch or at an epoch's end, and validation
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -61,20 +62,44 @@ def cases(tmp_path_factory) -> dict[str, Case]:
     return {
         "translation": Case(
             "configs/translation/reverse_attention.yaml",
-            ["--data.init_args.data_dir", str(reverse), "--data.init_args.batch_size", "32",
-             "--model.init_args.rnn.dropout", "0.3", *small()],
+            [
+                "--data.init_args.data_dir",
+                str(reverse),
+                "--data.init_args.batch_size",
+                "32",
+                "--model.init_args.rnn.dropout",
+                "0.3",
+                *small(),
+            ],
             5,
         ),  # fmt: skip
         "multimodal": Case(
             "configs/translation/shapes_mmt.yaml",
-            ["--data.init_args.data_dir", str(mmt), "--data.init_args.image_dir", str(mmt / "images"),
-             "--data.init_args.batch_size", "4", "--model.init_args.rnn.dropout", "0.3", *images, *small()],
+            [
+                "--data.init_args.data_dir",
+                str(mmt),
+                "--data.init_args.image_dir",
+                str(mmt / "images"),
+                "--data.init_args.batch_size",
+                "4",
+                "--model.init_args.rnn.dropout",
+                "0.3",
+                *images,
+                *small(),
+            ],
             4,
         ),  # fmt: skip
         "lm": Case(
             "configs/lm/licenses_word_lstm.yaml",
-            ["--data.init_args.files", f'["{licenses}"]', "--data.init_args.batch_size", "4",
-             "--data.init_args.tbptt_steps", "20", *small(32, 32)],
+            [
+                "--data.init_args.files",
+                f'["{licenses}"]',
+                "--data.init_args.batch_size",
+                "4",
+                "--data.init_args.tbptt_steps",
+                "20",
+                *small(32, 32),
+            ],
             0,  # not needed: the LM's epoch length is whatever its stream gives
         ),  # fmt: skip
         "captioning": Case("configs/captioning/shapes_showtell.yaml", captions, 0),
@@ -85,8 +110,16 @@ def cases(tmp_path_factory) -> dict[str, Case]:
         ),
         "vqa": Case(
             "configs/vqa/shapes_attention.yaml",
-            ["--data.init_args.root", str(base / "shapes_vqa"), "--data.init_args.batch_size", "8",
-             "--model.init_args.joint_size", "32", *images, *small()],
+            [
+                "--data.init_args.root",
+                str(base / "shapes_vqa"),
+                "--data.init_args.batch_size",
+                "8",
+                "--model.init_args.joint_size",
+                "32",
+                *images,
+                *small(),
+            ],
             0,
         ),  # fmt: skip
     }
@@ -113,15 +146,17 @@ def load(path: Path) -> dict:
 
 
 def start(args: list[str], log: Path) -> subprocess.Popen:
-    with open(log, "w") as out:
-        return subprocess.Popen(args, cwd=REPO, env=cli_env(), stdout=out, stderr=subprocess.STDOUT)
+    with open(log, "w") as out:  # its own process group: a DDP run's processes die together
+        return subprocess.Popen(
+            args, cwd=REPO, env=cli_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def finish(proc: subprocess.Popen, log: Path, timeout: float = 300) -> int:
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         raise AssertionError(f"timed out:\n{log.read_text()[-4000:]}") from None
 
 
@@ -156,4 +191,31 @@ def test_killed_and_resumed_run_equals_uninterrupted(task, cases, tmp_path):
     output = resumed.stdout + resumed.stderr
     assert "Restored all states" in output
     assert "not resumable" not in output  # Lightning's warning for a loader it cannot resume
-    assert_same_weights(load(last_checkpoint(tmp_path / "straight")), load(last_checkpoint(tmp_path / "killed")))
+    straight_weights, resumed_weights = (load(last_checkpoint(tmp_path / r)) for r in ("straight", "killed"))
+    assert_same_weights(straight_weights, resumed_weights)
+
+
+def test_ddp_resume_equals_uninterrupted(cases, tmp_path):
+    """Two gloo processes: every process's random states and loader position come back."""
+    case = cases["translation"]
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
+           "--data.init_args.batch_size", "16", "--data.init_args.eval_batch_size", "4"]  # fmt: skip
+    every = ["--checkpoint.every_n_train_steps", str(EVERY)]
+    kill = ["--trainer.callbacks+=tests.kill_switch.KillAt", "--trainer.callbacks.step", "8",
+            "--trainer.callbacks.group", "true"]  # fmt: skip
+    killed = start(fit(case, tmp_path / "killed", *ddp, *every, *kill), tmp_path / "killed.log")
+    assert finish(killed, tmp_path / "killed.log") == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[
+        -4000:
+    ]
+    assert (
+        load(last_checkpoint(tmp_path / "killed"))["global_step"] == 6
+    )  # mid-epoch (5 batches of 16 a process)
+    resumed = start(
+        fit(case, tmp_path / "killed", *ddp, *every, "--ckpt_path", "last"), tmp_path / "resumed.log"
+    )
+    assert finish(resumed, tmp_path / "resumed.log") == 0, (tmp_path / "resumed.log").read_text()[-4000:]
+    straight = start(fit(case, tmp_path / "straight", *ddp), tmp_path / "straight.log")
+    assert finish(straight, tmp_path / "straight.log") == 0, (tmp_path / "straight.log").read_text()[-4000:]
+    assert "not resumable" not in (tmp_path / "resumed.log").read_text()
+    straight_weights, resumed_weights = (load(last_checkpoint(tmp_path / r)) for r in ("straight", "killed"))
+    assert_same_weights(straight_weights, resumed_weights)
