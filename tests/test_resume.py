@@ -219,3 +219,24 @@ def test_ddp_resume_equals_uninterrupted(cases, tmp_path):
     assert "not resumable" not in (tmp_path / "resumed.log").read_text()
     straight_weights, resumed_weights = (load(last_checkpoint(tmp_path / r)) for r in ("straight", "killed"))
     assert_same_weights(straight_weights, resumed_weights)
+
+
+def test_sigterm_saves_last_and_the_resume_equals_uninterrupted(cases, tmp_path):
+    """A preempted job (SIGTERM at step 7, last.ckpt otherwise only every 200 steps): Lightning
+    finishes the step and stops, last.ckpt holds that step, and the resumed run is exact. The
+    uninterrupted run's last.ckpt also shows the save at the end of a run (step 12, no
+    validation or step save there)."""
+    case = cases["translation"]
+    term = ["--trainer.callbacks+=tests.kill_switch.KillAt", "--trainer.callbacks.step", "7",
+            "--trainer.callbacks.term", "true"]  # fmt: skip
+    stopped = start(fit(case, tmp_path / "killed", *term), tmp_path / "killed.log")
+    straight = start(fit(case, tmp_path / "straight"), tmp_path / "straight.log")
+    finish(stopped, tmp_path / "killed.log")
+    assert load(last_checkpoint(tmp_path / "killed"))["global_step"] == 8, (
+        tmp_path / "killed.log"
+    ).read_text()[-3000:]
+    assert finish(straight, tmp_path / "straight.log") == 0, (tmp_path / "straight.log").read_text()[-4000:]
+    resumed = start(fit(case, tmp_path / "killed", "--ckpt_path", "last"), tmp_path / "resumed.log")
+    assert finish(resumed, tmp_path / "resumed.log") == 0, (tmp_path / "resumed.log").read_text()[-4000:]
+    straight_weights, resumed_weights = (load(last_checkpoint(tmp_path / r)) for r in ("straight", "killed"))
+    assert_same_weights(straight_weights, resumed_weights)
