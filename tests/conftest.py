@@ -179,3 +179,14 @@ def trained_run(tmp_path_factory) -> TrainedRun:
     moved = base / "data-moved-away"
     shutil.move(str(data), str(moved))
     return TrainedRun(root, log_dir, checkpoints / "last.ckpt", best[-1], moved, data, result, seconds)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked `cuda` need a GPU: without one they are skipped, with the reason saying what
+    torch sees. `make gpu-check` runs them on a GPU machine (`pytest -m cuda`)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=f"needs CUDA: torch {torch.__version__} sees no GPU")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
