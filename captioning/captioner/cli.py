@@ -105,7 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.attention_plot) if args.attention_plot else None
         plots = [out / name for name in plot_names(paths)] if out else []
         for i in todo if plots else []:  # nothing the user had is lost, an input image least of all
-            check_output(plots[i], overwrite=args.overwrite, inputs=paths, option="--attention-plot")
+            check_output(
+                plots[i],
+                overwrite=args.overwrite,
+                inputs=paths,
+                option="--attention-plot",
+                folder_may_be_new=True,
+            )
         captioner = Captioner.from_checkpoint(args.checkpoint, args.device)
         if args.attention_plot and not captioner.has_attention:
             raise CheckpointError(

@@ -71,7 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         if problem is not None:
             raise ImageFileError(problem)
         for png in plots:
-            check_output(png, overwrite=args.overwrite, inputs=inputs, option="--attention-plot")
+            check_output(
+                png,
+                overwrite=args.overwrite,
+                inputs=inputs,
+                option="--attention-plot",
+                folder_may_be_new=True,
+            )
         answerer = Answerer.from_checkpoint(args.checkpoint, args.device)
         if args.attention_plot and not answerer.has_attention:
             kind = answerer.model_kind

@@ -51,11 +51,13 @@ def check_output(
     overwrite: bool = False,
     inputs: Iterable[str | Path | None] = (),
     option: str = "--output",
+    folder_may_be_new: bool = False,
 ) -> Path:
     """The output path, after refusing anything that would lose the user's data (OutputError).
 
     inputs: the files the command reads (None entries are ignored); an output that is one of them
-    is refused even with overwrite. option: how the message names the path (e.g. "--output")."""
+    is refused even with overwrite. option: how the message names the path (e.g. "--output").
+    folder_may_be_new: a missing folder is fine (the caller creates it before writing: plots)."""
     path = Path(path)
     where = f"{option} {path}" if option else str(path)
     if path.is_dir():
@@ -75,7 +77,7 @@ def check_output(
             raise OutputError(f"{where} exists and is not a regular file; choose another output path")
         if not overwrite:
             raise OutputError(f"{where} exists; pass --overwrite to replace it, or choose another path")
-    if not path.parent.is_dir():
+    if not folder_may_be_new and not path.parent.is_dir():
         raise OutputError(f"{where}: the folder {path.parent} does not exist; create it first")
     return path
 
