@@ -2,7 +2,7 @@
 
     python -m captioning.captioner.cli --checkpoint CKPT IMG [IMG ...] [--beam-size 3 | --greedy]
         [--method greedy|beam|sample] [--max-len N] [--batch-size 16] [--device auto]
-        [--attention-plot DIR] [--skip-bad]
+        [--attention-plot DIR] [--skip-bad] [--output FILE] [--overwrite]
 
 Prints `path<TAB>caption` a line per image, in input order (the caption's words joined by spaces;
 an empty caption gives an empty field). The checkpoint (from `python -m captioning fit`) is all it
@@ -13,8 +13,12 @@ A bad image (missing, a directory, not an image) stops the run before anything i
 on stderr and the others are captioned. --attention-plot DIR writes DIR/<image stem>.png per image
 (the attention over the CNN's feature grid for every generated word; -2, -3, ... after a stem that
 is already taken); it needs an attention (ShowAttendTell, model="attention") checkpoint: a ShowTell
-checkpoint has no attention to plot and is refused before any work, and so is a plot file that
-exists already (nothing the user has is overwritten).
+checkpoint has no attention to plot and is refused before any work.
+
+--output FILE writes the lines there instead of stdout, whole or not at all (a temporary file
+renamed onto FILE at the end). Before any work, an output or plot that is an input image (or a link
+to one), a folder, or a file that exists already is refused (exit status 2); --overwrite replaces
+existing outputs and plots, never an input.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 
 from captioning.captioner.predictor import METHODS, Captioner, image_problem
 from data.core.images import ImageFileError, load_rgb
+from data.core.outputs import OutputError, atomic_output, atomic_path, check_output
 from data.core.parallel import DataError
 from seq2seq.training.checkpoint import CheckpointError
 
@@ -64,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         help="write DIR/<image stem>.png: the attention for every word (attention checkpoints only)",
     )  # fmt: skip
     parser.add_argument("--skip-bad", action="store_true", help="leave unreadable images out, with a warning")
+    parser.add_argument("--output", metavar="FILE", help="write the captions to FILE (default: stdout)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output or plot")
     args = parser.parse_args(argv)
     method = "greedy" if args.greedy else args.method
     if args.greedy and args.method not in ("beam", "greedy"):
@@ -72,14 +79,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--beam-size and --batch-size must be >= 1, got {args.beam_size} and {args.batch_size}")
     if args.max_len is not None and args.max_len < 1:
         parser.error(f"--max-len must be >= 1, got {args.max_len}")
-    if args.attention_plot and Path(args.attention_plot).exists() and not Path(args.attention_plot).is_dir():
-        parser.error(f"--attention-plot {args.attention_plot} exists and is not a folder")
 
     def warn(message: str) -> None:
         print(f"warning: {message}", file=sys.stderr)
 
     paths = list(args.images)
-    try:
+    try:  # every refusal comes before the checkpoint is loaded
+        plot_dir = Path(args.attention_plot) if args.attention_plot else None
+        if plot_dir is not None and plot_dir.exists() and not plot_dir.is_dir():
+            raise OutputError(
+                f"--attention-plot {plot_dir} exists and is not a folder; give a folder for the PNGs"
+            )
+        if args.output:
+            check_output(args.output, overwrite=args.overwrite, inputs=paths)
         problems = [(i, image_problem(p)) for i, p in enumerate(paths)]
         bad = [(i, why) for i, why in problems if why is not None]
         if bad and not args.skip_bad:
@@ -92,12 +104,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ImageFileError("no readable image among the inputs")
         out = Path(args.attention_plot) if args.attention_plot else None
         plots = [out / name for name in plot_names(paths)] if out else []
-        taken = [str(plots[i]) for i in todo if plots and plots[i].exists()]
-        if taken:  # nothing the user had is overwritten, an input image least of all
-            more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
-            raise DataError(
-                f"--attention-plot {args.attention_plot}: {taken[0]} exists{more}; "
-                "choose a new or empty folder for the plots"
+        for i in todo if plots else []:  # nothing the user had is lost, an input image least of all
+            check_output(
+                plots[i],
+                overwrite=args.overwrite,
+                inputs=paths,
+                option="--attention-plot",
+                folder_may_be_new=True,
             )
         captioner = Captioner.from_checkpoint(args.checkpoint, args.device)
         if args.attention_plot and not captioner.has_attention:
@@ -116,23 +129,39 @@ def main(argv: list[str] | None = None) -> int:
             temperature=args.temperature, seed=args.seed, progress=len(todo) > args.batch_size,
             on_bad_image=skip if args.skip_bad else None,
         )  # fmt: skip
+        lines = [f"{paths[i]}\t{c.text}" for i, c in zip(todo, captions) if c is not None]
+        text = "".join(line + "\n" for line in lines)
+        if args.output:
+            with atomic_output(args.output, overwrite=args.overwrite, inputs=paths) as f:
+                f.write(text)
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        if plot_dir is not None:
+            write_plots(captions, todo, paths, plots, args.overwrite, warn)
     except (CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    lines = [f"{paths[i]}\t{c.text}" for i, c in zip(todo, captions) if c is not None]
-    sys.stdout.write("".join(line + "\n" for line in lines))
-    sys.stdout.flush()
-    if args.attention_plot:
-        from seq2seq.training.plots import attention_overlay
-
-        for i, c in zip(todo, captions):
-            if c is None or c.attention is None:
-                continue
-            try:
-                attention_overlay(load_rgb(paths[i]), c.tokens, c.attention, plots[i], title=c.text)
-            except ImageFileError as e:  # changed since it was captioned
-                warn(f"no attention plot: {e}")
     return 0
+
+
+def write_plots(
+    captions, todo: list[int], paths: list[str], plots: list[Path], overwrite: bool, warn
+) -> None:
+    """Each caption's attention overlay, written whole to its plot path (never onto an input)."""
+    from seq2seq.training.plots import attention_overlay
+
+    for i, c in zip(todo, captions):
+        if c is None or c.attention is None:
+            continue
+        try:
+            image = load_rgb(paths[i])
+        except ImageFileError as e:  # changed since it was captioned
+            warn(f"no attention plot: {e}")
+            continue
+        plots[i].parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(plots[i], overwrite=overwrite, inputs=paths, option="--attention-plot") as tmp:
+            attention_overlay(image, c.tokens, c.attention, tmp, title=c.text)
 
 
 if __name__ == "__main__":

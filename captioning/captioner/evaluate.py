@@ -2,6 +2,7 @@
 
     python -m captioning.captioner.evaluate --checkpoint CKPT --data SOURCE [--image-root DIR] [--split test]
         [--beam-size 3 | --greedy] [--limit N] [--max-len N] [--batch-size 16] [--device auto] [--skip-bad]
+        [--output FILE [--overwrite]]
 
 SOURCE is any file data.datamodules.captions reads (Karpathy JSON: its --split images; COCO annotation JSON or
 image_path<TAB>caption TSV: all its images, counted as --split). Prints one JSON line:
@@ -17,6 +18,9 @@ of the split (file order).
 
 A bad image stops the run with `error: cannot read image PATH: ...` (exit 2); --skip-bad leaves such
 images out with a warning and "skipped": K in the JSON.
+
+--output FILE writes the JSON line there instead, whole or not at all; an output that is an input,
+a folder, or an existing file (without --overwrite) is refused before any work (exit status 2).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from captioning.captioner.metrics import METEOR_MISSING, caption_metrics
 from captioning.captioner.predictor import Captioner, image_problem
 from data.core.caption_sources import CaptionImage, read_source
 from data.core.images import ImageFileError
+from data.core.outputs import atomic_output, check_output
 from data.core.parallel import DataError
 from seq2seq.training.checkpoint import CheckpointError
 
@@ -97,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--skip-bad", action="store_true", help="leave unreadable images out, with a warning")
+    parser.add_argument("--output", metavar="FILE", help="write the JSON line to FILE (default: stdout)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     args = parser.parse_args(argv)
     if args.beam_size < 1 or args.batch_size < 1:
         parser.error(f"--beam-size and --batch-size must be >= 1, got {args.beam_size} and {args.batch_size}")
@@ -113,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: skipping: {problem}", file=sys.stderr)
 
     try:
+        if args.output:  # before any work
+            check_output(args.output, overwrite=args.overwrite, inputs=[args.data])
         images = split_images(args.data, args.image_root, args.split, args.limit)
         good = []
         for image in images:  # fail fast, before the model runs
@@ -125,20 +134,26 @@ def main(argv: list[str] | None = None) -> int:
                 raise ImageFileError(f"{problem} (listed in {args.data}); --skip-bad leaves such images out")
         if not good:
             raise DataError(f"{args.data}: no readable {args.split} image")
+        if args.output:  # an image listed in the source is an input too
+            check_output(args.output, overwrite=args.overwrite, inputs=[im.path for im in images])
         captioner = Captioner.from_checkpoint(args.checkpoint, args.device)
         scores, hyps, _ = score(
             captioner, good, method, args.beam_size, args.max_len, args.batch_size,
             progress=len(good) > args.batch_size, on_bad_image=skip if args.skip_bad else None,
         )  # fmt: skip
+        result = {key: METEOR_MISSING if scores[key] is None else round(scores[key], 4) for key in scores}
+        result.update(images=len(hyps), split=args.split, method=method)
+        result["beam_size"] = args.beam_size if method == "beam" else None
+        if args.skip_bad:
+            result["skipped"] = skipped
+        if args.output:
+            with atomic_output(args.output, overwrite=args.overwrite, inputs=[args.data]) as f:
+                f.write(json.dumps(result) + "\n")
+        else:
+            print(json.dumps(result))
     except (CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result = {key: METEOR_MISSING if scores[key] is None else round(scores[key], 4) for key in scores}
-    result.update(images=len(hyps), split=args.split, method=method)
-    result["beam_size"] = args.beam_size if method == "beam" else None
-    if args.skip_bad:
-        result["skipped"] = skipped
-    print(json.dumps(result))
     return 0
 
 

@@ -1,7 +1,7 @@
 """Answer questions about an image with a VQA checkpoint and nothing else.
 
     python -m captioning.vqa.cli --checkpoint CKPT IMAGE "what colour is the star?" ["how many ..." ...]
-        [--top 5] [--attention-plot DIR] [--device auto]
+        [--top 5] [--attention-plot DIR] [--output FILE] [--overwrite] [--device auto]
 
 Prints, per question, the question and its `--top` answers with their probabilities (softmax over
 the model's K answers), most likely first::
@@ -12,10 +12,15 @@ the model's K answers), most likely first::
 
 The checkpoint (from `python -m captioning fit -c configs/vqa/...`) holds the CNN, the VQA network
 and both vocabularies. A question word the model never saw is read as `<unk>` (a warning on stderr
-names it) and the question still gets an answer. An image that cannot be read is named
-(`error: cannot read image PATH: ...`, exit status 2) before any model work. --attention-plot DIR
-writes DIR/<image stem>-q<N>.png per question: each hop's attention over the CNN grid, drawn on the
-image (attention checkpoints only; a file already there is never overwritten).
+names it) and the question still gets an answer; an empty question (no word at all) is refused.
+An image that cannot be read is named (`error: cannot read image PATH: ...`, exit status 2) before
+any model work. --attention-plot DIR writes DIR/<image stem>-q<N>.png per question: each hop's
+attention over the CNN grid, drawn on the image (attention checkpoints only).
+
+--output FILE writes the answers there instead of stdout, whole or not at all (a temporary file
+renamed onto FILE at the end). Before any work, an output or plot that is an input (the image, or
+a link to it), a folder, or a file that exists already is refused (exit status 2); --overwrite
+replaces existing outputs and plots, never an input.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ import sys
 from pathlib import Path
 
 from captioning.captioner.predictor import image_problem
-from captioning.vqa.predictor import Answerer
+from captioning.vqa.predictor import Answerer, check_questions
 from data.core.images import ImageFileError
+from data.core.outputs import OutputError, atomic_output, atomic_path, check_output
 from data.core.parallel import DataError
 from seq2seq.training.checkpoint import CheckpointError
 
@@ -44,21 +50,34 @@ def main(argv: list[str] | None = None) -> int:
         "--attention-plot", metavar="DIR",
         help="write DIR/<image stem>-q<N>.png: each hop's attention (attention checkpoints only)",
     )  # fmt: skip
+    parser.add_argument("--output", metavar="FILE", help="write the answers to FILE (default: stdout)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output or plot")
     args = parser.parse_args(argv)
     if args.top < 1:
         parser.error(f"--top must be >= 1, got {args.top}")
-    if args.attention_plot and Path(args.attention_plot).exists() and not Path(args.attention_plot).is_dir():
-        parser.error(f"--attention-plot {args.attention_plot} exists and is not a folder")
     stem = Path(args.image).stem or "image"
     out = Path(args.attention_plot) if args.attention_plot else None
     plots = [out / f"{stem}-q{n + 1}.png" for n in range(len(args.questions))] if out else []
-    try:
+    inputs = [args.image]
+    try:  # every refusal comes before the checkpoint is loaded
+        check_questions(args.questions)
+        if out is not None and out.exists() and not out.is_dir():
+            raise OutputError(
+                f"--attention-plot {out} exists and is not a folder; give a folder for the PNGs"
+            )
+        if args.output:
+            check_output(args.output, overwrite=args.overwrite, inputs=inputs)
         problem = image_problem(args.image)
         if problem is not None:
             raise ImageFileError(problem)
-        taken = [str(p) for p in plots if p.exists()]
-        if taken:  # nothing the user had is overwritten
-            raise DataError(f"--attention-plot {args.attention_plot}: {taken[0]} exists; choose a new folder")
+        for png in plots:
+            check_output(
+                png,
+                overwrite=args.overwrite,
+                inputs=inputs,
+                option="--attention-plot",
+                folder_may_be_new=True,
+            )
         answerer = Answerer.from_checkpoint(args.checkpoint, args.device)
         if args.attention_plot and not answerer.has_attention:
             kind = answerer.model_kind
@@ -67,24 +86,35 @@ def main(argv: list[str] | None = None) -> int:
                 "--attention-plot needs a model='attention' checkpoint"
             )
         answers = answerer.answer(args.image, args.questions, top=args.top)
+        lines = []
+        for a in answers:
+            if a.unknown:
+                print(f"warning: {a.question!r}: words the model never saw, read as <unk>: "
+                      f"{', '.join(a.unknown)}", file=sys.stderr)  # fmt: skip
+            lines.append(a.question)
+            lines.extend(f"  {p:.3f}  {text}" for text, p in a.top)
+        text = "".join(line + "\n" for line in lines)
+        if args.output:
+            with atomic_output(args.output, overwrite=args.overwrite, inputs=inputs) as f:
+                f.write(text)
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        if args.attention_plot:
+            from seq2seq.training.plots import attention_overlay
+
+            out.mkdir(parents=True, exist_ok=True)
+            for a, png in zip(answers, plots):
+                hops = [f"hop {k + 1}" for k in range(a.attention.shape[0])]
+                answer, p = a.top[0]
+                with atomic_path(
+                    png, overwrite=args.overwrite, inputs=inputs, option="--attention-plot"
+                ) as tmp:
+                    attention_overlay(args.image, hops, a.attention, tmp, title=f"answer: {answer} ({p:.2f})")
+                print(f"attention plot for {a.question!r}: {png}", file=sys.stderr)
     except (CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for a in answers:
-        if a.unknown:
-            print(f"warning: {a.question!r}: words the model never saw, read as <unk>: "
-                  f"{', '.join(a.unknown)}", file=sys.stderr)  # fmt: skip
-        print(a.question)
-        for text, p in a.top:
-            print(f"  {p:.3f}  {text}")
-    if args.attention_plot:
-        from seq2seq.training.plots import attention_overlay
-
-        for a, png in zip(answers, plots):
-            hops = [f"hop {k + 1}" for k in range(a.attention.shape[0])]
-            answer, p = a.top[0]
-            attention_overlay(args.image, hops, a.attention, png, title=f"answer: {answer} ({p:.2f})")
-            print(f"attention plot for {a.question!r}: {png}", file=sys.stderr)
     return 0
 
 

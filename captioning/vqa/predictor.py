@@ -22,6 +22,7 @@ from torch import Tensor
 
 from captioning.vqa.network import VQANet
 from data.core.images import load_rgb
+from data.core.parallel import DataError
 from data.core.vocab import Vocabulary
 from data.datamodules.vqa import TOKENIZER_NAME, pad_questions, tokenize_question
 from seq2seq.modules.vision import ImageEncoder
@@ -29,6 +30,19 @@ from seq2seq.predictor import Predictor, image_transform
 from seq2seq.training.checkpoint import CheckpointError, build_from_hparams
 
 __all__ = ["Answer", "Answerer"]
+
+
+def check_questions(questions: list[str]) -> None:
+    """DataError (a ValueError) naming the first question without a word (empty, spaces or
+    punctuation only), or when there is no question at all."""
+    if isinstance(questions, str) or not questions:
+        raise DataError("give a list of one or more questions, e.g. ['what colour is the star?']")
+    for n, question in enumerate(questions, start=1):
+        if not tokenize_question(question):
+            raise DataError(
+                f"question {n} ({question!r}) is empty: ask something about the image, "
+                "e.g. 'what colour is the star?'"
+            )
 
 
 @dataclass
@@ -102,7 +116,9 @@ class Answerer(Predictor):
     @torch.inference_mode()
     def answer(self, image: str | Path | Image.Image, questions: list[str], top: int = 5) -> list[Answer]:
         """The `top` answers of each question about `image`, a path or a PIL image (ImageFileError
-        when the file cannot be read)."""
+        when the file cannot be read). An empty question (or one of spaces or punctuation only) is
+        refused with a DataError (a ValueError) naming it: the model would answer it anyway."""
+        check_questions(questions)
         rgb = image.convert("RGB") if isinstance(image, Image.Image) else load_rgb(image)
         pixels = self.transform(rgb).unsqueeze(0).to(self.device)
         grid = self.encoder(pixels).expand(len(questions), -1, -1)  # (B, R, F): one image, B questions

@@ -22,7 +22,11 @@ What is read and what is left out (the counts land in ``stats.json``):
   deterministic).
 - Whitespace is normalised: every run of whitespace (newlines, tabs, non-breaking spaces) becomes
   one space and the ends are stripped, so a multi-line message becomes one line.
-- A catalog that cannot be read is skipped with a warning naming it.
+- Each catalog is decoded with the charset its header declares (``Content-Type: text/plain;
+  charset=ISO-8859-1`` and so on; UTF-8 when it declares none), as GNU gettext does; an entry
+  whose bytes are not valid in that charset is dropped as ``undecodable``. A catalog that cannot
+  be read at all (not a .mo file, truncated, a charset Python does not know) is skipped with a
+  warning naming it.
 
 The split is a stable hash of the source sentence (SHA-1 salted with ``--seed``), so a source
 is in exactly one split and the split is the same on every machine.
@@ -31,7 +35,7 @@ is in exactly one split and the split is the same on every machine.
 from __future__ import annotations
 
 import argparse
-import gettext
+import codecs
 import re
 import struct
 import sys
@@ -51,7 +55,9 @@ from data.core.corpus_io import (
 
 DEFAULT_LOCALE_DIR = "/usr/share/locale"
 ISO_PREFIXES = ("iso_639", "iso_3166", "iso_4217", "iso_15924")
-DROP_REASONS = ("header", "plural", "context", "empty", "untranslated", "duplicate")
+DROP_REASONS = ("header", "plural", "context", "empty", "untranslated", "duplicate", "undecodable")
+MO_MAGIC = 0x950412DE
+_CHARSET = re.compile(rb"charset\s*=\s*([A-Za-z0-9_.:+-]+)", re.IGNORECASE)
 _LANG_CODE = re.compile(r"^[A-Za-z]{2,3}(_[A-Za-z0-9]{2,3})?(@[A-Za-z0-9]+)?$")
 
 
@@ -102,10 +108,61 @@ def find_catalogs(tgt: str, locale_dir: Path, include_iso: bool) -> tuple[list[P
     return kept, n_iso
 
 
-def read_catalog(path: Path) -> dict:
-    """The raw ``GNUTranslations._catalog`` of one ``.mo`` file (msgid or (msgid, n) -> msgstr)."""
-    with open(path, "rb") as f:
-        return gettext.GNUTranslations(f)._catalog
+def mo_entries(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The (msgid, msgstr) byte strings of a GNU .mo file, either byte order; ValueError naming
+    what is wrong when the file is not one."""
+    if len(data) < 20:
+        raise ValueError("too short for a .mo file")
+    for order in ("<", ">"):
+        if struct.unpack(f"{order}I", data[:4])[0] == MO_MAGIC:
+            break
+    else:
+        raise ValueError("not a .mo file (bad magic number)")
+    version, n, ids_at, strs_at = struct.unpack(f"{order}4I", data[4:20])
+    if version >> 16 not in (0, 1):
+        raise ValueError(f"unsupported .mo file version {version >> 16}")
+    entries = []
+    for i in range(n):
+        id_len, id_at = struct.unpack_from(f"{order}2I", data, ids_at + 8 * i)
+        str_len, str_at = struct.unpack_from(f"{order}2I", data, strs_at + 8 * i)
+        if id_at + id_len > len(data) or str_at + str_len > len(data):
+            raise ValueError(f"entry {i} lies past the end of the file (truncated .mo file)")
+        entries.append((data[id_at : id_at + id_len], data[str_at : str_at + str_len]))
+    return entries
+
+
+def mo_charset(entries: list[tuple[bytes, bytes]]) -> str:
+    """The charset the header entry (msgid "") declares, checked with codecs; "utf-8" without one.
+    LookupError for a charset Python does not know (e.g. the template's "CHARSET")."""
+    header = next((msgstr for msgid, msgstr in entries if msgid == b""), b"")
+    found = _CHARSET.search(header)
+    charset = found.group(1).decode("ascii") if found else "utf-8"
+    try:
+        return codecs.lookup(charset).name
+    except LookupError:
+        raise LookupError(f"the header declares charset {charset!r}, which Python cannot decode") from None
+
+
+def read_catalog(path: Path, dropped: dict[str, int] | None = None) -> dict:
+    """One ``.mo`` file as ``GNUTranslations._catalog`` holds it (msgid or (msgid, n) -> msgstr),
+    decoded with the charset its header declares. An entry that is not valid in that charset is
+    left out (counted as dropped["undecodable"] when `dropped` is given); a file that is not a
+    .mo catalog, or declares an unknown charset, is a ValueError or LookupError."""
+    entries = mo_entries(Path(path).read_bytes())
+    charset = mo_charset(entries)
+    catalog: dict = {}
+    for msgid, msgstr in entries:
+        try:
+            if b"\0" in msgid:  # a plural entry: msgid and msgid_plural, the forms joined by NULs
+                singular = msgid.split(b"\0")[0].decode(charset)
+                forms = [form.decode(charset) for form in msgstr.split(b"\0")]
+                catalog.update(((singular, n), form) for n, form in enumerate(forms))
+            else:
+                catalog[msgid.decode(charset)] = msgstr.decode(charset)
+        except UnicodeDecodeError:
+            if dropped is not None:
+                dropped["undecodable"] += 1
+    return catalog
 
 
 def catalog_pairs(catalog: dict, dropped: dict[str, int]) -> list[tuple[str, str]]:
@@ -140,7 +197,7 @@ def collect_pairs(paths: list[Path], stats: dict) -> list[tuple[str, str]]:
     pairs = []
     for path in tqdm(paths, desc="catalogs", unit="mo", disable=None):
         try:
-            catalog = read_catalog(path)
+            catalog = read_catalog(path, dropped)
         except (OSError, ValueError, struct.error, IndexError, LookupError) as err:
             print(f"warning: skipping unreadable catalog {path}: {err}", file=sys.stderr)
             stats["catalogs"]["skipped"] += 1

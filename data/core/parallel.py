@@ -6,8 +6,10 @@ not UTF-8, a TSV line without a tab. Pairs with an empty side are skipped and co
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 
 class DataError(ValueError):
@@ -34,22 +36,32 @@ class ParallelText:
         return len(self.src)
 
 
+def decode_line(raw: bytes, origin: str, number: int) -> str:
+    """One line's bytes -> its text without the line end; DataError naming origin and line if the
+    bytes are not UTF-8."""
+    try:
+        return raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{origin}, line {number}: not valid UTF-8 ({e.reason} at byte {e.start}); "
+            "convert the file to UTF-8, e.g. with `iconv -f LATIN1 -t UTF-8`"
+        ) from None
+
+
+def iter_lines(stream: BinaryIO, origin: str) -> Iterator[str]:
+    """The lines of a binary stream (a file opened "rb", sys.stdin.buffer), decoded one by one as
+    they are read; a line that is not UTF-8 is a DataError naming origin (e.g. "<stdin>") and line."""
+    for number, raw in enumerate(stream, start=1):
+        yield decode_line(raw, origin, number)
+
+
 def read_lines(path: str | Path) -> list[str]:
     """All lines of a UTF-8 text file without their line ends; errors name the file and line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    lines = []
     with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                lines.append(raw.decode("utf-8").rstrip("\r\n"))
-            except UnicodeDecodeError as e:
-                raise DataError(
-                    f"{path}, line {number}: not valid UTF-8 ({e.reason} at byte {e.start}); "
-                    "convert the file to UTF-8, e.g. with `iconv -f LATIN1 -t UTF-8`"
-                ) from None
-    return lines
+        return list(iter_lines(f, str(path)))
 
 
 def read_parallel(src_path: str | Path, tgt_path: str | Path) -> ParallelText:

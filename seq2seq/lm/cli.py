@@ -1,7 +1,7 @@
 """Generate or score text with a language-model checkpoint and nothing else.
 
     python -m seq2seq.lm.cli --checkpoint CKPT [--prompt "..."] [--num 5] [--max-len 50]
-        [--temperature 1.0] [--top-k 0] [--seed 0] [--no-unk]
+        [--temperature 1.0] [--top-k 0] [--seed 0] [--no-unk] [--output FILE [--overwrite]]
     python -m seq2seq.lm.cli --checkpoint CKPT --score "a sentence" [--score "another" ...]
 
 Sampling is seed 002 Algorithm 8-1: start at <bos> with a zero state and draw each token from
@@ -10,7 +10,9 @@ model first and sampling continues it. --temperature divides the logits (0: gree
 every time), --top-k keeps the k likeliest tokens. One detokenized sample a line. With --score
 each sentence gets a line ``LOGPROB<TAB>TOKENS<TAB>SENTENCE``: log P(sentence, <eos> | <bos>)
 in nats and its number of tokens (<eos> included), e.g. to rank a recogniser's candidates. The
-checkpoint is loaded with torch.load(weights_only=True).
+checkpoint is loaded with torch.load(weights_only=True). --output FILE writes the lines there
+instead of stdout, whole or not at all; an existing FILE (without --overwrite) or a folder is refused
+before any work (exit status 2).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from data.core.outputs import OutputError, atomic_output, check_output
 from seq2seq.lm.predictor import LanguageModelPredictor
 from seq2seq.training.checkpoint import CheckpointError
 
@@ -37,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         help="print log P(SENTENCE) instead of sampling; may be given several times",
     )  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--output", metavar="FILE", help="write the lines to FILE (default: stdout)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     args = parser.parse_args(argv)
     if args.num < 1:
         parser.error(f"--num must be >= 1, got {args.num}")
@@ -47,19 +52,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.top_k < 0:
         parser.error(f"--top-k must be >= 0, got {args.top_k}")
     try:
+        if args.output:  # before any work
+            check_output(args.output, overwrite=args.overwrite, inputs=[args.checkpoint])
         runner = LanguageModelPredictor.from_checkpoint(args.checkpoint, args.device)
-    except CheckpointError as e:
+        if args.score:
+            scores = zip(args.score, runner.score(args.score))
+            lines = [f"{logp:.4f}\t{n}\t{sentence}" for sentence, (logp, n) in scores]
+        else:
+            lines = runner.generate(
+                num=args.num, prompt=args.prompt, max_len=args.max_len, temperature=args.temperature,
+                top_k=args.top_k, seed=args.seed, allow_unk=not args.no_unk,
+            )  # fmt: skip
+        text = "".join(f"{line}\n" for line in lines)
+        if args.output:
+            with atomic_output(args.output, overwrite=args.overwrite, inputs=[args.checkpoint]) as f:
+                f.write(text)
+        else:
+            sys.stdout.write(text)
+    except (CheckpointError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.score:
-        for sentence, (logp, n) in zip(args.score, runner.score(args.score)):
-            print(f"{logp:.4f}\t{n}\t{sentence}")
-        return 0
-    for text in runner.generate(
-        num=args.num, prompt=args.prompt, max_len=args.max_len, temperature=args.temperature,
-        top_k=args.top_k, seed=args.seed, allow_unk=not args.no_unk,
-    ):  # fmt: skip
-        print(text)
     return 0
 
 

@@ -1,10 +1,12 @@
 """Score a checkpoint on a test set: sacreBLEU (with its signature) and nltk corpus BLEU.
 
     python -m seq2seq.translation.evaluate --checkpoint CKPT --src FILE --ref FILE [--beam-size 5]
-        [--images FILE --image-dir DIR [--skip-bad] [--shuffle-images SEED]]
+        [--images FILE --image-dir DIR [--skip-bad] [--shuffle-images SEED]] [--output FILE [--overwrite]]
 
 Prints one JSON line: {"sacrebleu": ..., "signature": ..., "nltk_bleu": ..., "copy_sacrebleu": ...,
 "sentences": ...}. copy_sacrebleu scores the source itself as the output (the baseline to beat).
+--output FILE writes the JSON line there instead, whole or not at all; an output that is an input,
+a folder, or an existing file (without --overwrite) is refused before any work (exit status 2).
 
 A multimodal checkpoint needs --images (one image file name a line, line i for pair i: the
 Multi30k `{split}_images.txt`) and --image-dir. --skip-bad leaves pairs with a missing or
@@ -21,6 +23,7 @@ import sys
 from pathlib import Path
 
 from data.core.images import ImageFileError, check_image
+from data.core.outputs import atomic_output, check_output
 from data.core.parallel import DataError, read_lines
 from data.core.tokenizers import WordTokenizer
 from seq2seq.training.checkpoint import CheckpointError
@@ -43,9 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-dir", default=".", help="folder the image names are relative to")
     parser.add_argument("--skip-bad", action="store_true", help="leave out pairs whose image is bad")
     parser.add_argument("--shuffle-images", type=int, metavar="SEED", help="permute the images (incongruent)")
+    parser.add_argument("--output", metavar="FILE", help="write the JSON line to FILE (default: stdout)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     args = parser.parse_args(argv)
     skipped = 0
+    inputs = [args.src, args.ref, args.images]
     try:
+        if args.output:  # before any work
+            check_output(args.output, overwrite=args.overwrite, inputs=inputs)
         src, ref = read_lines(args.src), read_lines(args.ref)
         if len(src) != len(ref):
             raise DataError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
@@ -79,18 +87,23 @@ def main(argv: list[str] | None = None) -> int:
             src, args.beam_size, args.alpha, batch_size=args.batch_size,
             progress=len(src) > args.batch_size, images=images,
         )]  # fmt: skip
+        bleu, signature = sacre_bleu(hyps, ref)
+        copy, _ = sacre_bleu(src, ref)
+        tok = WordTokenizer(kind="toktok")
+        nltk4 = nltk_bleu([tok.tokenize(h) for h in hyps], [[tok.tokenize(r)] for r in ref])["bleu4"]
+        line = json.dumps({
+            "sacrebleu": round(bleu, 2), "signature": signature, "nltk_bleu": round(nltk4, 2),
+            "copy_sacrebleu": round(copy, 2), "sentences": len(src), "beam_size": args.beam_size,
+            **({"skipped": skipped, "shuffle_images": args.shuffle_images} if args.images else {}),
+        }) + "\n"  # fmt: skip
+        if args.output:
+            with atomic_output(args.output, overwrite=args.overwrite, inputs=inputs) as f:
+                f.write(line)
+        else:
+            sys.stdout.write(line)
     except (CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    bleu, signature = sacre_bleu(hyps, ref)
-    copy, _ = sacre_bleu(src, ref)
-    tok = WordTokenizer(kind="toktok")
-    nltk4 = nltk_bleu([tok.tokenize(h) for h in hyps], [[tok.tokenize(r)] for r in ref])["bleu4"]
-    print(json.dumps({
-        "sacrebleu": round(bleu, 2), "signature": signature, "nltk_bleu": round(nltk4, 2),
-        "copy_sacrebleu": round(copy, 2), "sentences": len(src), "beam_size": args.beam_size,
-        **({"skipped": skipped, "shuffle_images": args.shuffle_images} if args.images else {}),
-    }))  # fmt: skip
     return 0
 
 

@@ -130,12 +130,14 @@ class Translator(Predictor):
         warn=None,
         images: list[str | Path] | None = None,
         features: torch.Tensor | None = None,
+        first_line: int = 1,
     ) -> list[list[Translation]]:
         """One list of n_best translations per sentence, in input order (empty in, empty out).
         A multimodal model takes one image a sentence: `images` (paths; None for an empty one) or
         their `features`
         (N, R, C), e.g. from the feature cache; with attention fusion a Translation has its
-        attention over the image grid too (image_attention, (T, R))."""
+        attention over the image grid too (image_attention, (T, R)). A warning names sentence i as
+        line first_line + i (a caller that translates a file in chunks passes the chunk's first line)."""
         if self.multimodal and images is None and features is None:
             raise DataError("this checkpoint translates a sentence with its image: give one image a sentence")
         if not self.multimodal and (images is not None or features is not None):
@@ -158,7 +160,7 @@ class Translator(Predictor):
         for i, (_, _, cut) in enumerate(encoded):
             if cut and warn is not None:
                 warn(
-                    f"line {i + 1}: {len(self.src_tokenizer.tokenize(sentences[i]))} tokens, "
+                    f"line {first_line + i}: {len(self.src_tokenizer.tokenize(sentences[i]))} tokens, "
                     f"truncated to the model's maximum of {self.max_len}"
                 )
         results: list[list[Translation]] = [[Translation("", 0.0, [])] * n_best for _ in sentences]

@@ -492,10 +492,9 @@ def test_cli_attention_plot_with_showtell_is_refused_before_any_work(trained, tm
 def test_cli_attention_plot_onto_a_file_is_a_usage_error(trained, tmp_path, capsys):
     taken = tmp_path / "plots"
     taken.write_text("mine\n")
-    with pytest.raises(SystemExit) as exit_:
-        caption_cli.main(["--checkpoint", str(trained.ckpt["attention"]), str(trained.test_images[0]),
-                          "--attention-plot", str(taken)])  # fmt: skip
-    assert exit_.value.code == 2
+    code = caption_cli.main(["--checkpoint", str(trained.ckpt["attention"]), str(trained.test_images[0]),
+                             "--attention-plot", str(taken)])  # fmt: skip
+    assert code == 2
     assert "not a folder" in capsys.readouterr().err
     assert taken.read_text() == "mine\n"
 
@@ -509,8 +508,34 @@ def test_cli_attention_plot_never_overwrites_an_input_image(trained, tmp_path, c
         ["--checkpoint", trained.ckpt["attention"], image, "--greedy", "--attention-plot", tmp_path],
         capsys,
     )
-    # either refused (exit 2, nothing written) or written under another name: the image stays
+    # refused before any work (exit 2, nothing written), --overwrite or not: the image stays
+    assert rc == 2 and "is the same file as the input" in err and out == "", (rc, out, err)
     assert image.read_bytes() == before, (rc, out, err)
+    rc, out, err = run_main(
+        caption_cli.main,
+        ["--checkpoint", trained.ckpt["attention"], image, "--attention-plot", tmp_path, "--overwrite"],
+        capsys,
+    )
+    assert rc == 2 and "is the same file as the input" in err and image.read_bytes() == before
+
+
+def test_cli_output_file_is_written_whole_and_never_replaced_without_overwrite(trained, tmp_path, capsys):
+    out = tmp_path / "captions.tsv"
+    out.write_text("earlier captions\n")
+    argv = ["--checkpoint", trained.ckpt["showtell"], trained.test_images[0], "--greedy", "--output", out]
+    rc, stdout, err = run_main(caption_cli.main, argv, capsys)
+    assert (
+        rc == 2
+        and err == f"error: --output {out} exists; pass --overwrite to replace it, or choose another path\n"
+    )
+    assert out.read_text() == "earlier captions\n"
+    rc, stdout, err = run_main(caption_cli.main, [*argv, "--overwrite"], capsys)
+    assert rc == 0 and stdout == "", err
+    (line,) = out.read_text(encoding="utf-8").splitlines()
+    assert line.startswith(f"{trained.test_images[0]}\t")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["captions.tsv"]
+    rc, _, err = run_main(caption_cli.main, [*argv[:-1], tmp_path], capsys)
+    assert rc == 2 and f"--output {tmp_path} is a folder" in err
 
 
 def test_plot_names_never_collide():

@@ -109,7 +109,15 @@ def test_answer_prints_the_top_answers_with_probabilities(trained, tmp_path):
     assert sorted(p.name for p in plots.iterdir()) == ["image-q1.png", "image-q2.png"]
     assert Image.open(plots / "image-q1.png").size[0] > 100
     again = answer(trained, str(trained.image), "how many shapes are there?", "--attention-plot", str(plots))
-    assert again.returncode == 2 and "image-q1.png exists; choose a new folder" in again.stderr
+    assert again.returncode == 2 and "image-q1.png exists; pass --overwrite to replace it" in again.stderr
+    before = (plots / "image-q1.png").read_bytes()
+    out = tmp_path / "answers.txt"
+    again = answer(trained, str(trained.image), "how many shapes are there?", "--attention-plot", str(plots),
+                   "--overwrite", "--output", str(out))  # fmt: skip
+    assert again.returncode == 0 and again.stdout == "", explain(again)
+    assert (plots / "image-q1.png").read_bytes() != before  # replaced, whole
+    assert out.read_text(encoding="utf-8").splitlines()[0] == "how many shapes are there?"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["answers.txt", "plots"]
 
 
 def test_the_answers_are_those_of_the_training_module(trained):
@@ -196,3 +204,29 @@ def test_a_bad_data_option_ends_the_fit_with_one_error_line(tmp_path):
         "image_id -> path per split) or images: null with image_pattern"
     )
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("question", ["", "   \t ", "??"])
+def test_an_empty_question_is_refused(trained, tmp_path, capsys, question):
+    """By the CLI before the checkpoint is read (exit 2, one error line), and by the Answerer
+    (a ValueError naming the question), instead of being answered."""
+    missing = tmp_path / "never-read.ckpt"
+    code = answer_cli.main(["--checkpoint", str(missing), str(trained.image), "what colour?", question])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err == f"error: question 2 ({question!r}) is empty: ask something about the image, " \
+        "e.g. 'what colour is the star?'\n"  # fmt: skip
+    answerer = Answerer.from_checkpoint(trained.ckpt["blind"], "cpu")
+    with pytest.raises(ValueError, match=r"question 1 .* is empty"):
+        answerer.answer(trained.image, [question])
+    assert answerer.answer(trained.image, ["how many shapes are there?"], top=1)[0].top
+
+
+def test_the_image_is_never_an_output(trained, tmp_path, capsys):
+    image = tmp_path / "image.png"
+    shutil.copy(trained.image, image)
+    before = image.read_bytes()
+    code = answer_cli.main(["--checkpoint", str(trained.ckpt["attention"]), str(image), "what?",
+                            "--output", str(image), "--overwrite"])  # fmt: skip
+    assert code == 2 and "is the same file as the input" in capsys.readouterr().err
+    assert image.read_bytes() == before

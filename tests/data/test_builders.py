@@ -27,13 +27,13 @@ HEADER = "Content-Type: text/plain; charset=UTF-8\n"
 # helpers
 
 
-def write_mo(path: Path, messages: dict[str, str]) -> Path:
-    """Write a GNU .mo file (little-endian, no hash table) holding ``messages``.
+def write_mo(path: Path, messages: dict[str, str], encoding: str = "utf-8") -> Path:
+    """Write a GNU .mo file (little-endian, no hash table) holding ``messages`` in ``encoding``.
 
     Keys are msgids as gettext stores them: ``"ctx\\x04msgid"`` for a msgctxt, ``"one\\0many"``
     for a plural entry (then the value is the forms joined by ``"\\0"``), ``""`` for the header.
     """
-    items = sorted((k.encode(), v.encode()) for k, v in messages.items())
+    items = sorted((k.encode(encoding), v.encode(encoding)) for k, v in messages.items())
     n = len(items)
     ids_start = 28 + 16 * n
     ids_blob, strs_blob, id_table, str_table = b"", b"", b"", b""
@@ -135,6 +135,7 @@ def test_gettext_filters_and_counts(locale_dir, tmp_path, capsys):
         "empty": 2,
         "untranslated": 1,
         "duplicate": 1,
+        "undecodable": 0,
     }
     assert stats["catalogs"]["read"] == 2
     assert stats["catalogs"]["skipped"] == 1
@@ -577,3 +578,54 @@ def test_multi30k_cli(tmp_path):
     done = run_cli(*args)
     assert done.returncode == 0, done.stderr
     assert f"--data.init_args.image_dir {images}" in done.stdout
+
+
+LATIN1_HEADER = (
+    "Project-Id-Version: net-tools 1.51\nLast-Translator: Ralf B\u00e4chle\n"
+    "Content-Type: text/plain; charset=ISO-8859-1\nContent-Transfer-Encoding: 8bit\n"
+)
+
+
+def test_a_latin1_catalog_is_decoded_with_the_charset_it_declares(tmp_path, capsys):
+    """Like net-tools.mo: an ISO-8859-1 catalog (its header too) used to be skipped as unreadable
+    (Python's GNUTranslations decodes the header as UTF-8); it is read with its own charset."""
+    from data.builders.gettext import read_catalog
+
+    messages = {
+        "": LATIN1_HEADER,
+        "Counts": "Z\u00e4hler",
+        "Size": "Gr\u00f6\u00dfe",
+        "%d file\0%d files": "%d Datei\0%d Dateien",
+    }
+    path = write_mo(tmp_path / "loc" / "de" / "LC_MESSAGES" / "net-tools.mo", messages, "iso-8859-1")
+    assert "\u00e4".encode("utf-8") not in path.read_bytes() and b"Z\xe4hler" in path.read_bytes()
+    catalog = read_catalog(path)
+    assert catalog["Counts"] == "Z\u00e4hler" and catalog["Size"] == "Gr\u00f6\u00dfe"
+    assert catalog[("%d file", 1)] == "%d Dateien"
+    stats = build_gettext_corpus("en", "de", tmp_path / "gt", locale_dir=tmp_path / "loc")
+    merged = {k: v for split in corpus_pairs(tmp_path / "gt").values() for k, v in split.items()}
+    assert merged == {"Counts": "Z\u00e4hler", "Size": "Gr\u00f6\u00dfe"}
+    assert stats["catalogs"]["read"] == 1 and stats["catalogs"]["skipped"] == 0
+    assert "skipping" not in capsys.readouterr().err
+
+
+def test_only_what_cannot_be_decoded_is_skipped(tmp_path, capsys):
+    """A UTF-8 catalog with one entry of Latin-1 bytes loses that entry, not the catalog; a
+    catalog that declares a charset Python does not know is skipped with a warning naming it."""
+    from data.builders.gettext import read_catalog
+
+    good = write_mo(
+        tmp_path / "loc" / "de" / "LC_MESSAGES" / "a.mo",
+        {"": HEADER, "Open": "\u00d6ffnen", "Save": "Sichern"},
+    )
+    data = good.read_bytes().replace("\u00d6ffnen".encode(), b"\xd6ffnen!")  # same length, not UTF-8
+    good.write_bytes(data)
+    dropped = {"undecodable": 0}
+    assert read_catalog(good, dropped) == {"": HEADER, "Save": "Sichern"} and dropped == {"undecodable": 1}
+    odd = HEADER.replace("UTF-8", "CHARSET")
+    assert "CHARSET" in odd
+    bad = write_mo(tmp_path / "loc" / "de" / "LC_MESSAGES" / "b.mo", {"": odd, "Close": "Schlie\u00dfen"})
+    stats = build_gettext_corpus("en", "de", tmp_path / "gt", locale_dir=tmp_path / "loc")
+    assert stats["catalogs"]["skipped_files"] == [str(bad)] and stats["dropped"]["undecodable"] == 1
+    err = capsys.readouterr().err
+    assert str(bad) in err and "CHARSET" in err
