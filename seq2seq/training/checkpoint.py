@@ -29,9 +29,12 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means: not a usable checkpoint
-        first = (str(e).strip().splitlines() or [""])[0]
+        first = (str(e).strip().splitlines() or [""])[0].split(". ")[0]  # torch adds paragraphs
         why = f"{type(e).__name__}: {first}"
-        raise CheckpointError(f"{path}: not a loadable seqcap checkpoint ({why})") from None
+        raise CheckpointError(
+            f"{path}: not a loadable seqcap checkpoint ({why}): truncated, damaged or not a .ckpt that "
+            "`seqcap fit` wrote; use another checkpoint"
+        ) from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a Lightning checkpoint (a {type(ckpt).__name__}, not a dict)")
     return ckpt

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import netrc
 import os
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +25,7 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
+from seq2seq.training.cli_checks import resumable_versions, review_ckpt_path, user_error
 from seq2seq.training.resume import AtomicCheckpointIO, BestAndLastCheckpoint
 
 WandbMode = Literal["off", "auto", "offline", "online"]
@@ -98,6 +100,18 @@ class SeqCapCLI(LightningCLI):
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.num_answers", "model.init_args.num_answers", apply_on="instantiate")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """Parses, then checks a --ckpt_path before anything is built (cli_checks.review_ckpt_path:
+        the file loads, is of the config's task, its network is the one the options give)."""
+        super().parse_arguments(parser, args)
+        argv = sys.argv[1:] if args is None else args if isinstance(args, list) else []
+        self.ckpt_file = review_ckpt_path(self.config, argv)
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning would parse a ckpt_path's hyperparameters over the config and the command line
+        here, silently (a --model option would be dropped); review_ckpt_path has done it instead,
+        and said what differs."""
+
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         self.use_model_monitor(cfg)
@@ -105,10 +119,7 @@ class SeqCapCLI(LightningCLI):
         version = None
         if self.subcommand == "fit" and cfg.get("ckpt_path") == "last":
             # resume: log into the latest run's folder, where its last.ckpt is found
-            versions = sorted(
-                int(p.name.split("_")[1]) for p in (root / cfg.run_name).glob("version_*")
-                if p.name.split("_")[1].isdigit() and (p / "checkpoints" / "last.ckpt").exists()
-            )  # fmt: skip
+            versions = resumable_versions(root, cfg.run_name)
             version = versions[-1] if versions else None
         loggers = [ResumableCSVLogger(save_dir=str(root), name=cfg.run_name, version=version)]
         mode = cfg.wandb
@@ -168,19 +179,15 @@ def main(args: list[str] | None = None) -> SeqCapCLI:
 
 
 def run(args: list[str] | None = None) -> SeqCapCLI:
-    """`main` for a `__main__` module: an error in the user's data or checkpoint (DataError,
-    CheckpointError: it names the file and the line, image or option) ends the run with that
-    message instead of a traceback, also when a constructor raised it while LightningCLI built
-    the classes (jsonargparse then raises its own error with ours as the cause)."""
-    from data.core.parallel import DataError
-    from seq2seq.training.checkpoint import CheckpointError
-
+    """`main` for a `__main__` module: a user error (a DataError or CheckpointError, which names the
+    file and the line, image or option, or a ValueError one of our constructors raised about its
+    arguments; cli_checks.user_error) ends the run with one line `error: ...` on stderr and exit
+    status 2 instead of a traceback, also when LightningCLI wrapped it in jsonargparse's error."""
     try:
         return main(args)
     except Exception as e:  # noqa: BLE001 - re-raised unless a user error is in its chain
-        cause: BaseException | None = e
-        while cause is not None and not isinstance(cause, (DataError, CheckpointError)):
-            cause = cause.__cause__ or cause.__context__
-        if cause is None:
+        message = user_error(e)
+        if message is None:
             raise
-        raise SystemExit(f"error: {cause}") from None
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

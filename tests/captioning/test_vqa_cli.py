@@ -198,7 +198,7 @@ def test_a_bad_data_option_ends_the_fit_with_one_error_line(tmp_path):
          "--data.init_args.images", "null"],
         REPO,
     )  # fmt: skip
-    assert result.returncode == 1, explain(result)
+    assert result.returncode == 2, explain(result)
     assert result.stderr.strip().splitlines()[-1] == (
         "error: VQADataModule: images=None, image_pattern=None: give one, either images (a JSON map "
         "image_id -> path per split) or images: null with image_pattern"
