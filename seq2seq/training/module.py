@@ -110,7 +110,7 @@ class SeqCapModule(pl.LightningModule):
             meta["image_mean"], meta["image_std"] = list(encoder.mean), list(encoder.std)
         checkpoint["seqcap"] = meta
         self.plateau.save(checkpoint)
-        # every process's random states of the training stream (not validation's: `isolated`)
+        # every process's random states of the training stream (not validation's: see below)
         checkpoint["random_states"] = gather(self._training_states or random_states())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

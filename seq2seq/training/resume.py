@@ -3,9 +3,9 @@
 What a checkpoint needs for that, beyond Lightning's weights, optimizer and loop counters:
 
 random states    Python's, NumPy's, torch's (CPU and every CUDA device) of every process,
-                 written by `SeqCapModule.on_save_checkpoint` (`collect`) and set again when the
-                 resumed training starts (`restore`, from `on_train_start`). Validation and the
-                 sanity check draw from a copy of the states (`isolated`), so the training's own
+                 written by `SeqCapModule.on_save_checkpoint` (`random_states`) and set again when the
+                 resumed training starts (`SeqCapModule.on_train_start`). Validation draws from a
+                 copy of them (`SeqCapModule.on_validation_start/end`), so the training's own
                  stream does not depend on where validation ran or was skipped.
 the epoch        the training loader's (epoch, batches served): data/core/resumable.py.
 position
@@ -17,7 +17,6 @@ And checkpoints that cannot be torn (`AtomicCheckpointIO`) and a `last.ckpt` tha
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 from pathlib import Path
@@ -55,16 +54,6 @@ def set_random_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-@contextlib.contextmanager
-def isolated():
-    """Run a block (validation) on a copy of the random states: afterwards they are as before."""
-    saved = random_states()
-    try:
-        yield
-    finally:
-        set_random_states(saved)
 
 
 def gather(value: Any) -> list[Any]:
