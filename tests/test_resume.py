@@ -165,6 +165,8 @@ def assert_same_weights(a: dict, b: dict) -> None:
     assert a["state_dict"].keys() == b["state_dict"].keys()
     different = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
     assert not different, f"weights differ from the uninterrupted run: {different[:5]}"
+    # and what the plots are drawn from (captioning: per-epoch metrics, SCST rewards)
+    assert a.get("seqcap_history") == b.get("seqcap_history")
 
 
 @pytest.mark.parametrize("task", ["translation", "multimodal", "lm", "captioning", "scst", "vqa"])

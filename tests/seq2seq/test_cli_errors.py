@@ -2,12 +2,19 @@
 status 2 and no traceback (seq2seq/training/cli_checks.py): a --ckpt_path that is missing,
 truncated, not a checkpoint or of another task, a constructor's refusal of an option, and a
 checkpoint whose network the command line contradicts. Options that only train or decode differ
-with a warning that says which value is used. Run as a user runs them: subprocesses."""
+with a warning that says which value is used. The runs that train, and one of each kind of
+error, run as a user runs them (subprocesses); the other errors, which stop before anything
+is built, run the same `seqcap` main in this process (no interpreter start-up per case)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import linecache
 import shutil
+import subprocess
+import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -27,6 +34,29 @@ TINY = (
     "--trainer.limit_val_batches", "1",
     "--trainer.num_sanity_val_steps", "0",
 )  # fmt: skip
+
+
+def in_process(args: list[str]) -> subprocess.CompletedProcess:
+    """`python -m seqcap ARGS` (args as for run_python) run in this process: its exit status and
+    what it printed; an exception that escapes is exit status 1 with its traceback in stderr."""
+    assert args[:2] == ["-m", "seqcap"], args
+    from seqcap.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = ["seqcap", *args[2:]]  # LightningCLI compares its args with sys.argv
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(args[2:])
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+            except Exception:  # noqa: BLE001 - reported as the interpreter would
+                err.write(traceback.format_exc())
+                code = 1
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def error_line(result, *parts: str) -> str:
@@ -58,10 +88,11 @@ def ckpt_of(tiny: Path) -> Path:
     return tiny / "runs" / "reverse_attention" / "version_0" / "checkpoints" / "last.ckpt"
 
 
-def fit(tiny: Path, root: Path, *extra: str, sub: str = "fit"):
+def fit(tiny: Path, root: Path, *extra: str, sub: str = "fit", here: bool = False):
+    """The sub-command on the tiny corpus: a subprocess, or in this process (`here`)."""
     args = fit_args(tiny / "data", root, *TINY, "--trainer.max_steps", "4", *extra)
     args[args.index("fit")] = sub
-    return run_python(args, cwd=REPO)
+    return in_process(args) if here else run_python(args, cwd=REPO)
 
 
 # -- 1. a --ckpt_path that does not load -----------------------------------------------------------
@@ -73,7 +104,8 @@ def test_a_ckpt_path_that_does_not_load_is_named(tiny, tmp_path, kind):
     elif kind == "text":
         path.write_text("not a checkpoint\n")
     why = "no such checkpoint file" if kind == "missing" else "not a loadable seqcap checkpoint"
-    error_line(fit(tiny, tmp_path / "runs", "--ckpt_path", str(path)), f"error: {path}: {why}")
+    result = fit(tiny, tmp_path / "runs", "--ckpt_path", str(path), here=kind != "text")
+    error_line(result, f"error: {path}: {why}")
     assert not (tmp_path / "runs").exists()  # nothing was started
 
 
@@ -82,7 +114,7 @@ def test_ckpt_path_last_with_a_truncated_last_ckpt_names_it(tiny, tmp_path):
     checkpoints.mkdir(parents=True)
     (checkpoints / "last.ckpt").write_bytes(ckpt_of(tiny).read_bytes()[:100])
     error_line(
-        fit(tiny, tmp_path / "runs", "--ckpt_path", "last"),
+        fit(tiny, tmp_path / "runs", "--ckpt_path", "last", here=True),
         f"error: {checkpoints / 'last.ckpt'}: not a loadable seqcap checkpoint", "truncated",
     )  # fmt: skip
 
@@ -100,7 +132,7 @@ def test_ckpt_path_last_without_a_run_says_so_and_trains_from_scratch(tiny, tmp_
 
 def test_test_with_ckpt_path_last_asks_for_the_file(tiny):
     """Lightning would look in the test's new run folder, find nothing and test random weights."""
-    result = fit(tiny, tiny / "runs", "--ckpt_path", "last", sub="test")
+    result = fit(tiny, tiny / "runs", "--ckpt_path", "last", sub="test", here=True)
     error_line(result, "error: --ckpt_path last: test needs the checkpoint's file", str(ckpt_of(tiny)))
 
 
@@ -135,10 +167,9 @@ def test_a_translation_checkpoint_with_a_captioning_config(tiny, tmp_path):
 def test_a_checkpoint_of_another_task_written_before_tasks_were_recorded(
     tmp_path, sub, config, ckpt, message
 ):
-    result = run_python(
+    result = in_process(
         ["-m", "seqcap", sub, "-c", config, "--trainer.default_root_dir", str(tmp_path),
          "--ckpt_path", str(LEGACY / ckpt)],
-        cwd=REPO,
     )  # fmt: skip
     error_line(result, f"error: {LEGACY / ckpt}: {message}")
 
@@ -154,15 +185,15 @@ def test_a_checkpoint_of_another_task_written_before_tasks_were_recorded(
     ],
 )  # fmt: skip
 def test_a_value_a_constructor_refuses_is_one_line_naming_the_class(tmp_path, config, option, message):
-    result = run_python(["-m", "seqcap", "fit", "-c", config, "--trainer.default_root_dir", str(tmp_path),
-                         option, "0"], cwd=REPO)  # fmt: skip
+    args = ["-m", "seqcap", "fit", "-c", config, "--trainer.default_root_dir", str(tmp_path), option, "0"]
+    result = run_python(args, cwd=REPO) if config == VQA_CONFIG else in_process(args)
     error_line(result, message)
 
 
 def test_a_refusal_deep_inside_the_model_names_the_configured_class(tiny, tmp_path):
     """The decoder's check (a function its constructor calls) refuses; the user set TranslationModule."""
     result = fit(tiny, tmp_path, "--model.init_args.fusion", "doubly", "--model.init_args.attention",
-                 "luong_dot", "--model.init_args.image.pretrained", "false")  # fmt: skip
+                 "luong_dot", "--model.init_args.image.pretrained", "false", here=True)  # fmt: skip
     error_line(
         result, "error: TranslationModule: fusion='doubly' is written for attention='bahdanau'; use "
         "fusion='flat' with Luong"
@@ -201,7 +232,8 @@ def test_a_bug_keeps_its_traceback_and_a_refusal_is_named(monkeypatch):
 # -- 4. options that differ from the checkpoint's --------------------------------------------------
 def test_a_network_option_against_the_checkpoint_is_an_error_naming_both_values(tiny, tmp_path):
     result = fit(tiny, tmp_path / "runs", "--ckpt_path", str(ckpt_of(tiny)),
-                 "--model.init_args.rnn.hidden_size", "32", "--model.init_args.context=fixed")  # fmt: skip
+                 "--model.init_args.rnn.hidden_size", "32", "--model.init_args.context=fixed",
+                 here=True)  # fmt: skip
     error_line(
         result,
         f"error: {ckpt_of(tiny)}: its weights do not fit --model.init_args.rnn.hidden_size 32 (it was "
@@ -258,7 +290,7 @@ def test_resuming_on_data_of_another_vocabulary_is_one_line(tiny, tmp_path):
             f.write("w2 zz w1\n")
     args = fit_args(other, tmp_path / "runs", *TINY, "--ckpt_path", str(ckpt_of(tiny)))
     error_line(
-        run_python(args, cwd=REPO),
+        in_process(args),
         "error: --ckpt_path: the data's src vocabulary differs from the checkpoint's: use the data_dir and "
         "tokenizer options the checkpoint was trained with",
     )
