@@ -55,8 +55,9 @@ def cases(tmp_path_factory) -> dict[str, Case]:
     mmt = base / "shapes_mmt"
     build_shapes_mmt(mmt, n_train=16, n_dev=2, n_test=2, size=64, progress=False)
     images = ["--data.init_args.image_size", "64", "--data.init_args.cache_dir", str(base / "features")]
-    captions = [
+    captions = [  # validation (decoding, CIDEr) every other epoch of 2 batches
         "--data.init_args.source", str(shapes / SHAPES_JSON), "--data.init_args.batch_size", "8",
+        "--trainer.check_val_every_n_epoch", "2",
         "--model.init_args.rnn.dropout", "0.3", *images, *small(),
     ]  # fmt: skip
     return {
