@@ -7,7 +7,7 @@ small models and then tries what once lost work or gave a traceback: a run kille
 and resumed, the step last.ckpt holds after a run, a kill during a checkpoint save, translate's
 output on errors, non-UTF-8 stdin, bad `--ckpt_path` values, a constructor value, changed
 hyperparameters on resume, an empty VQA question; and the peak RSS of translate by input size
-(seq2seq/translation/memory_probe.py). Each row says what happened. About 5 minutes on 2 cores.
+(seq2seq/translation/memory_probe.py). Each row says what happened. About 2 minutes on 2 cores.
 """
 
 from __future__ import annotations
