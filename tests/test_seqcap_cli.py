@@ -88,10 +88,16 @@ def test_caption_answer_and_generate_give_the_api_outputs(tmp_path):
     assert answer.returncode == 0, explain(answer)
     top = EXPECTED["vqa"]["top3"][0]
     assert answer.stdout.splitlines() == [question] + [f"  {p:.3f}  {t}" for t, p in top]
-    score = seqcap("generate", "--checkpoint", str(LEGACY / "lm.ckpt"), "--score", "w1 w2 w3", cwd=tmp_path)
+    out = tmp_path / "scores.tsv"  # generate --output: the lines, written whole
+    score = seqcap("generate", "--checkpoint", str(LEGACY / "lm.ckpt"), "--score", "w1 w2 w3",
+                   "--output", str(out), cwd=tmp_path)  # fmt: skip
     assert score.returncode == 0, explain(score)
     logp, n = EXPECTED["lm"]["scores"][0]
-    assert score.stdout.strip() == f"{logp:.4f}\t{n}\tw1 w2 w3"
+    assert score.stdout == "" and out.read_text() == f"{logp:.4f}\t{n}\tw1 w2 w3\n"
+    again = seqcap("generate", "--checkpoint", str(LEGACY / "lm.ckpt"), "--score", "w1",
+                   "--output", str(out), cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 2 and "pass --overwrite" in again.stderr, explain(again)
+    assert out.read_text() == f"{logp:.4f}\t{n}\tw1 w2 w3\n"  # left as it was
 
 
 def test_checkpoint_argument_forms():
