@@ -30,7 +30,7 @@ from pathlib import Path
 
 from captioning.captioner.predictor import METHODS, Captioner, image_problem
 from data.core.images import ImageFileError, load_rgb
-from data.core.outputs import OutputError, atomic_output, atomic_path, check_output
+from data.core.outputs import OutputError, atomic_path, check_output, write_lines
 from data.core.parallel import DataError
 from seq2seq.training.checkpoint import CheckpointError
 
@@ -130,13 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             on_bad_image=skip if args.skip_bad else None,
         )  # fmt: skip
         lines = [f"{paths[i]}\t{c.text}" for i, c in zip(todo, captions) if c is not None]
-        text = "".join(line + "\n" for line in lines)
-        if args.output:
-            with atomic_output(args.output, overwrite=args.overwrite, inputs=paths) as f:
-                f.write(text)
-        else:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+        write_lines(lines, args.output, overwrite=args.overwrite, inputs=paths)
         if plot_dir is not None:
             write_plots(captions, todo, paths, plots, args.overwrite, warn)
     except (CheckpointError, DataError) as e:

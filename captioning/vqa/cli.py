@@ -32,7 +32,7 @@ from pathlib import Path
 from captioning.captioner.predictor import image_problem
 from captioning.vqa.predictor import Answerer, check_questions
 from data.core.images import ImageFileError
-from data.core.outputs import OutputError, atomic_output, atomic_path, check_output
+from data.core.outputs import OutputError, atomic_path, check_output, write_lines
 from data.core.parallel import DataError
 from seq2seq.training.checkpoint import CheckpointError
 
@@ -93,13 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{', '.join(a.unknown)}", file=sys.stderr)  # fmt: skip
             lines.append(a.question)
             lines.extend(f"  {p:.3f}  {text}" for text, p in a.top)
-        text = "".join(line + "\n" for line in lines)
-        if args.output:
-            with atomic_output(args.output, overwrite=args.overwrite, inputs=inputs) as f:
-                f.write(text)
-        else:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+        write_lines(lines, args.output, overwrite=args.overwrite, inputs=inputs)
         if args.attention_plot:
             from seq2seq.training.plots import attention_overlay
 

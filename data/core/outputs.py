@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import IO
 
 from data.core.parallel import DataError
 
-__all__ = ["OutputError", "atomic_output", "atomic_path", "check_output", "same_file"]
+__all__ = ["OutputError", "atomic_output", "atomic_path", "check_output", "same_file", "write_lines"]
 
 
 class OutputError(DataError):
@@ -157,3 +158,16 @@ def atomic_output(
             yield f
             f.flush()
             os.fsync(f.fileno())
+
+
+def write_lines(
+    lines: Iterable[str], output: str | Path | None, *, overwrite: bool = False, inputs: Iterable = ()
+) -> None:
+    """A command's result lines: to `output` whole or not at all (atomic_output), or to stdout."""
+    text = "".join(f"{line}\n" for line in lines)
+    if output:
+        with atomic_output(output, overwrite=overwrite, inputs=inputs) as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from data.core.outputs import OutputError, atomic_output, check_output
+from data.core.outputs import OutputError, check_output, write_lines
 from seq2seq.lm.predictor import LanguageModelPredictor
 from seq2seq.training.checkpoint import CheckpointError
 
@@ -63,12 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                 num=args.num, prompt=args.prompt, max_len=args.max_len, temperature=args.temperature,
                 top_k=args.top_k, seed=args.seed, allow_unk=not args.no_unk,
             )  # fmt: skip
-        text = "".join(f"{line}\n" for line in lines)
-        if args.output:
-            with atomic_output(args.output, overwrite=args.overwrite, inputs=[args.checkpoint]) as f:
-                f.write(text)
-        else:
-            sys.stdout.write(text)
+        write_lines(lines, args.output, overwrite=args.overwrite, inputs=[args.checkpoint])
     except (CheckpointError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
