@@ -46,6 +46,14 @@ class StartAt:
         return start
 
 
+def make_loader(dataset, *, train: bool, seed: int, **kwargs) -> DataLoader:
+    """The data modules' loaders: a ResumableLoader for training (a checkpoint holds its place in
+    the epoch), a plain DataLoader for validation and test."""
+    if train:
+        return ResumableLoader(dataset, seed=seed, **kwargs)
+    return DataLoader(dataset, **kwargs)
+
+
 class ResumableLoader(DataLoader):
     """DataLoader(*args, seed=..., **kwargs) with `state_dict()` / `load_state_dict()`:
     {"epoch": e, "batches": b}, b the batches this loader has handed out in epoch e."""

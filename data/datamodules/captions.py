@@ -43,7 +43,7 @@ from data.core.epoch_shuffle import EpochShuffle, eval_sampler
 from data.core.image_data import ImageData
 from data.core.images import ImageFileError, check_image
 from data.core.parallel import DataError
-from data.core.resumable import ResumableLoader
+from data.core.resumable import make_loader
 from data.core.vocab import Vocabulary
 from data.datamodules.caption_datasets import CaptionEvalDataset, CaptionTrainDataset, collate_captions
 
@@ -235,14 +235,12 @@ class CaptionDataModule(ImageData, pl.LightningDataModule):
         hp = self.hparams
         train = split == "train"
         dataset = self.dataset(split)
-        # the order of epoch e from (seed, e) alone, as a straight run's: exact resume
-        # and a loader that a checkpoint can stop and resume mid-epoch
+        # the order of epoch e from (seed, e) alone; training's loader resumes mid-epoch
         sampler = EpochShuffle(len(dataset), hp.seed) if train else eval_sampler(dataset)
-        loader, seed = (ResumableLoader, {"seed": hp.seed}) if train else (DataLoader, {})
-        return loader(
-            dataset, batch_size=hp.batch_size if train else hp.eval_batch_size,
+        return make_loader(
+            dataset, train=train, seed=hp.seed, batch_size=hp.batch_size if train else hp.eval_batch_size,
             sampler=sampler, collate_fn=collate_captions,
-            num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0, **seed,
+            num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0,
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:

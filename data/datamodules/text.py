@@ -58,7 +58,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from data.core.batching import BucketBatchSampler
 from data.core.corpus_io import split_of
 from data.core.parallel import DataError
-from data.core.resumable import ResumableLoader, StartAt
+from data.core.resumable import StartAt, make_loader
 from data.core.rules import CorpusRules, kept_units, token_counts
 from data.core.text_files import Unit, expand_files, read_units
 from data.core.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state
@@ -387,9 +387,8 @@ class TextDataModule(pl.LightningDataModule):
                 else [len(u) + 1 for u in units]
             )
             sampler = BucketBatchSampler(lengths, B, "sentences", shuffle=train, seed=hp.seed, even=train)
-            return self._make_loader(
-                train, UnitDataset(units), batch_sampler=sampler, collate_fn=collate_units
-            )
+            kwargs = {"batch_sampler": sampler, "collate_fn": collate_units}
+            return make_loader(UnitDataset(units), train=train, seed=hp.seed, **kwargs)
         rank, world = _dist()
         if split in self.streams:  # prepared: chunks sliced from the memory-mapped stream
             try:
@@ -401,20 +400,13 @@ class TextDataModule(pl.LightningDataModule):
                     f"{self.origins[split]}: {len(self.streams[split])} tokens are too few for {B * world} "
                     "parallel streams; lower data.batch_size / data.eval_batch_size"
                 ) from None
-            return self._make_loader(train, chunks, batch_size=None)
+            return make_loader(chunks, train=train, seed=hp.seed, batch_size=None)
         inputs, targets = self.stream(split, B * world)
         rows = slice(rank * B, (rank + 1) * B)
         # batch_size=None: every item already is a batch; an IterableDataset keeps the order
         # (Lightning adds no shuffling or distributed sampler to it)
-        return self._make_loader(
-            train, StreamChunks(inputs[rows], targets[rows], hp.tbptt_steps), batch_size=None
-        )
-
-    def _make_loader(self, train: bool, dataset, **kwargs) -> DataLoader:
-        """Training: a ResumableLoader (a checkpoint holds its place in the epoch)"""
-        if train:
-            return ResumableLoader(dataset, seed=self.hparams.seed, **kwargs)
-        return DataLoader(dataset, **kwargs)
+        chunks = StreamChunks(inputs[rows], targets[rows], hp.tbptt_steps)
+        return make_loader(chunks, train=train, seed=hp.seed, batch_size=None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from data.core.batching import BucketBatchSampler, collate_pairs
 from data.core.parallel import DataError, ParallelText, find_split, split_files
-from data.core.resumable import ResumableLoader
+from data.core.resumable import make_loader
 from data.core.rules import CorpusRules, token_counts, training_pairs
 from data.core.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state
 from data.core.vocab import Vocabulary
@@ -276,10 +276,9 @@ class ParallelTextDataModule(pl.LightningDataModule):
             lengths, hp.batch_size if train else hp.eval_batch_size,
             hp.batch_by if train else "sentences", shuffle=train, seed=hp.seed, even=train,
         )  # fmt: skip
-        loader, seed = (ResumableLoader, {"seed": hp.seed}) if train else (DataLoader, {})
-        return loader(
-            self.dataset(name), batch_sampler=sampler, collate_fn=self.collate, num_workers=hp.num_workers,
-            persistent_workers=hp.num_workers > 0, **seed,
+        return make_loader(
+            self.dataset(name), train=train, seed=hp.seed, batch_sampler=sampler, collate_fn=self.collate,
+            num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0,
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:

@@ -49,7 +49,7 @@ from data.core.images import (
     load_rgb,
 )
 from data.core.parallel import DataError
-from data.core.resumable import ResumableLoader
+from data.core.resumable import make_loader
 from data.core.vocab import PAD, UNK, Vocabulary
 from data.core.vqa import VQAItem, normalize_answer, read_vqa
 
@@ -312,12 +312,11 @@ class VQADataModule(ImageData, pl.LightningDataModule):
         hp = self.hparams
         train = split == "train"
         dataset = self.dataset(split)
-        loader, seed = (ResumableLoader, {"seed": hp.seed}) if train else (DataLoader, {})
-        return loader(
-            dataset, batch_size=hp.batch_size if train else hp.eval_batch_size,
+        return make_loader(
+            dataset, train=train, seed=hp.seed, batch_size=hp.batch_size if train else hp.eval_batch_size,
             sampler=EpochShuffle(len(dataset), hp.seed) if train else eval_sampler(dataset),
             collate_fn=collate_questions, num_workers=hp.num_workers,
-            persistent_workers=hp.num_workers > 0, **seed,
+            persistent_workers=hp.num_workers > 0,
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
