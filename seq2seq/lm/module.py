@@ -64,6 +64,7 @@ class LanguageModule(SeqCapModule):
         self.save_options()
         self.model = LanguageModel(vocab_size, self.rnn, tie_embeddings=tie_embeddings)
         self._states: dict[str, object] = {}  # carried recurrent state per stage (detached)
+        self._resume_tbptt: list | None = None  # every process's, from the checkpoint resumed
         self._sums: dict[str, list[Tensor]] = {}  # stage -> [sum of token losses, tokens]
 
     def use_vocab_state(self, state: dict) -> None:
@@ -127,7 +128,7 @@ class LanguageModule(SeqCapModule):
 
     def on_train_start(self) -> None:
         super().on_train_start()
-        saved, self._resume_tbptt = getattr(self, "_resume_tbptt", None), None
+        saved, self._resume_tbptt = self._resume_tbptt, None
         state = mine(saved, "truncated-BPTT states") if saved else None
         if state is not None:
             self._states["train"] = search.map_state(lambda t: t.to(self.device), state)
