@@ -27,7 +27,7 @@ from data.builders.shapes import JSON_NAME as SHAPES_JSON
 from data.builders.shapes import build_shapes_dataset
 from data.builders.shapes_mmt import build_shapes_mmt
 from tests.conftest import REPO, cli_env, explain, reverse_corpus_at
-from tests.test_configs import write_licence_folder
+from tests.test_configs import small, write_licence_folder
 
 STEPS = 12  # optimizer steps of every run
 EVERY = 3  # last.ckpt every EVERY steps in the killed run
@@ -38,10 +38,6 @@ class Case:
     config: str
     args: list[str]  # data and sizes
     steps_per_epoch: int
-
-
-def small(embed: int = 16, hidden: int = 32) -> list[str]:
-    return ["--model.init_args.rnn.embed_dim", str(embed), "--model.init_args.rnn.hidden_size", str(hidden)]
 
 
 @pytest.fixture(scope="module")
