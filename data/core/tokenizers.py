@@ -6,6 +6,7 @@ Three kinds, one registry:
   no downloaded data (``toktok``, ``treebank``, ``wordpunct``) or plain whitespace splitting
   (``space``); detokenized with NLTK's ``TreebankWordDetokenizer``. Placeholders such as ``%s``
   stay whole (data/core/placeholders.py); the rules added to NLTK's are data/core/word_rules.py.
+  NLTK is imported only by a word tokenizer that uses it (not ``space``).
 - :class:`CharTokenizer` (``"char"``): every character is a token.
 - :class:`SentencePieceTokenizer` (``"sentencepiece"``): a subword model (BPE or unigram) trained
   in memory with sentencepiece; the model travels as base64 text inside the tokenizer's state.
@@ -23,8 +24,6 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal, get_args
 
-from nltk.tokenize import TreebankWordDetokenizer, TreebankWordTokenizer, wordpunct_tokenize
-
 from data.core.placeholders import PLACEHOLDER, Protector
 from data.core.word_rules import (
     DIGIT_COLON,
@@ -32,7 +31,6 @@ from data.core.word_rules import (
     INNER_APOSTROPHE,
     OPENING_DOUBLE_QUOTE,
     OPENING_SINGLE_QUOTE,
-    Toktok,
     attach_quotes_and_ellipses,
     split_inner_period,
 )
@@ -141,11 +139,19 @@ class WordTokenizer(Tokenizer):
             raise ValueError(f"WordTokenizer kind must be one of {list(get_args(WordKind))}, got {kind!r}")
         self.lowercase = bool(lowercase)
         self.kind = kind
+        if kind == "space":  # plain splitting; the other kinds import NLTK here (about a second, 80 MB)
+            return
+        from nltk.tokenize import TreebankWordDetokenizer, TreebankWordTokenizer, wordpunct_tokenize
+
         self._detokenizer = TreebankWordDetokenizer()
         if kind == "toktok":
+            from data.core.toktok import Toktok
+
             self._toktok = Toktok()
         elif kind == "treebank":
             self._treebank = TreebankWordTokenizer()
+        else:
+            self._wordpunct = wordpunct_tokenize
 
     def __repr__(self) -> str:
         return f"WordTokenizer(lowercase={self.lowercase}, kind={self.kind!r})"
@@ -181,7 +187,7 @@ class WordTokenizer(Tokenizer):
         elif self.kind == "treebank":
             tokens = self._treebank.tokenize(text)
         else:
-            tokens = wordpunct_tokenize(text)
+            tokens = self._wordpunct(text)
         if protector.spans:  # sentinels restore one by one, in place (a token may hold several)
             tokens = [protector.restore(token) for token in tokens]
         split = split_inner_period

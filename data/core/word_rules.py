@@ -1,19 +1,17 @@
 """The rules :class:`data.core.tokenizers.WordTokenizer` adds to NLTK's data-free word tokenizers.
 
-Plain functions and patterns on strings and token lists, with no tokenizer state: toktok without
-its HTML escapes and on the standard ``re`` engine (:class:`Toktok`), the patterns whose matches
-stay whole inside toktok's output (protected with :class:`data.core.placeholders.Protector`),
-typographic quotes and ellipses glued back for the Treebank detokenizer
-(:func:`attach_quotes_and_ellipses`) and a sentence end inside the text split off its word
-(:func:`split_inner_period`). Why each rule exists is said where it is defined; what they do
-together is :class:`WordTokenizer`'s docstring.
+Plain functions and patterns on strings and token lists, with no tokenizer state and no NLTK
+import: the patterns whose matches stay whole inside toktok's output (protected with
+:class:`data.core.placeholders.Protector`), typographic quotes and ellipses glued back for the
+Treebank detokenizer (:func:`attach_quotes_and_ellipses`) and a sentence end inside the text split
+off its word (:func:`split_inner_period`). Why each rule exists is said where it is defined; what
+they do together is :class:`WordTokenizer`'s docstring. toktok itself, without its HTML escapes and
+on the standard ``re`` engine, is data/core/toktok.py.
 """
 
 from __future__ import annotations
 
 import re
-
-from nltk.tokenize import ToktokTokenizer
 
 __all__ = [
     "DIGIT_COLON",
@@ -21,8 +19,6 @@ __all__ = [
     "INNER_APOSTROPHE",
     "OPENING_DOUBLE_QUOTE",
     "OPENING_SINGLE_QUOTE",
-    "TOKTOK_ESCAPES",
-    "Toktok",
     "attach_quotes_and_ellipses",
     "split_inner_period",
 ]
@@ -82,32 +78,6 @@ def attach_quotes_and_ellipses(tokens: list[str]) -> list[str]:
     if prefix:
         merged.append(prefix)
     return merged
-
-
-TOKTOK_ESCAPES = (ToktokTokenizer.AMPERCENT, ToktokTokenizer.TAB, ToktokTokenizer.PIPE)
-
-
-def _on_stdlib_re(rule: tuple) -> tuple:
-    """One of toktok's (pattern, substitution) rules with the same pattern compiled by ``re``.
-
-    NLTK wraps its patterns for the ``regex`` engine with a time limit (a guard for patterns fed
-    untrusted input); toktok's fixed patterns give the same tokens on ``re`` (checked on the
-    whole gettext en-de corpus, both sides) at about 2x the speed, which matters for corpora of
-    millions of sentences (data.prepared.prepare)."""
-    pattern, substitution = rule
-    inner = getattr(pattern, "_rx", pattern)  # nltk.redos.TimedPattern -> the regex.Pattern
-    return re.compile(inner.pattern, inner.flags & (re.IGNORECASE | re.MULTILINE | re.DOTALL)), substitution
-
-
-class Toktok(ToktokTokenizer):
-    """toktok without its HTML escapes: it writes "& " as "&amp; ", "|" as "&#124;" and tabs as
-    "&#9;", which would leak into vocabularies and detokenized text. "|" is still split off."""
-
-    TOKTOK_REGEXES = [
-        (re.compile(r"\|"), " | ") if rule is ToktokTokenizer.PIPE else _on_stdlib_re(rule)
-        for rule in ToktokTokenizer.TOKTOK_REGEXES
-        if rule is ToktokTokenizer.PIPE or rule not in TOKTOK_ESCAPES
-    ]
 
 
 _WORD_PERIOD = re.compile(r"^([^\W\d_][\w-]*[^\W\d_])\.$")

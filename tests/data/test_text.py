@@ -449,7 +449,7 @@ def test_toktok_on_stdlib_re_tokenizes_as_nltk_does():
 
     from nltk.tokenize import ToktokTokenizer
 
-    from data.core.word_rules import TOKTOK_ESCAPES, Toktok
+    from data.core.toktok import TOKTOK_ESCAPES, Toktok
 
     class OnNltkEngine(ToktokTokenizer):
         TOKTOK_REGEXES = [
