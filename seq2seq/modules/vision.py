@@ -24,11 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
-from torchvision import transforms as T
 
 from seq2seq.modules.pretrained import (
     TIMM_BACKBONES,
@@ -38,6 +37,9 @@ from seq2seq.modules.pretrained import (
     state_digest,
     torchvision_model,
 )
+
+if TYPE_CHECKING:  # imported by `transform`, the one place that uses it (see there)
+    from torchvision import transforms as T
 
 
 def _conv_trunk(name: str, model: nn.Module) -> nn.Sequential:
@@ -235,6 +237,9 @@ class ImageEncoder(nn.Module):
         train=True adds light augmentation (random resized crop over most of the image, small colour
         jitter); no horizontal flip, since captions may say "left" and "right".
         """
+        # torchvision (about 160 MB) only here: text-only models import this module and never call this
+        from torchvision import transforms as T
+
         size = self._input_size
         interp = T.InterpolationMode(self._interpolation)
         norm = [T.ToTensor(), T.Normalize(self._mean, self._std)]
