@@ -43,7 +43,6 @@ from data.core.images import ImageFileError, check_image
 from data.core.outputs import OutputError, atomic_output, atomic_path, check_output
 from data.core.parallel import DataError, iter_lines
 from seq2seq.training.checkpoint import CheckpointError
-from seq2seq.training.plots import attention_heatmap, attention_overlay
 from seq2seq.translation.predictor import Translator
 
 PLOT_NAME = re.compile(r"\d{5,}(_image)?\.png")
@@ -113,6 +112,8 @@ def translate_stream(translator: Translator, lines: Iterator[str], out, args, or
     """Translate `lines` --chunk-size at a time, writing each chunk's output lines (and plots) to
     `out` before the next chunk is read; returns the number of lines translated."""
     plot_dir = Path(args.attention_plot) if args.attention_plot else None
+    if plot_dir is not None:  # matplotlib is imported only when plots are asked for
+        from seq2seq.training.plots import attention_heatmap, attention_overlay
     inputs = [args.input] if args.input else []
     done, bar = 0, None
     for chunk in chunked(lines, args.chunk_size):
