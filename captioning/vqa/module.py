@@ -29,7 +29,8 @@ from torch import Tensor
 from captioning.vqa.metrics import vqa_scores
 from captioning.vqa.network import QUESTION_RNN, Kind, VQANet
 from data.core.vocab import Vocabulary
-from data.datamodules.vqa import IGNORE, pad_questions, tokenize_question
+from data.core.vqa import pad_questions, tokenize_question
+from data.datamodules.vqa import IGNORE
 from seq2seq.modules.rnn import RecurrentOptions
 from seq2seq.modules.vision import ImageEncoder, ImageOptions
 from seq2seq.training.image_features import ImageFeatures, backbone_param_groups

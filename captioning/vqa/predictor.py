@@ -24,7 +24,7 @@ from captioning.vqa.network import VQANet
 from data.core.images import load_rgb
 from data.core.parallel import DataError
 from data.core.vocab import Vocabulary
-from data.datamodules.vqa import TOKENIZER_NAME, pad_questions, tokenize_question
+from data.core.vqa import TOKENIZER_NAME, pad_questions, tokenize_question
 from seq2seq.modules.vision import ImageEncoder
 from seq2seq.predictor import Predictor, image_transform
 from seq2seq.training.checkpoint import CheckpointError, build_from_hparams

@@ -9,6 +9,10 @@ Images are found either through a JSON map ``{image_id: path}`` (``images.json``
 
 Errors a user can cause name the file and the entry: a file that is not JSON, a missing key, a
 question without an annotation, an image that is not there.
+
+Questions are read by :func:`tokenize_question` (checkpoints name it by :data:`TOKENIZER_NAME`) and
+batched by :func:`pad_questions`, here rather than in the datamodule so that the predictor
+(captioning/vqa/predictor.py) imports no Lightning.
 """
 
 from __future__ import annotations
@@ -18,9 +22,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.core.parallel import DataError
+import torch
+from torch import Tensor
 
-__all__ = ["VQAItem", "normalize_answer", "read_vqa"]
+from data.core.parallel import DataError
+from data.core.vocab import PAD, UNK
+
+__all__ = ["TOKENIZER_NAME", "VQAItem", "normalize_answer", "pad_questions", "read_vqa", "tokenize_question"]
+
+TOKENIZER_NAME = "vqa-words"  # goes into the checkpoint; see tokenize_question
+_WORD = re.compile(r"[\w']+")
 
 _NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
             "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}  # fmt: skip
@@ -35,6 +46,22 @@ def normalize_answer(answer: str) -> str:
     text = _PUNCT.sub("", _PERIOD.sub("", answer.replace("\n", " ").replace("\t", " ").strip().lower()))
     words = [_NUMBERS.get(w, w) for w in text.split() if w not in _ARTICLES]
     return " ".join(words)
+
+
+def tokenize_question(question: str) -> list[str]:
+    """Lower-cased words: "What colour is the star?" -> what, colour, is, the, star."""
+    return _WORD.findall(question.lower())
+
+
+def pad_questions(ids: list[list[int]]) -> tuple[Tensor, Tensor]:
+    """Questions as ids -> (B, T) long padded with PAD, and lengths (B,); a question without a
+    single word is read as one ``<unk>``."""
+    ids = [row or [UNK] for row in ids]
+    lengths = torch.tensor([len(row) for row in ids])
+    question = torch.full((len(ids), int(lengths.max())), PAD, dtype=torch.long)
+    for i, row in enumerate(ids):
+        question[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+    return question, lengths
 
 
 @dataclass

@@ -29,7 +29,6 @@ Images are read once per split: every question of an image shares its row of the
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -50,20 +49,20 @@ from data.core.images import (
 )
 from data.core.parallel import DataError
 from data.core.resumable import make_loader
-from data.core.vocab import PAD, UNK, Vocabulary
-from data.core.vqa import VQAItem, normalize_answer, read_vqa
+from data.core.vocab import Vocabulary
+from data.core.vqa import (
+    TOKENIZER_NAME,
+    VQAItem,
+    normalize_answer,
+    pad_questions,
+    read_vqa,
+    tokenize_question,
+)
 
 __all__ = ["IGNORE", "TOKENIZER_NAME", "VQADataModule", "pad_questions", "tokenize_question"]
 
 SPLITS = ("train", "val", "test")
-TOKENIZER_NAME = "vqa-words"
 IGNORE = -100  # the answer index of a question whose answer is not in the answer vocabulary
-_WORD = re.compile(r"[\w']+")
-
-
-def tokenize_question(question: str) -> list[str]:
-    """Lower-cased words: "What colour is the star?" -> what, colour, is, the, star."""
-    return _WORD.findall(question.lower())
 
 
 class VQADataset(Dataset):
@@ -93,17 +92,6 @@ class VQADataset(Dataset):
         else:
             out["image"] = self.transform(load_rgb(self.paths[k]))
         return out
-
-
-def pad_questions(ids: list[list[int]]) -> tuple[Tensor, Tensor]:
-    """Questions as ids -> (B, T) long padded with PAD, and lengths (B,); a question without a
-    single word is read as one ``<unk>``."""
-    ids = [row or [UNK] for row in ids]
-    lengths = torch.tensor([len(row) for row in ids])
-    question = torch.full((len(ids), int(lengths.max())), PAD, dtype=torch.long)
-    for i, row in enumerate(ids):
-        question[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-    return question, lengths
 
 
 def collate_questions(batch: list[dict]) -> dict:
