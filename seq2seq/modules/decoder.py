@@ -23,19 +23,30 @@ With an image (multimodal translation, `fusion`; v_r are the image's grid vector
                      (W_v before the sum costs nothing in expressiveness, W_o follows it, but makes
                      every step's matrices M wide instead of Di: about 1.6x faster for Di = 1280.)
 
+Decoders whose recurrence reads the previous step's result (Bahdanau attention, Luong with input
+feeding) loop over time on the cells (RNN.step; a fused kernel has nothing to fuse over one step)
+and compute every step-invariant product once per batch: layer 0's input projection is split by
+columns, W_ih [e; r] = W_e e + W_r r, and W_e e_t runs for all t in one matrix product; with
+Bahdanau attention W_r c_t = Σ_j α_tj (W_r h_j), so W_r h_j is projected once per source
+position (`memory_in`) and each step only weighs it; o_t = tanh(W_o [s_t; c_t; e_t]) runs for all
+t after the loop. The others run the recurrence over all steps at once (`_features_parallel`).
+
 The decoder state is a dict of batch-first tensors, so search can reorder it by index:
   h, c: (B, L, H)   memory: (B, S, M)   keys: (B, S, A)   mask: (B, S)   context: (B, M)
-  feed: (B, O) (Luong input feeding)   attention: (B, S) (weights of the last step)
+  memory_in: (B, S, G*H) (Bahdanau: W_r h_j)   feed: (B, O) (Luong input feeding)
+  attention: (B, S) (weights of the last step)
   with fusion="flat" memory, keys and mask are (B, S + R, .): the regions follow the source;
-  with fusion="doubly": image: (B, R, M) (projected), image_keys: (B, R, A), and attention is (B, S + R),
-  the source's weights then the image's (each sums to 1)
+  with fusion="doubly": image: (B, R, M) (projected), image_keys: (B, R, A), image_in: (B, R, G*H),
+  and attention is (B, S + R), the source's weights then the image's (each sums to 1)
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seq2seq.modules.attention import BahdanauAttention, LuongAttention, masked_softmax
@@ -128,7 +139,9 @@ class RecurrentDecoder(nn.Module):
             rnn_in = embed_dim + memory_size + image_ctx
             self.attention = BahdanauAttention(hidden_size, memory_size) if context == "attention" else None
             self.pre_output = nn.Linear(hidden_size + memory_size + image_ctx + embed_dim, out_size)  # W_o
-        self.rnn = rnn.layer(rnn_in)
+        # whether the teacher-forced forward loops over time (the RNN input needs the last step)
+        self.loops = context == "attention" and (self.input_feeding or not self.luong)
+        self.rnn = (replace(rnn, impl="cells") if self.loops else rnn).layer(rnn_in)
         self.output = nn.Linear(out_size, vocab_size)
         if tie_embeddings:
             self.output.weight = self.embedding.weight
@@ -158,6 +171,11 @@ class RecurrentDecoder(nn.Module):
             if src_mask is None:
                 src_mask = memory.new_ones(memory.shape[:2], dtype=torch.bool)
             state.update(memory=memory, keys=self.attention.project_keys(memory), mask=src_mask)
+        if self.loops and not self.luong:  # W_r h_j for every source position (and region), once
+            w_rest = self._input_weights()[1]
+            state["memory_in"] = F.linear(memory, w_rest[:, : memory.shape[-1]])
+            if self.fusion == "doubly":
+                state["image_in"] = F.linear(state["image"], w_rest[:, memory.shape[-1] :])
         if self.input_feeding:
             state["feed"] = memory.new_zeros(memory.shape[0], self.pre_output.out_features)
         return state
@@ -175,40 +193,85 @@ class RecurrentDecoder(nn.Module):
             new["h"] = rnn_state.transpose(0, 1)
         return new
 
+    @staticmethod
+    def _layer_states(state: DecoderState) -> list:
+        """The state as RNN.step takes it: per layer h (B, H) or (h, c)."""
+        L = state["h"].shape[1]
+        if "c" in state:
+            return [(state["h"][:, k], state["c"][:, k]) for k in range(L)]
+        return [state["h"][:, k] for k in range(L)]
+
+    @staticmethod
+    def _store_layers(state: DecoderState, layers: list) -> DecoderState:
+        new = dict(state)
+        if isinstance(layers[0], tuple):
+            new["h"], new["c"] = (torch.stack(s, 1) for s in zip(*layers))
+        else:
+            new["h"] = torch.stack(layers, 1)
+        return new
+
+    def _input_weights(self) -> tuple[Tensor, Tensor]:
+        """Layer 0's W_ih split by columns, [W_e | W_r]: the embedding's part (G*H, E) and the
+        rest's (context, image context or fed-back output)."""
+        w = self.rnn.cells["l0"].weight_ih
+        E = self.embedding.embedding_dim
+        return w[:, :E], w[:, E:]
+
     def _attend(self, query: Tensor, state: DecoderState) -> tuple[Tensor, Tensor]:
         return self.attention(query, state["memory"], state["mask"], state["keys"])
 
     # -- one step -----------------------------------------------------------------------------
     def step(self, prev: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """prev: (B,) long, the previous word -> logits (B, V) and the next state."""
-        o, state = self._features(self.dropout(self.embedding(prev)), state)
+        e = self.dropout(self.embedding(prev))
+        if not self.loops:
+            o, state = self._parallel_step(e, state)
+        else:
+            w_e, w_rest = self._input_weights()
+            out, state = self._advance(F.linear(e, w_e, self.rnn.cells["l0"].bias_ih), state, w_rest)
+            o = out if self.luong else torch.tanh(self.pre_output(torch.cat([out, e], -1)))
         return self.output(self.dropout(o)), state
 
-    def _features(self, e: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
-        """e: (B, E) the embedded previous word -> o_t (B, O), the input of the output layer."""
-        weights = None
+    def _advance(self, xe: Tensor, state: DecoderState, w_rest: Tensor) -> tuple[Tensor, DecoderState]:
+        """One step of a looping decoder. xe: (B, G*H) = W_e e_t + b_ih, the embedding's share of
+        layer 0's input projection; w_rest: W_r -> Bahdanau: [s_t; c_t] (B, H + M) (o_t needs
+        e_t too: the caller's), Luong with input feeding: õ_t (B, O); and the next state."""
+        layers = self._layer_states(state)
+        if self.luong:  # s_t = f(s_{t-1}, [e_t; õ_{t-1}]), then attention from s_t
+            s, layers = self.rnn.step(xe + F.linear(state["feed"], w_rest), layers)
+            ctx, weights = self._attend(s, state)
+            out = torch.tanh(self.pre_output(torch.cat([s, ctx], -1)))  # õ_t = tanh(W_c [s_t; c_t])
+            new = self._store_layers(state, layers)
+            new["feed"] = out
+        else:  # Bahdanau: the previous top-layer state is the query; W_r c_t = Σ_j α_tj (W_r h_j)
+            query = state["h"][:, -1]
+            ctx, weights = self._attend(query, state)
+            xp = xe + torch.bmm(weights.unsqueeze(1), state["memory_in"]).squeeze(1)
+            if self.fusion == "doubly":  # the image context, gated: z_t = σ(W_β s_{t-1}) Σ_r β_r v_r
+                gate = torch.sigmoid(self.image_gate(query))
+                z, image_weights = self.image_attention(query, state["image"], None, state["image_keys"])
+                xp = xp + gate * torch.bmm(image_weights.unsqueeze(1), state["image_in"]).squeeze(1)
+                ctx = torch.cat([ctx, gate * z], -1)
+                weights = torch.cat([weights, image_weights], -1)  # (B, S + R), as with "flat"
+            s, layers = self.rnn.step(xp, layers)
+            out = torch.cat([s, ctx], -1)
+            new = self._store_layers(state, layers)
+        new["attention"] = weights
+        return out, new
+
+    def _parallel_step(self, e: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """One step of a decoder whose teacher-forced forward is `_features_parallel` (the fixed
+        context, Luong without input feeding): e (B, E) -> o_t (B, O), the next state."""
         if self.luong:
-            x = torch.cat([e, state["feed"]], -1) if self.input_feeding else e
-            s, rnn_state = self.rnn(x.unsqueeze(1), state=self._rnn_state(state))
+            s, rnn_state = self.rnn(e.unsqueeze(1), state=self._rnn_state(state))
             s = s.squeeze(1)
             ctx, weights = self._attend(s, state)  # attention after the step
             o = torch.tanh(self.pre_output(torch.cat([s, ctx], -1)))  # õ_t = tanh(W_c [s_t; c_t])
         else:
-            if self.context == "fixed":
-                ctx = state["context"]
-            else:  # Bahdanau: the previous top-layer state is the query
-                ctx, weights = self._attend(state["h"][:, -1], state)
-            if self.fusion == "doubly":  # the image context, gated: z_t = σ(W_β s_{t-1}) Σ_r β_r v_r
-                query = state["h"][:, -1]
-                z, image_weights = self.image_attention(query, state["image"], None, state["image_keys"])
-                ctx = torch.cat([ctx, torch.sigmoid(self.image_gate(query)) * z], -1)
-                weights = torch.cat([weights, image_weights], -1)  # (B, S + R), as with "flat"
-            x = torch.cat([e, ctx], -1).unsqueeze(1)
-            s, rnn_state = self.rnn(x, state=self._rnn_state(state))
+            ctx, weights = state["context"], None
+            s, rnn_state = self.rnn(torch.cat([e, ctx], -1).unsqueeze(1), state=self._rnn_state(state))
             o = torch.tanh(self.pre_output(torch.cat([s.squeeze(1), ctx, e], -1)))
         new = self._store(state, rnn_state)
-        if self.input_feeding:
-            new["feed"] = o
         if weights is not None:
             new["attention"] = weights
         return o, new
@@ -222,24 +285,33 @@ class RecurrentDecoder(nn.Module):
         init: Tensor,
         return_attention: bool = False,
         image: Tensor | None = None,
+        positions: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """tgt_in: (B, T) long (<bos> y_1 ... y_{T-1}), memory: (B, S, M), src_mask: (B, S),
         init: the summary vector (B, M), image: (B, R, Di) or None -> logits (B, T, V)
-        [, attention (B, T, S) (B, T, S + R with fusion="flat")].
+        [, attention (B, T, S) (B, T, S + R with fusion="flat")]. With `positions` (B, T) bool the
+        logits of those positions only, (N, V) in row-major order: the output layer, the largest
+        product of a step, then skips the padding.
 
-        Embeddings and the output layer run once over all steps; only the recurrence loops."""
+        Embeddings, W_e e_t, W_o (Bahdanau) and the output layer run once over all steps; only the
+        recurrence and the attention loop."""
         state = self.init_state(memory, src_mask, init, image)
         e = self.dropout(self.embedding(tgt_in))  # (B, T, E)
-        if self.context == "fixed" or (self.luong and not self.input_feeding):
+        if not self.loops:
             o, attention = self._features_parallel(e, state)
         else:
+            w_e, w_rest = self._input_weights()
+            xe = F.linear(e, w_e, self.rnn.cells["l0"].bias_ih)  # W_e e_t + b_ih for all t: (B, T, G*H)
             outs, attn = [], []
             for t in range(tgt_in.shape[1]):
-                o_t, state = self._features(e[:, t], state)
-                outs.append(o_t)
+                out, state = self._advance(xe[:, t], state, w_rest)
+                outs.append(out)
                 attn.append(state["attention"])
             o, attention = torch.stack(outs, 1), torch.stack(attn, 1)
-        logits = self.output(self.dropout(o))  # (B, T, V)
+            if not self.luong:  # o_t = tanh(W_o [s_t; c_t; e_t]) for all t at once
+                o = torch.tanh(self.pre_output(torch.cat([o, e], -1)))
+        o = self.dropout(o)  # over all positions, so the dropout mask is the same with `positions`
+        logits = self.output(o if positions is None else o[positions])  # (B, T, V) or (N, V)
         if return_attention:
             return logits, attention
         return logits

@@ -265,6 +265,23 @@ class RNN(nn.Module):
         h_n = torch.stack(finals_h)
         return layer_in, ((h_n, torch.stack(finals_c)) if lstm else h_n)
 
+    def step(self, xp: Tensor, state: list[State]) -> tuple[Tensor, list[State]]:
+        """One time step of a unidirectional stack on the cell path, for decoders that feed each
+        step's result back. xp: (B, G*H), layer 0's input projection W_ih x + b_ih (a caller may
+        build it from parts computed once per sequence); state: one entry per layer, h (B, H) or
+        (h, c) -> the top layer's h (B, H) and the new states. Dropout between layers as forward."""
+        if self.impl != "cells" or self.num_directions != 1:
+            raise ValueError("RNN.step needs impl='cells' and one direction")
+        new, h = [], None
+        for layer, s in enumerate(state):
+            cell = self.cells[self._suffix(layer, 0)]
+            if h is not None:  # the layer below's output
+                xp = cell.input_projection(F.dropout(h, self.dropout, self.training) if self.dropout else h)
+            s = cell.recurrence(xp, s)
+            h = s[0] if isinstance(s, tuple) else s
+            new.append(s)
+        return h, new
+
     def extra_repr(self) -> str:
         return (
             f"{self.cell}, {self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "

@@ -117,12 +117,12 @@ class TranslationModule(ImageFeatures, DecodingModule):
 
     # -- training -----------------------------------------------------------------------------
     def _loss(self, batch: dict, label_smoothing: float) -> tuple[Tensor, int]:
-        logits = self.model(batch["src"], batch["src_lengths"], batch["tgt_in"], image=self.image_of(batch))
-        loss = F.cross_entropy(
-            logits.flatten(0, 1).float(), batch["tgt_out"].flatten(), ignore_index=PAD,
-            label_smoothing=label_smoothing,
-        )  # fmt: skip
-        return loss, int((batch["tgt_out"] != PAD).sum())
+        real = batch["tgt_out"] != PAD  # the output layer and the loss skip the padding
+        logits = self.model(
+            batch["src"], batch["src_lengths"], batch["tgt_in"], image=self.image_of(batch), positions=real
+        )  # (N, V)
+        loss = F.cross_entropy(logits.float(), batch["tgt_out"][real], label_smoothing=label_smoothing)
+        return loss, logits.shape[0]
 
     def eval_loss(self, batch: dict) -> tuple[Tensor, int]:
         return self._loss(batch, 0.0)

@@ -62,11 +62,14 @@ class Seq2Seq(nn.Module):
         tgt_in: Tensor,
         return_attention: bool = False,
         image: Tensor | None = None,
+        positions: Tensor | None = None,
     ):
         """Teacher forcing: tgt_in (B, T) starts with <bos>, image (B, R, Di) or None -> logits
-        (B, T, V_tgt)."""
+        (B, T, V_tgt); with `positions` (B, T) bool only those positions' logits, (N, V_tgt)."""
         memory, mask, summary = self.encode(src, src_lengths)
-        return self.decoder(tgt_in, memory, mask, summary, return_attention=return_attention, image=image)
+        return self.decoder(
+            tgt_in, memory, mask, summary, return_attention=return_attention, image=image, positions=positions
+        )
 
     @torch.no_grad()
     def translate(

@@ -57,7 +57,8 @@ def test_seeds_gru_reaches_seq2seq_and_the_language_model():
         assert all(r.impl == "cells" for r in rnns(model))
         assert all(cell.reset_after is False for r in rnns(model) for cell in r.cells.values())
     default = Seq2Seq(11, 12, rnn=RecurrentOptions(cell="gru", embed_dim=4, hidden_size=5))
-    assert all(r.impl == "fused" for r in rnns(default))  # the default GRU is the cuDNN one
+    assert default.encoder.rnn.impl == "fused"  # the default GRU is the cuDNN one
+    assert default.decoder.rnn.impl == "cells"  # an attention decoder steps: RNN.step on the cells
 
 
 def test_a_fused_path_with_a_cell_only_option_is_refused():

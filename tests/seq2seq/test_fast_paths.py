@@ -1,0 +1,76 @@
+"""The training step's fast paths compute the same function: RNN.step == the unrolled layer, the
+decoder's logits at real positions only == all logits there, fused Adam where it can run."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from data.core.vocab import BOS, PAD
+from seq2seq.modules.rnn import RNN, RecurrentOptions
+from seq2seq.translation.module import TranslationModule
+from seq2seq.translation.network import Seq2Seq, pad_batch
+
+
+@pytest.mark.parametrize("cell, opts", [("lstm", {}), ("gru", {"reset_after": False}), ("rnn", {})])
+def test_rnn_step_equals_the_unrolled_layer(cell, opts):
+    torch.manual_seed(0)
+    rnn = RNN(cell, 5, 6, num_layers=3, dropout=0.4, impl="cells", **opts).eval()
+    x = torch.randn(2, 4, 5)
+    out, final = rnn(x)
+    zero = torch.zeros(2, 6)
+    state = [(zero, zero) if cell == "lstm" else zero] * 3
+    for t in range(4):
+        xp = rnn.cells["l0"].input_projection(x[:, t])
+        h, state = rnn.step(xp, state)
+        torch.testing.assert_close(h, out[:, t], atol=1e-6, rtol=0)
+    final_h = final[0] if cell == "lstm" else final
+    for k in range(3):
+        torch.testing.assert_close(state[k][0] if cell == "lstm" else state[k], final_h[k], atol=1e-6, rtol=0)
+
+
+def test_rnn_step_needs_the_cells_and_one_direction():
+    for rnn in (RNN("lstm", 3, 4, impl="fused"), RNN("lstm", 3, 4, impl="cells", bidirectional=True)):
+        with pytest.raises(ValueError, match="impl='cells' and one direction"):
+            rnn.step(torch.zeros(1, 16), [(torch.zeros(1, 4), torch.zeros(1, 4))])
+
+
+@pytest.mark.parametrize(
+    "kw", [dict(context="attention"), dict(context="fixed"), dict(attention="luong_general")], ids=str
+)
+def test_logits_at_real_positions_equal_all_logits_there_dropout_included(kw):
+    torch.manual_seed(0)
+    model = Seq2Seq(13, 11, RecurrentOptions(embed_dim=8, hidden_size=16, dropout=0.5), **kw).train()
+    src, src_lengths = pad_batch([[4, 5, 6, 7], [8, 9]])
+    tgt, _ = pad_batch([[BOS, 4, 5], [BOS]])
+    real = tgt != PAD
+    torch.manual_seed(3)
+    full = model(src, src_lengths, tgt)
+    torch.manual_seed(3)
+    picked = model(src, src_lengths, tgt, positions=real)
+    assert picked.shape == (4, 11)
+    torch.testing.assert_close(picked, full[real], atol=0, rtol=0)
+
+
+def test_the_translation_loss_is_the_padded_cross_entropy():
+    torch.manual_seed(0)
+    module = TranslationModule(13, 11, rnn=RecurrentOptions(embed_dim=8, hidden_size=16)).eval()
+    src, src_lengths = pad_batch([[4, 5, 6, 7], [8, 9]])
+    tgt, _ = pad_batch([[BOS, 4, 5, 6], [BOS, 7]])
+    out, _ = pad_batch([[4, 5, 6, 3], [7, 3]])
+    batch = {"src": src, "src_lengths": src_lengths, "tgt_in": tgt, "tgt_out": out}
+    loss, tokens = module.eval_loss(batch)
+    logits = module.model(src, src_lengths, tgt)
+    expected = F.cross_entropy(logits.flatten(0, 1), out.flatten(), ignore_index=PAD)
+    assert tokens == 6
+    torch.testing.assert_close(loss, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("precision, fused", [("32-true", True), ("bf16-mixed", True), ("16-mixed", False)])
+def test_adam_is_fused_except_under_a_gradient_scaler(precision, fused):
+    module = TranslationModule(13, 11, rnn=RecurrentOptions(embed_dim=8, hidden_size=16))
+    module._trainer = SimpleNamespace(precision=precision)
+    assert module.configure_optimizers().defaults["fused"] is fused
+    module._trainer = None
+    assert module.configure_optimizers().defaults["fused"] is True
