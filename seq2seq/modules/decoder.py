@@ -292,13 +292,27 @@ class RecurrentDecoder(nn.Module):
         init: Tensor,
         return_attention: bool = False,
         image: Tensor | None = None,
-        positions: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """tgt_in: (B, T) long (<bos> y_1 ... y_{T-1}), memory: (B, S, M), src_mask: (B, S),
         init: the summary vector (B, M), image: (B, R, Di) or None -> logits (B, T, V)
-        [, attention (B, T, S) (B, T, S + R with fusion="flat")]. With `positions` (B, T) bool the
-        logits of those positions only, (N, V) in row-major order: the output layer, the largest
-        product of a step, then skips the padding.
+        [, attention (B, T, S) (B, T, S + R with fusion="flat")]."""
+        o, attention = self.features(tgt_in, memory, src_mask, init, image)
+        logits = self.output(o)  # (B, T, V)
+        if return_attention:
+            return logits, attention
+        return logits
+
+    def features(
+        self,
+        tgt_in: Tensor,
+        memory: Tensor,
+        src_mask: Tensor | None,
+        init: Tensor,
+        image: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """The output layer's input o_t for all t, dropout applied, (B, T, O), and the attention
+        (B, T, S) or None; `forward`'s arguments. Training takes the loss from it with
+        modules/output_loss.py, which never holds all the logits.
 
         Embeddings, W_e e_t, W_o (Bahdanau) and the output layer run once over all steps; only the
         recurrence and the attention loop."""
@@ -317,11 +331,7 @@ class RecurrentDecoder(nn.Module):
             o, attention = torch.stack(outs, 1), torch.stack(attn, 1)
             if not self.luong:  # o_t = tanh(W_o [s_t; c_t; e_t]) for all t at once
                 o = torch.tanh(self.pre_output(torch.cat([o, e], -1)))
-        o = self.dropout(o)  # over all positions, so the dropout mask is the same with `positions`
-        logits = self.output(o if positions is None else o[positions])  # (B, T, V) or (N, V)
-        if return_attention:
-            return logits, attention
-        return logits
+        return self.dropout(o), attention
 
     def _features_parallel(self, e: Tensor, state: DecoderState) -> tuple[Tensor, Tensor | None]:
         """When the RNN input does not depend on the previous output, run it over all steps at

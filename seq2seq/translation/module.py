@@ -19,12 +19,12 @@ from dataclasses import replace
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from data.core.protocols import OptionalImages
 from data.core.tokenizers import Tokenizer, tokenizer_from_state
 from data.core.vocab import PAD, Vocabulary
+from seq2seq.modules.output_loss import linear_cross_entropy
 from seq2seq.modules.rnn import RecurrentOptions
 from seq2seq.modules.vision import ImageEncoder, ImageOptions
 from seq2seq.search import SearchOptions
@@ -117,12 +117,12 @@ class TranslationModule(ImageFeatures, DecodingModule):
 
     # -- training -----------------------------------------------------------------------------
     def _loss(self, batch: dict, label_smoothing: float) -> tuple[Tensor, int]:
+        src, lengths, tgt_in = batch["src"], batch["src_lengths"], batch["tgt_in"]
+        o, _ = self.model.features(src, lengths, tgt_in, image=self.image_of(batch))  # (B, T, O)
         real = batch["tgt_out"] != PAD  # the output layer and the loss skip the padding
-        logits = self.model(
-            batch["src"], batch["src_lengths"], batch["tgt_in"], image=self.image_of(batch), positions=real
-        )  # (N, V)
-        loss = F.cross_entropy(logits.float(), batch["tgt_out"][real], label_smoothing=label_smoothing)
-        return loss, logits.shape[0]
+        out = self.model.decoder.output
+        loss = linear_cross_entropy(o[real], out.weight, out.bias, batch["tgt_out"][real], label_smoothing)
+        return loss, int(real.sum())
 
     def eval_loss(self, batch: dict) -> tuple[Tensor, int]:
         return self._loss(batch, 0.0)

@@ -62,14 +62,17 @@ class Seq2Seq(nn.Module):
         tgt_in: Tensor,
         return_attention: bool = False,
         image: Tensor | None = None,
-        positions: Tensor | None = None,
     ):
         """Teacher forcing: tgt_in (B, T) starts with <bos>, image (B, R, Di) or None -> logits
-        (B, T, V_tgt); with `positions` (B, T) bool only those positions' logits, (N, V_tgt)."""
+        (B, T, V_tgt)."""
         memory, mask, summary = self.encode(src, src_lengths)
-        return self.decoder(
-            tgt_in, memory, mask, summary, return_attention=return_attention, image=image, positions=positions
-        )
+        return self.decoder(tgt_in, memory, mask, summary, return_attention=return_attention, image=image)
+
+    def features(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, image: Tensor | None = None):
+        """Teacher forcing up to the output layer: its input (B, T, O) (dropout applied) and the
+        attention (B, T, S) or None (RecurrentDecoder.features)."""
+        memory, mask, summary = self.encode(src, src_lengths)
+        return self.decoder.features(tgt_in, memory, mask, summary, image)
 
     @torch.no_grad()
     def translate(

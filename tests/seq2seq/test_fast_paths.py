@@ -1,5 +1,5 @@
 """The training step's fast paths compute the same function: RNN.step == the unrolled layer, the
-decoder's logits at real positions only == all logits there, fused Adam where it can run."""
+output layer's cross-entropy in chunks == the one on all logits, fused Adam where it can run."""
 
 from types import SimpleNamespace
 
@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from data.core.vocab import BOS, PAD
+from seq2seq.modules import output_loss
+from seq2seq.modules.output_loss import linear_cross_entropy
 from seq2seq.modules.rnn import RNN, RecurrentOptions
 from seq2seq.translation.module import TranslationModule
 from seq2seq.translation.network import Seq2Seq, pad_batch
@@ -36,21 +38,37 @@ def test_rnn_step_needs_the_cells_and_one_direction():
             rnn.step(torch.zeros(1, 16), [(torch.zeros(1, 4), torch.zeros(1, 4))])
 
 
-@pytest.mark.parametrize(
-    "kw", [dict(context="attention"), dict(context="fixed"), dict(attention="luong_general")], ids=str
-)
-def test_logits_at_real_positions_equal_all_logits_there_dropout_included(kw):
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_cross_entropy_in_chunks_equals_the_logits_path(smoothing, bias, monkeypatch):
+    monkeypatch.setattr(output_loss, "CHUNK", 3)  # 7 positions: chunks of 3, 3 and 1
     torch.manual_seed(0)
-    model = Seq2Seq(13, 11, RecurrentOptions(embed_dim=8, hidden_size=16, dropout=0.5), **kw).train()
+    o = torch.randn(7, 5, requires_grad=True)
+    layer = torch.nn.Linear(5, 11, bias=bias)
+    y = torch.randint(0, 11, (7,))
+    expected = F.cross_entropy(layer(o), y, label_smoothing=smoothing)
+    expected.backward()
+    reference = [o.grad.clone()] + [p.grad.clone() for p in layer.parameters()]
+    o.grad = None
+    layer.zero_grad()
+    loss = linear_cross_entropy(o, layer.weight, layer.bias, y, label_smoothing=smoothing)
+    (loss * 3).backward()  # backward scales by the incoming gradient
+    torch.testing.assert_close(loss, expected, atol=1e-6, rtol=0)
+    for got, want in zip([o.grad] + [p.grad for p in layer.parameters()], reference):
+        torch.testing.assert_close(got, want * 3, atol=1e-6, rtol=0)
+    with torch.no_grad():  # no gradients computed, same value
+        torch.testing.assert_close(linear_cross_entropy(o, layer.weight, layer.bias, y, smoothing), expected)
+
+
+def test_the_decoder_features_are_the_output_layers_input():
+    torch.manual_seed(0)
+    model = Seq2Seq(13, 11, RecurrentOptions(embed_dim=8, hidden_size=16)).eval()
     src, src_lengths = pad_batch([[4, 5, 6, 7], [8, 9]])
     tgt, _ = pad_batch([[BOS, 4, 5], [BOS]])
-    real = tgt != PAD
-    torch.manual_seed(3)
-    full = model(src, src_lengths, tgt)
-    torch.manual_seed(3)
-    picked = model(src, src_lengths, tgt, positions=real)
-    assert picked.shape == (4, 11)
-    torch.testing.assert_close(picked, full[real], atol=0, rtol=0)
+    o, attention = model.features(src, src_lengths, tgt)
+    logits, attention_too = model(src, src_lengths, tgt, return_attention=True)
+    torch.testing.assert_close(model.decoder.output(o), logits, atol=0, rtol=0)
+    torch.testing.assert_close(attention, attention_too, atol=0, rtol=0)
 
 
 def test_the_translation_loss_is_the_padded_cross_entropy():
