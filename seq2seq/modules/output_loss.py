@@ -46,7 +46,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if grad_o is not None:
                 grad_o[start : start + chunk] = grad @ weight
             if grad_w is not None:
-                grad_w.addmm_(grad.t(), o_c)
+                grad_w += grad.t() @ o_c  # not addmm_: FlopCounterMode (seq2seq.bench) counts mm
             if grad_b is not None:
                 grad_b += grad.sum(0)
         ctx.grads = tuple(None if g is None else g / N for g in (grad_o, grad_w, grad_b))
