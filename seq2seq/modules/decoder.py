@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seq2seq.modules.attention import BahdanauAttention, LuongAttention, masked_softmax
-from seq2seq.modules.rnn import RecurrentOptions
+from seq2seq.modules.rnn import RNN, RecurrentOptions
 
 DecoderState = dict[str, Tensor]
 
@@ -143,6 +143,8 @@ class RecurrentDecoder(nn.Module):
             self.pre_output = nn.Linear(hidden_size + memory_size + image_ctx + embed_dim, out_size)  # W_o
         # whether the teacher-forced forward loops over time (the RNN input needs the last step)
         self.loops = context == "attention" and (self.input_feeding or not self.luong)
+        if self.loops and rnn.impl == "fused":  # it steps on the cells, but a refused option stays refused
+            RNN._check_fusable(rnn.cell, rnn.cell_options())
         self.rnn = (replace(rnn, impl="cells") if self.loops else rnn).layer(rnn_in)
         self.output = nn.Linear(out_size, vocab_size)
         if tie_embeddings:
