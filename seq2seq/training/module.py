@@ -160,13 +160,14 @@ class SeqCapModule(pl.LightningModule):
 
         Adam is the fused kernel (one pass over each parameter instead of a dozen elementwise ops:
         about 15% of a gettext_attention step on a 2-core CPU) on CPU and CUDA, except under
-        16-bit mixed precision, whose gradient scaler would then unscale inside the step, where
-        the Trainer's gradient clipping cannot reach."""
+        mixed precision (16 or bf16), where Lightning refuses to clip the gradients of an
+        optimizer that could unscale them inside its step."""
         hp = self.hparams
         groups = self.param_groups()
         params = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
         precision = str(self._trainer.precision) if self._trainer is not None else "32-true"
-        fused = all(p.device.type in ("cpu", "cuda") for p in params) and not precision.startswith("16")
+        mixed = "mixed" in precision or precision.startswith("16")
+        fused = all(p.device.type in ("cpu", "cuda") for p in params) and not mixed
         optimizer = torch.optim.Adam(groups, lr=hp.lr, weight_decay=hp.weight_decay, fused=fused)
         self.plateau.attach(optimizer)
         return optimizer

@@ -85,8 +85,10 @@ def test_the_translation_loss_is_the_padded_cross_entropy():
     torch.testing.assert_close(loss, expected, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("precision, fused", [("32-true", True), ("bf16-mixed", True), ("16-mixed", False)])
-def test_adam_is_fused_except_under_a_gradient_scaler(precision, fused):
+@pytest.mark.parametrize(
+    "precision, fused", [("32-true", True), ("bf16-true", True), ("bf16-mixed", False), ("16-mixed", False)]
+)
+def test_adam_is_fused_except_under_mixed_precision(precision, fused):
     module = TranslationModule(13, 11, rnn=RecurrentOptions(embed_dim=8, hidden_size=16))
     module._trainer = SimpleNamespace(precision=precision)
     assert module.configure_optimizers().defaults["fused"] is fused
