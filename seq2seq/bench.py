@@ -119,7 +119,6 @@ def train(data: str, steps: int, warmup: int, device: torch.device, profile_step
         "gflops": counter.get_total_flops() / elapsed / 1e9,
         "gflop_per_step": counter.get_total_flops() / len(times) / 1e9,
         "tokens_per_step": tokens / len(times),
-        "parameters": sum(p.numel() for p in module.parameters()),
     }
 
 
