@@ -67,6 +67,30 @@ def checkpoint_task(ckpt: dict, path: str | Path) -> str:
     raise CheckpointError(f"{path}: a seqcap checkpoint of no known task (keys: {sorted(meta)})")
 
 
+VOCABULARIES = ("src_vocab", "tgt_vocab", "vocab", "answers")  # lists of strings in checkpoint["seqcap"]
+TOKENIZERS = ("src_tokenizer", "tgt_tokenizer", "tokenizer")
+
+
+def vocabulary_difference(a: dict, b: dict) -> str | None:
+    """The first difference between two checkpoints' vocabularies and tokenizers (their
+    checkpoint["seqcap"] dicts), in words ("tgt_vocab id 17: 'Haus' in one, 'Hause' in the
+    other"), or None when they are the same: models that share them can be ensembled or averaged."""
+    for key in VOCABULARIES:
+        x, y = a.get(key), b.get(key)
+        if x == y:
+            continue
+        if x is None or y is None:
+            return f"{key} in one checkpoint only"
+        for i, (u, v) in enumerate(zip(x, y)):
+            if u != v:
+                return f"{key} id {i}: {u!r} in one, {v!r} in the other"
+        return f"{key} has {len(x)} entries in one, {len(y)} in the other"
+    for key in TOKENIZERS:
+        if a.get(key) != b.get(key):
+            return f"{key} differs ({a.get(key)!r} vs {b.get(key)!r})"
+    return None
+
+
 def predictor_class(task: str, path: str | Path = "") -> type[Predictor]:
     """The predictor class registered for `task` under the seqcap.predictors entry points."""
     found = {ep.name: ep for ep in entry_points(group=ENTRY_POINTS)}
