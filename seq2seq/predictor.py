@@ -8,6 +8,8 @@
     p.caption(["photo.jpg", pil_image, ...])      # captioning: Captioner
     p.answer("photo.jpg", ["what colour ...?"])   # visual question answering: Answerer
 
+    Predictor.from_checkpoint([A, B, C])          # an ensemble: one search over the mean probability
+
 A checkpoint is read with `torch.load(weights_only=True)` (it cannot run code) and holds all that
 inference needs: the hyperparameters, the weights (the CNN's too), the vocabularies and, for image
 tasks, the image size and normalisation. `checkpoint["seqcap"]["task"]` names its task; checkpoints
@@ -25,6 +27,7 @@ task with a message that says which command takes it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import ClassVar
@@ -120,21 +123,51 @@ class Predictor(ABC):
     task: ClassVar[str] = ""
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto", **options) -> Predictor:
+    def from_checkpoint(
+        cls, path: str | Path | Sequence[str | Path], device: str | torch.device = "auto", **options
+    ) -> Predictor:
         """The predictor of the checkpoint's task, on `device` ("auto": cuda when there is one).
-        CheckpointError naming the file when it is missing, not a seqcap checkpoint, or (called on a
-        subclass) of another task."""
-        ckpt = load_checkpoint(path)
-        task = checkpoint_task(ckpt, path)
-        if cls.task and task != cls.task:
-            what, command = TASKS.get(task, (task, "seqcap"))
-            raise CheckpointError(
-                f"{path}: a {what} checkpoint, not a {TASKS[cls.task][0]} one; use it with `{command}`"
-            )
-        target = cls if cls.task else predictor_class(task, path)
-        predictor = target.from_loaded(ckpt, path, resolve_device(device), **options)
-        predictor.checkpoint = str(path)
-        return predictor
+        Several paths make an ensemble (`join`): checkpoints of one task with the same vocabularies.
+        CheckpointError naming the file when it is missing, not a seqcap checkpoint, (called on a
+        subclass) of another task, or of another task or vocabulary than the first of an ensemble."""
+        paths = [path] if isinstance(path, (str, Path)) else list(path)
+        if not paths:
+            raise CheckpointError("no checkpoint given")
+        device = resolve_device(device)
+        predictors, first = [], None
+        for p in paths:
+            ckpt = load_checkpoint(p)
+            task = checkpoint_task(ckpt, p)
+            if cls.task and task != cls.task:
+                what, command = TASKS.get(task, (task, "seqcap"))
+                raise CheckpointError(
+                    f"{p}: a {what} checkpoint, not a {TASKS[cls.task][0]} one; use it with `{command}`"
+                )
+            if first is None:
+                first = (p, task, ckpt["seqcap"])
+            elif task != first[1]:
+                raise CheckpointError(
+                    f"{p}: a {task} checkpoint, but {first[0]} is a {first[1]} one: "
+                    "an ensemble takes checkpoints of one task"
+                )
+            elif (difference := vocabulary_difference(first[2], ckpt["seqcap"])) is not None:
+                raise CheckpointError(
+                    f"{p}: cannot be ensembled with {first[0]}: {difference} (an ensemble's models "
+                    "share their vocabularies: train them from one data configuration)"
+                )
+            target = cls if cls.task else predictor_class(task, p)
+            predictor = target.from_loaded(ckpt, p, device, **options)
+            predictor.checkpoint = str(p)
+            predictors.append(predictor)
+            del ckpt
+        if len(predictors) > 1:
+            predictors[0].join(predictors[1:])
+        return predictors[0]
+
+    def join(self, others: list[Predictor]) -> None:
+        """Makes this predictor an ensemble of itself and `others` (same task and vocabularies,
+        checked by from_checkpoint). A task whose predictor does not ensemble refuses."""
+        raise CheckpointError(f"{TASKS[self.task][0]} checkpoints do not ensemble; give one checkpoint")
 
     @classmethod
     @abstractmethod

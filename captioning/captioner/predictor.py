@@ -26,7 +26,8 @@ from tqdm import tqdm
 from captioning.captioner.network import CAPTION_SEARCH, ShowAttendTell, ShowTell
 from data.core.caption_sources import TOKENIZER_NAME
 from data.core.images import ImageFileError, check_image, load_rgb
-from data.core.vocab import Vocabulary
+from data.core.vocab import BOS, EOS, PAD, Vocabulary
+from seq2seq import search
 from seq2seq.modules.vision import ImageEncoder
 from seq2seq.predictor import Predictor, image_transform
 from seq2seq.search import SearchOptions
@@ -122,6 +123,8 @@ class Captioner(Predictor):
         self.transform = transform
         self.max_len = int(max_len)
         self.checkpoint: str | None = None
+        self.members: list[Captioner] = [self]  # an ensemble's models (join), this one first
+        self.lm = None  # a seq2seq.lm.rescoring.LanguageModelScoring (use_lm)
 
     @classmethod
     def from_loaded(cls, ckpt: dict, path: str | Path, device: torch.device, **options) -> Captioner:
@@ -154,10 +157,23 @@ class Captioner(Predictor):
     def has_attention(self) -> bool:
         return self.model_kind == "attention"
 
-    def _load(self, image, index: int) -> tuple[Tensor, str]:
+    def join(self, others: list[Captioner]) -> None:
+        """An ensemble of this captioner and `others` (same vocabulary, checked by from_checkpoint):
+        one search over the log of their mean word probability, each model with its own CNN and
+        preprocessing; attention is this model's (an attention captioner's, when it is first)."""
+        self.members = [self, *others]
+
+    def use_lm(self, lm) -> None:
+        """Caption with a language model of the captions' language (seq2seq.lm.rescoring; None:
+        without): rescoring of the beam, or shallow fusion (checked against the caption words)."""
+        if lm is not None:
+            lm.bind(self.vocab, None, "the captions")
+        self.lm = lm
+
+    def _load(self, image, index: int) -> tuple[Image.Image, str]:
         if isinstance(image, Image.Image):
-            return self.transform(image.convert("RGB")), f"<image {index}>"
-        return self.transform(load_rgb(image)), str(image)
+            return image.convert("RGB"), f"<image {index}>"
+        return load_rgb(image), str(image)
 
     @torch.inference_mode()
     def caption(
@@ -190,7 +206,11 @@ class Captioner(Predictor):
                 "ShowAttendTell (model='attention') checkpoint"
             )
         max_len = self.max_len if max_len is None else int(max_len)
-        options = SearchOptions(method=method, beam_size=beam_size, max_len=max_len, temperature=temperature)
+        rescoring = method == "beam" and self.lm is not None and self.lm.mode == "rescore" and self.lm.weight
+        options = SearchOptions(
+            method=method, beam_size=beam_size, max_len=max_len, temperature=temperature,
+            n_best=beam_size if rescoring else 1,
+        )  # fmt: skip
         generator = None
         if method == "sample" and seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -201,24 +221,47 @@ class Captioner(Predictor):
             pixels, where, sources = [], [], []
             for i in range(start, min(start + batch_size, len(images))):
                 try:
-                    tensor, source = self._load(images[i], i)
+                    rgb, source = self._load(images[i], i)
                 except ImageFileError as e:
                     if on_bad_image is None:
                         raise
                     on_bad_image(e)
                     continue
-                pixels.append(tensor)
+                pixels.append(rgb)
                 where.append(i)
                 sources.append(source)
             if not pixels:
                 continue
-            features = self.encoder(torch.stack(pixels).to(self.device))
-            hyps = self.model.caption(
-                features, options, generator=generator, return_attention=return_attention
-            )
-            for i, source, options in zip(where, sources, hyps):
-                best = options[0]
+            hyps = self._search(pixels, options, generator, return_attention)
+            for i, source, found in zip(where, sources, hyps):
+                if rescoring:
+                    found = self._rescore(found, options.alpha)
+                best = found[0]
                 tokens = self.vocab.decode(best.tokens)
                 attention = best.attention.float().cpu() if best.attention is not None else None
                 results[i] = Caption(source, tokens, " ".join(tokens), float(best.score), attention)
         return results
+
+    def _search(self, images: list[Image.Image], options: SearchOptions, generator, return_attention: bool):
+        """Decodes a batch of RGB images with every model of the ensemble (and the LM in fusion
+        mode): per image its hypotheses."""
+        starts = []
+        for member in self.members:
+            pixels = torch.stack([member.transform(rgb) for rgb in images]).to(self.device)
+            features = member.encoder(pixels)
+            starts.append((member.model.step, member.model.init_state(features)))
+        step, state = search.ensemble(starts)
+        if self.lm is not None and self.lm.mode == "fusion" and self.lm.weight != 0:
+            step, state = search.fuse((step, state), self.lm.fusion_start(len(images)), self.lm.weight)
+        return search.decode(
+            step, state, len(images), bos=BOS, eos=EOS, search=options, max_len=options.max_len,
+            generator=generator, return_attention=return_attention, banned=(PAD, BOS),
+        )  # fmt: skip
+
+    def _rescore(self, hyps: list, alpha: float) -> list:
+        """The beam's list reordered by (log P + W log P_lm) / lp (seq2seq.lm.rescoring)."""
+        texts = [" ".join(self.vocab.decode(h.tokens)) for h in hyps]
+        scores = self.lm.rescore(texts, [h.score for h in hyps], [len(h.tokens) for h in hyps], alpha)
+        for h, score in zip(hyps, scores):
+            h.score = score
+        return sorted(hyps, key=lambda h: h.score, reverse=True)

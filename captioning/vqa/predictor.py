@@ -75,6 +75,7 @@ class Answerer(Predictor):
         self.encoder = encoder.to(self.device).eval()
         self.model = model.to(self.device).eval()
         self.vocab, self.answers, self.transform = vocab, list(answers), transform
+        self.members: list[Answerer] = [self]  # an ensemble's models (join), this one first
 
     @classmethod
     def from_loaded(cls, ckpt: dict, path: str | Path, device: torch.device, **options) -> Answerer:
@@ -108,6 +109,11 @@ class Answerer(Predictor):
     def has_attention(self) -> bool:
         return self.model_kind == "attention"
 
+    def join(self, others: list[Answerer]) -> None:
+        """An ensemble of this answerer and `others` (same vocabularies, checked by from_checkpoint):
+        the answer probabilities are averaged; attention is this model's."""
+        self.members = [self, *others]
+
     def encode_questions(self, questions: list[str]) -> tuple[Tensor, Tensor]:
         """Question strings -> (B, T) ids (unknown words -> <unk>) on this device, and lengths (B,)."""
         question, lengths = pad_questions([self.vocab.encode(tokenize_question(q)) for q in questions])
@@ -120,11 +126,14 @@ class Answerer(Predictor):
         refused with a DataError (a ValueError) naming it: the model would answer it anyway."""
         check_questions(questions)
         rgb = image.convert("RGB") if isinstance(image, Image.Image) else load_rgb(image)
-        pixels = self.transform(rgb).unsqueeze(0).to(self.device)
-        grid = self.encoder(pixels).expand(len(questions), -1, -1)  # (B, R, F): one image, B questions
         ids, lengths = self.encode_questions(questions)
-        logits, weights = self.model(ids, lengths, grid)
-        probs = logits.float().softmax(-1).cpu()
+        probs, weights = 0.0, None
+        for member in self.members:  # an ensemble: the mean of its models' answer probabilities
+            pixels = member.transform(rgb).unsqueeze(0).to(self.device)
+            grid = member.encoder(pixels).expand(len(questions), -1, -1)  # (B, R, F): one image, B questions
+            logits, member_weights = member.model(ids, lengths, grid)
+            probs = probs + logits.float().softmax(-1).cpu() / len(self.members)
+            weights = member_weights if weights is None else weights
         best = probs.topk(min(top, probs.shape[1]), dim=-1)
         known = self.vocab.stoi
         out = []

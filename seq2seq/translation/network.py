@@ -14,6 +14,8 @@ from seq2seq.modules.encoder import RecurrentEncoder
 from seq2seq.modules.rnn import RecurrentOptions
 from seq2seq.search import SearchOptions
 
+BANNED = (PAD, BOS)  # never an output: no training target is <pad> or <bos>
+
 
 class Seq2Seq(nn.Module):
     """Encoder-decoder translator. context="fixed" is Fig. 8-21 (one vector), "attention" is
@@ -74,6 +76,17 @@ class Seq2Seq(nn.Module):
         memory, mask, summary = self.encode(src, src_lengths)
         return self.decoder.features(tgt_in, memory, mask, summary, image)
 
+    def decoding_start(self, src: Tensor, src_lengths: Tensor, image: Tensor | None = None):
+        """-> (step function, initial state) of this batch: what seq2seq.search decodes from, and
+        what search.ensemble and search.fuse combine with other models'."""
+        memory, mask, summary = self.encode(src, src_lengths)
+        return self.decoder.step, self.decoder.init_state(memory, mask, summary, image)
+
+    @staticmethod
+    def max_len(src_lengths: Tensor, search_options: SearchOptions) -> int | Tensor:
+        """The decoding limit: search_options.max_len, else 2 * source length + 10 per sentence."""
+        return search_options.max_len or 2 * src_lengths + 10
+
     @torch.no_grad()
     def translate(
         self,
@@ -89,14 +102,11 @@ class Seq2Seq(nn.Module):
         otherwise), each with token ids (no <bos>/<eos>, never <pad>), score and optional attention (T, S)
         ((T, S + R) with an image attended: its last R columns are the regions').
         `search_options.max_len` defaults to 2 * source length + 10 words per sentence."""
-        memory, mask, summary = self.encode(src, src_lengths)
-        state = self.decoder.init_state(memory, mask, summary, image)
-        limit = search_options.max_len
-        if limit is None:
-            limit = 2 * src_lengths.to(src.device) + 10
+        step, state = self.decoding_start(src, src_lengths, image)
         return search.decode(
-            self.decoder.step, state, src.shape[0], bos=BOS, eos=EOS, search=search_options, max_len=limit,
-            generator=generator, return_attention=return_attention, banned=(PAD, BOS),  # never outputs
+            step, state, src.shape[0], bos=BOS, eos=EOS, search=search_options,
+            max_len=self.max_len(src_lengths.to(src.device), search_options), generator=generator,
+            return_attention=return_attention, banned=BANNED,
         )  # fmt: skip
 
 

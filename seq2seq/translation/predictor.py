@@ -7,6 +7,11 @@ attention model an <unk> in the output becomes the source word it attends to mos
 
 A multimodal checkpoint (fusion other than "none") also holds its CNN: `translate` then takes one
 image a sentence (paths, or precomputed grid features), preprocessed as in training.
+
+Several checkpoints (`Translator.from_checkpoint([A, B])`) translate as an ensemble: one beam search
+over the log of the models' mean probability (seq2seq.search.ensemble), each model with its own
+CNN for a multimodal ensemble; attention (plots, <unk> replacement) is the first model's.
+`use_lm` adds a target-language model (seq2seq.lm.rescoring): n-best rescoring or shallow fusion.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ from tqdm import tqdm
 from data.core.images import load_rgb
 from data.core.parallel import DataError
 from data.core.tokenizers import tokenizer_from_state
-from data.core.vocab import Vocabulary
+from data.core.vocab import BOS, EOS, Vocabulary
+from seq2seq import search
 from seq2seq.modules.vision import ImageEncoder
 from seq2seq.predictor import Predictor, image_transform
 from seq2seq.search import SearchOptions
-from seq2seq.training.checkpoint import build_from_hparams, seqcap_state
-from seq2seq.translation.network import Seq2Seq, pad_batch
+from seq2seq.training.checkpoint import CheckpointError, build_from_hparams, seqcap_state
+from seq2seq.translation.network import BANNED, Seq2Seq, pad_batch
 
 
 def replace_unknowns(
@@ -75,6 +81,9 @@ class Translator(Predictor):
         self.src_tokenizer = tokenizer_from_state(vocab_state["src_tokenizer"])
         self.tgt_tokenizer = tokenizer_from_state(vocab_state["tgt_tokenizer"])
         self.max_len = int(vocab_state.get("max_len", 100))
+        self.tgt_tokenizer_state = vocab_state["tgt_tokenizer"]
+        self.members: list[Translator] = [self]  # an ensemble's models (join), this one first
+        self.lm = None  # a LanguageModelScoring (use_lm)
 
     @classmethod
     def from_loaded(
@@ -93,6 +102,26 @@ class Translator(Predictor):
         )  # fmt: skip
         model = build_from_hparams(Seq2Seq, ckpt, path, prefix="model.", image_size=encoder.feature_dim)
         return cls(model, vocab_state, device, unk_replace, encoder, image_transform(ckpt))
+
+    def join(self, others: list[Translator]) -> None:
+        """An ensemble of this translator and `others` (same vocabularies, checked by
+        from_checkpoint): all text-only or all multimodal."""
+        for other in others:
+            if other.multimodal != self.multimodal:
+                kinds = {True: "multimodal", False: "text-only"}
+                raise CheckpointError(
+                    f"{other.checkpoint}: a {kinds[other.multimodal]} translator, but {self.checkpoint} is "
+                    f"{kinds[self.multimodal]}: an ensemble's models read the same inputs"
+                )
+        self.members = [self, *others]
+
+    def use_lm(self, lm) -> None:
+        """Decode with a target-language model (a seq2seq.lm.rescoring.LanguageModelScoring; None:
+        without): rescoring of the n-best list, or shallow fusion (checked against the target
+        vocabulary's tokenizer here)."""
+        if lm is not None:
+            lm.bind(self.tgt_vocab, self.tgt_tokenizer_state)
+        self.lm = lm
 
     @property
     def multimodal(self) -> bool:
@@ -118,6 +147,7 @@ class Translator(Predictor):
         tokens = tokens[: self.max_len]
         return self.src_vocab.encode(tokens), tokens, cut
 
+    @torch.inference_mode()
     def translate(
         self,
         sentences: list[str],
@@ -142,20 +172,22 @@ class Translator(Predictor):
             raise DataError("this checkpoint translates a sentence with its image: give one image a sentence")
         if not self.multimodal and (images is not None or features is not None):
             raise DataError("this checkpoint is a text-only translator (fusion none): it takes no images")
-        if images is not None:  # None for an empty sentence: nothing to translate, no image needed
-            if any(p is None and s.strip() for p, s in zip(images, sentences)):
-                raise DataError("a sentence without its image: give one image a sentence")
-            given = [i for i, p in enumerate(images) if p is not None]
-            found = self.image_features([images[i] for i in given], batch_size, progress)
-            features = found.new_zeros(len(images), *found.shape[1:]) if given else None
-            if given:
-                features[given] = found
-            elif images:
-                features = torch.zeros(len(images), 1, 1)  # every sentence empty
+        if images is not None and any(p is None and s.strip() for p, s in zip(images, sentences)):
+            raise DataError("a sentence without its image: give one image a sentence")
         if features is not None and len(features) != len(sentences):
             n, m = len(features), len(sentences)
             raise DataError(f"{n} images for {m} sentences: give one image a sentence")
-        search_options = SearchOptions(method="beam", beam_size=beam_size, alpha=alpha, n_best=n_best)
+        if images is not None and len(images) != len(sentences):
+            n, m = len(images), len(sentences)
+            raise DataError(f"{n} images for {m} sentences: give one image a sentence")
+        # each model of an ensemble sees the images through its own CNN (given features: all the same)
+        member_features = [features] * len(self.members)
+        if images is not None:
+            member_features = [m._features_of(images, batch_size, progress) for m in self.members]
+        rescoring = self.lm is not None and self.lm.mode == "rescore" and self.lm.weight != 0
+        search_options = SearchOptions(
+            method="beam", beam_size=beam_size, alpha=alpha, n_best=beam_size if rescoring else n_best
+        )
         encoded = [self.encode(s) for s in sentences]
         for i, (_, _, cut) in enumerate(encoded):
             if cut and warn is not None:
@@ -168,21 +200,58 @@ class Translator(Predictor):
         batches = [todo[k : k + batch_size] for k in range(0, len(todo), batch_size)]
         for batch in tqdm(batches, desc="translating", unit="batch", disable=not progress, file=sys.stderr):
             src, lengths = pad_batch([encoded[i][0] for i in batch])
-            image = None if features is None else features[batch].to(self.device)
-            hyps = self.model.translate(
-                src.to(self.device), lengths.to(self.device), search_options,
-                return_attention=return_attention or self.unk_replace, image=image,
-            )  # fmt: skip
+            src, lengths = src.to(self.device), lengths.to(self.device)
+            hyps = self._search(src, lengths, member_features, batch, search_options, return_attention)
             for i, options in zip(batch, hyps):
                 results[i] = []
                 for h in options:
-                    attention, image_attention = self._split_attention(h.attention, features)
+                    attention, image_attention = self._split_attention(h.attention, member_features[0])
                     tokens = self.tgt_vocab.decode(h.tokens)
                     if self.unk_replace:
                         tokens = replace_unknowns(tokens, attention, encoded[i][1])
                     text = self.tgt_tokenizer.detokenize(tokens)
                     results[i].append(Translation(text, h.score, tokens, attention, image_attention))
+                if rescoring:
+                    results[i] = self._rescore(results[i], options, alpha)[:n_best]
         return results
+
+    def _search(self, src, lengths, member_features, batch, search_options, return_attention):
+        """Beam search over the batch (B, S) with every model of the ensemble (and the LM in
+        fusion mode) -> per sentence its hypotheses."""
+        starts = []
+        for member, features in zip(self.members, member_features):
+            image = None if features is None else features[batch].to(self.device)
+            starts.append(member.model.decoding_start(src, lengths, image))
+        step, state = search.ensemble(starts)
+        if self.lm is not None and self.lm.mode == "fusion" and self.lm.weight != 0:
+            step, state = search.fuse((step, state), self.lm.fusion_start(len(batch)), self.lm.weight)
+        return search.decode(
+            step, state, len(batch), bos=BOS, eos=EOS, search=search_options,
+            max_len=Seq2Seq.max_len(lengths, search_options),
+            return_attention=return_attention or self.unk_replace, banned=BANNED,
+        )  # fmt: skip
+
+    def _rescore(self, translations: list[Translation], hyps, alpha: float) -> list[Translation]:
+        """The beam's list reordered by (log P_tm + W log P_lm) / lp (seq2seq.lm.rescoring)."""
+        scores = self.lm.rescore(
+            [t.text for t in translations],
+            [t.score for t in translations],
+            [len(h.tokens) for h in hyps],
+            alpha,
+        )
+        for t, score in zip(translations, scores):
+            t.score = score
+        return sorted(translations, key=lambda t: t.score, reverse=True)
+
+    def _features_of(self, images: list, batch_size: int, progress: bool):
+        """This model's CNN features (N, R, C) of `images` (None for an empty sentence: zeros)."""
+        given = [i for i, p in enumerate(images) if p is not None]
+        if not given:
+            return torch.zeros(len(images), 1, 1)  # every sentence empty
+        found = self.image_features([images[i] for i in given], batch_size, progress)
+        features = found.new_zeros(len(images), *found.shape[1:])
+        features[given] = found
+        return features
 
     def _split_attention(self, attention, features):
         """(T, S + R) attention over source and image -> the source's (T, S), the regions' (T, R)."""
