@@ -3,7 +3,8 @@ errors it reports as one line (`error: ...`, exit status 2) instead of a traceba
 
 `review_ckpt_path`  a `--ckpt_path` of fit, validate, test or predict, right after the command
                     line is parsed: the file loads (missing, truncated, not a checkpoint: an error
-                    naming it), holds a model of the config's task, and its hyperparameters against
+                    naming it), resumes (fit: not weights alone, such as a `seqcap average`),
+                    holds a model of the config's task, and its hyperparameters against
                     the config's. The network is the checkpoint's: an option that changes it, given
                     on the command line, is an error (its weights cannot fit); one that only the
                     config file sets is replaced by the checkpoint's value, with a warning. Options of
@@ -174,6 +175,14 @@ def review_ckpt_path(config, argv: Sequence[str]) -> Path | None:
     if path is None:
         return None
     ckpt = load_checkpoint(path)
+    if subcommand in (None, "fit") and "optimizer_states" not in ckpt:
+        meta = ckpt.get("seqcap")
+        sources = meta.get("averaged_from") if isinstance(meta, dict) else None
+        what = f"the average of {len(sources)} checkpoints" if sources else "weights only"
+        raise CheckpointError(
+            f"{path}: {what}, without the optimizer and loop states a run resumes from: use it with "
+            "`seqcap test`/`validate` or for inference, and resume from a checkpoint `seqcap fit` wrote"
+        )
     model = cfg.get("model")
     cls = model_class(model.get("class_path")) if model is not None and hasattr(model, "get") else None
     if cls is None:

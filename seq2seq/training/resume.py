@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -132,13 +133,25 @@ class BestAndLastCheckpoint(ModelCheckpoint):
 
     A step save is skipped when validation runs right after that batch: the save after
     validation follows, and Lightning does not run that validation again on resume (its plateau
-    and early-stopping decisions must be in the checkpoint)."""
+    and early-stopping decisions must be in the checkpoint).
 
-    def __init__(self, *args, every_n_train_steps: int = 200, **kwargs):
+    `keep_last` N > 0 also keeps the checkpoints of the last N validations, `step-NNNNN.ckpt`
+    (the global step), for `seqcap average`: each is written after its validation (before
+    last.ckpt), then the older ones beyond N are deleted. Which ones exist is read from the
+    folder, so a run resumed into it (`--ckpt_path last`) goes on where it was; a step file that a
+    killed run wrote after the last.ckpt it resumes from is written again when the resumed run
+    gets there. 0 (the default) keeps none."""
+
+    STEP_FILE = re.compile(r"^step-(\d+)\.ckpt$")
+
+    def __init__(self, *args, every_n_train_steps: int = 200, keep_last: int = 0, **kwargs):
         if every_n_train_steps < 0:
             raise ValueError(f"checkpoint.every_n_train_steps must be >= 0, got {every_n_train_steps}")
+        if keep_last < 0:
+            raise ValueError(f"checkpoint.keep_last must be >= 0, got {keep_last}")
         super().__init__(*args, **kwargs)  # Lightning's own every_n_train_steps stays off: it
         self.last_every_n_steps = every_n_train_steps  # would also stop the saves after validation
+        self.keep_last = keep_last
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         n = self.last_every_n_steps
@@ -157,7 +170,27 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         candidates = self._monitor_candidates(trainer)
         if self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0:
             self._save_topk_checkpoint(trainer, candidates)
+        if self.keep_last:
+            self._save_step_checkpoint(trainer)
         self._save_last_checkpoint(trainer, candidates)
+
+    def _save_step_checkpoint(self, trainer) -> None:
+        """step-NNNNN.ckpt of this validation, then the step files older than the last keep_last go.
+        trainer.save_checkpoint, not Lightning's _save_checkpoint: a step file is no top-k or last
+        checkpoint (save_last="link" must not point at a file that is deleted later)."""
+        assert self.dirpath is not None
+        path = os.path.join(self.dirpath, f"step-{trainer.global_step:05d}.ckpt")
+        trainer.save_checkpoint(path, self.save_weights_only)  # every process; rank 0 writes
+        if not trainer.is_global_zero:
+            return
+        found = []
+        for name in self._fs.ls(self.dirpath, detail=False):
+            match = self.STEP_FILE.match(os.path.basename(name))
+            if match:
+                found.append((int(match.group(1)), os.path.join(self.dirpath, os.path.basename(name))))
+        for _, old in sorted(found)[: -self.keep_last]:
+            if self._should_remove_checkpoint(trainer, old, path):  # not the one resumed from
+                self._remove_checkpoint(trainer, old)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if not self._should_skip_saving_checkpoint(trainer):
