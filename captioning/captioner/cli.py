@@ -1,12 +1,17 @@
 """Caption images with a checkpoint and nothing else.
 
-    python -m captioning.captioner.cli --checkpoint CKPT IMG [IMG ...] [--beam-size 3 | --greedy]
+    python -m captioning.captioner.cli --checkpoint CKPT [CKPT ...] IMG [IMG ...] [--beam-size 3 | --greedy]
         [--method greedy|beam|sample] [--max-len N] [--batch-size 16] [--device auto]
         [--attention-plot DIR] [--skip-bad] [--output FILE] [--overwrite]
+        [--lm CKPT [--lm-weight W] [--lm-mode rescore|fusion]]
 
 Prints `path<TAB>caption` a line per image, in input order (the caption's words joined by spaces;
 an empty caption gives an empty field). The checkpoint (from `python -m captioning fit`) is all it
 needs: see captioning/captioner/predictor.py for how it is loaded and how images are preprocessed.
+Several checkpoints (each named *.ckpt) caption as an ensemble, one search over the log of their
+mean word probability; --attention-plot draws the first model's attention. --lm CKPT adds a
+language model of the captions' language: rescoring of the beam (default) or shallow fusion
+(--lm-mode fusion, a word-level LM), with weight --lm-weight.
 
 A bad image (missing, a directory, not an image) stops the run before anything is printed, with
 `error: cannot read image PATH: ...` and exit status 2; with --skip-bad it is left out with a warning
@@ -32,7 +37,8 @@ from captioning.captioner.predictor import METHODS, Captioner, image_problem
 from data.core.images import ImageFileError, load_rgb
 from data.core.outputs import OutputError, atomic_path, check_output, write_lines
 from data.core.parallel import DataError
-from seq2seq.training.checkpoint import CheckpointError
+from seq2seq.lm.rescoring import add_lm_arguments, lm_from_args
+from seq2seq.training.checkpoint import CheckpointError, split_checkpoint_values
 
 
 def plot_names(paths: Sequence[str]) -> list[str]:
@@ -52,8 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m captioning.captioner.cli", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by `python -m captioning fit`")
-    parser.add_argument("images", nargs="+", metavar="IMG", help="image files")
+    parser.add_argument(
+        "--checkpoint", required=True, nargs="+", metavar="CKPT",
+        help="a .ckpt written by `seqcap fit` (several, each named *.ckpt: an ensemble)",
+    )  # fmt: skip
+    parser.add_argument("images", nargs="*", metavar="IMG", help="image files")
     parser.add_argument("--method", choices=METHODS, default="beam")
     parser.add_argument("--greedy", action="store_true", help="the same as --method greedy")
     parser.add_argument("--beam-size", type=int, default=3)
@@ -71,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-bad", action="store_true", help="leave unreadable images out, with a warning")
     parser.add_argument("--output", metavar="FILE", help="write the captions to FILE (default: stdout)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output or plot")
+    add_lm_arguments(parser)
     args = parser.parse_args(argv)
+    args.checkpoint, more = split_checkpoint_values(args.checkpoint)
+    args.images = more + args.images
+    if not args.images:
+        parser.error("the following arguments are required: IMG")
     method = "greedy" if args.greedy else args.method
     if args.greedy and args.method not in ("beam", "greedy"):
         parser.error(f"--greedy contradicts --method {args.method}")
@@ -113,9 +127,10 @@ def main(argv: list[str] | None = None) -> int:
                 folder_may_be_new=True,
             )
         captioner = Captioner.from_checkpoint(args.checkpoint, args.device)
+        captioner.use_lm(lm_from_args(args, captioner.device))
         if args.attention_plot and not captioner.has_attention:
             raise CheckpointError(
-                f"{args.checkpoint} is a {captioner.model_kind!r} (Show and Tell) model, which has no "
+                f"{args.checkpoint[0]} is a {captioner.model_kind!r} (Show and Tell) model, which has no "
                 "attention to plot: --attention-plot needs a model='attention' (Show, Attend and Tell) "
                 "checkpoint"
             )

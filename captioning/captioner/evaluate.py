@@ -2,7 +2,10 @@
 
     python -m captioning.captioner.evaluate --checkpoint CKPT --data SOURCE [--image-root DIR] [--split test]
         [--beam-size 3 | --greedy] [--limit N] [--max-len N] [--batch-size 16] [--device auto] [--skip-bad]
-        [--output FILE [--overwrite]]
+        [--output FILE [--overwrite]] [--lm CKPT [--lm-weight W] [--lm-mode rescore|fusion]]
+
+Several --checkpoint files are scored as an ensemble; --lm adds a language model of the captions'
+language (as in `seqcap caption`).
 
 SOURCE is any file data.datamodules.captions reads (Karpathy JSON: its --split images; COCO annotation JSON or
 image_path<TAB>caption TSV: all its images, counted as --split). Prints one JSON line:
@@ -35,6 +38,7 @@ from data.core.caption_sources import CaptionImage, read_source
 from data.core.images import ImageFileError
 from data.core.outputs import atomic_output, check_output
 from data.core.parallel import DataError
+from seq2seq.lm.rescoring import add_lm_arguments, lm_from_args
 from seq2seq.training.checkpoint import CheckpointError
 
 
@@ -85,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m captioning.captioner.evaluate", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by `python -m captioning fit`")
+    parser.add_argument(
+        "--checkpoint", required=True, nargs="+", metavar="CKPT",
+        help="a .ckpt written by `seqcap fit` (several: an ensemble)",
+    )  # fmt: skip
     parser.add_argument(
         "--data", required=True, metavar="SOURCE", help="Karpathy JSON, COCO annotation JSON or TSV"
     )
@@ -104,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-bad", action="store_true", help="leave unreadable images out, with a warning")
     parser.add_argument("--output", metavar="FILE", help="write the JSON line to FILE (default: stdout)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    add_lm_arguments(parser)
     args = parser.parse_args(argv)
     if args.beam_size < 1 or args.batch_size < 1:
         parser.error(f"--beam-size and --batch-size must be >= 1, got {args.beam_size} and {args.batch_size}")
@@ -137,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.output:  # an image listed in the source is an input too
             check_output(args.output, overwrite=args.overwrite, inputs=[im.path for im in images])
         captioner = Captioner.from_checkpoint(args.checkpoint, args.device)
+        captioner.use_lm(lm_from_args(args, captioner.device))
         scores, hyps, _ = score(
             captioner, good, method, args.beam_size, args.max_len, args.batch_size,
             progress=len(good) > args.batch_size, on_bad_image=skip if args.skip_bad else None,

@@ -1,7 +1,7 @@
 """Answer questions about an image with a VQA checkpoint and nothing else.
 
-    python -m captioning.vqa.cli --checkpoint CKPT IMAGE "what colour is the star?" ["how many ..." ...]
-        [--top 5] [--attention-plot DIR] [--output FILE] [--overwrite] [--device auto]
+    python -m captioning.vqa.cli --checkpoint CKPT [CKPT ...] IMAGE "what colour is the star?"
+        ["how many ..." ...] [--top 5] [--attention-plot DIR] [--output FILE] [--overwrite] [--device auto]
 
 Prints, per question, the question and its `--top` answers with their probabilities (softmax over
 the model's K answers), most likely first::
@@ -11,11 +11,13 @@ the model's K answers), most likely first::
       0.012  orange
 
 The checkpoint (from `python -m captioning fit -c configs/vqa/...`) holds the CNN, the VQA network
-and both vocabularies. A question word the model never saw is read as `<unk>` (a warning on stderr
-names it) and the question still gets an answer; an empty question (no word at all) is refused.
-An image that cannot be read is named (`error: cannot read image PATH: ...`, exit status 2) before
-any model work. --attention-plot DIR writes DIR/<image stem>-q<N>.png per question: each hop's
-attention over the CNN grid, drawn on the image (attention checkpoints only).
+and both vocabularies. Several checkpoints (each named *.ckpt) answer as an ensemble: the mean of
+their answer probabilities (plots: the first model's attention). A question word the model never saw
+is read as `<unk>` (a warning on stderr names it) and the question still gets an answer; an empty
+question (no word at all) is refused. An image that cannot be read is named (`error: cannot read
+image PATH: ...`, exit status 2) before any model work. --attention-plot DIR writes DIR/<image
+stem>-q<N>.png per question: each hop's attention over the CNN grid, drawn on the image (attention
+checkpoints only).
 
 --output FILE writes the answers there instead of stdout, whole or not at all (a temporary file
 renamed onto FILE at the end). Before any work, an output or plot that is an input (the image, or
@@ -34,16 +36,20 @@ from captioning.vqa.predictor import Answerer, check_questions
 from data.core.images import ImageFileError
 from data.core.outputs import OutputError, atomic_path, check_output, write_lines
 from data.core.parallel import DataError
-from seq2seq.training.checkpoint import CheckpointError
+from seq2seq.training.checkpoint import CheckpointError, split_checkpoint_values
 
 __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m captioning.vqa.cli", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="a .ckpt from `python -m captioning fit` (VQA)")
-    parser.add_argument("image", metavar="IMAGE", help="an image file")
-    parser.add_argument("questions", nargs="+", metavar="QUESTION", help="questions about the image")
+    parser.add_argument(
+        "--checkpoint", required=True, nargs="+", metavar="CKPT",
+        help="a .ckpt from `seqcap fit -c configs/vqa/...` (several, each named *.ckpt: an ensemble)",
+    )  # fmt: skip
+    parser.add_argument(
+        "arguments", nargs="*", metavar="IMAGE QUESTION", help="an image file, then questions"
+    )
     parser.add_argument("--top", type=int, default=5, help="answers shown per question")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument(
@@ -53,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", metavar="FILE", help="write the answers to FILE (default: stdout)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output or plot")
     args = parser.parse_args(argv)
+    args.checkpoint, more = split_checkpoint_values(args.checkpoint)
+    positional = more + args.arguments
+    if len(positional) < 2:
+        parser.error("the following arguments are required: IMAGE QUESTION [QUESTION ...]")
+    args.image, args.questions = positional[0], positional[1:]
     if args.top < 1:
         parser.error(f"--top must be >= 1, got {args.top}")
     stem = Path(args.image).stem or "image"
@@ -82,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.attention_plot and not answerer.has_attention:
             kind = answerer.model_kind
             raise CheckpointError(
-                f"{args.checkpoint} is a {kind!r} model, which has no attention to plot: "
+                f"{args.checkpoint[0]} is a {kind!r} model, which has no attention to plot: "
                 "--attention-plot needs a model='attention' checkpoint"
             )
         answers = answerer.answer(args.image, args.questions, top=args.top)

@@ -98,3 +98,24 @@ class LanguageModelScoring:
             s + self.weight * lm / length_penalty(n + 1, alpha)
             for s, lm, n in zip(scores, lm_scores, lengths)
         ]
+
+
+def add_lm_arguments(parser) -> None:
+    """--lm CKPT, --lm-weight W and --lm-mode on a decoding CLI (translate, evaluate, caption)."""
+    parser.add_argument(
+        "--lm", metavar="CKPT", help="a language model of the output language (seqcap fit -c configs/lm/...)"
+    )
+    parser.add_argument(
+        "--lm-weight", type=float, default=0.3, metavar="W", help="its weight W (default 0.3)"
+    )
+    parser.add_argument(
+        "--lm-mode", choices=("rescore", "fusion"), default="rescore",
+        help="rescore the beam's n-best list (default), or shallow fusion inside the beam",
+    )  # fmt: skip
+
+
+def lm_from_args(args, device) -> LanguageModelScoring | None:
+    """The LanguageModelScoring that --lm asks for, or None (CheckpointError naming a bad file)."""
+    if not args.lm:
+        return None
+    return LanguageModelScoring.from_checkpoint(args.lm, args.lm_weight, args.lm_mode, device)

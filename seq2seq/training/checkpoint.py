@@ -127,3 +127,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def split_checkpoint_values(values: list[str]) -> tuple[list[str], list[str]]:
+    """`--checkpoint A.ckpt B.ckpt IMG ...` on a command with positional arguments: argparse gives
+    --checkpoint every value. The checkpoints are the first value and those right after it whose
+    name ends in .ckpt; the rest -> the command's positional arguments."""
+    n = 1
+    while n < len(values) and values[n].endswith(".ckpt"):
+        n += 1
+    return values[:n], values[n:]

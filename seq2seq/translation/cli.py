@@ -1,8 +1,8 @@
 """Translate raw sentences with a checkpoint and nothing else.
 
-    python -m seq2seq.translation.cli --checkpoint CKPT [--beam-size 5] [--alpha 0.6] [--n-best 1]
-        [--input FILE] [--output FILE] [--overwrite] [--batch-size 64] [--chunk-size 1000]
-        [--attention-plot DIR] [--image-dir DIR] [--skip-bad]
+    python -m seq2seq.translation.cli --checkpoint CKPT [CKPT ...] [--beam-size 5] [--alpha 0.6]
+        [--n-best 1] [--input FILE] [--output FILE] [--overwrite] [--batch-size 64] [--chunk-size 1000]
+        [--attention-plot DIR] [--image-dir DIR] [--skip-bad] [--lm CKPT [--lm-weight W] [--lm-mode M]]
 
 Reads one sentence a line (stdin by default; UTF-8, a line that is not is an error naming it),
 writes detokenized translations in input order (stdout by default). The input is read, translated
@@ -10,9 +10,16 @@ and written --chunk-size lines at a time, so memory stays flat however long the 
 a chunk, sentences are batched by length as before; the output is the same for any chunk size).
 An empty line gives an empty line; a sentence longer than the model's maximum length is
 truncated with a warning on stderr. With --n-best N > 1 each input gives N lines
-`INDEX ||| TRANSLATION ||| SCORE`. With an attention model, an <unk> in the output is replaced by
-the source word it attends to most (--no-unk-replace keeps it). The checkpoint is loaded with
-weights_only=True.
+`INDEX ||| TRANSLATION ||| SCORE`.
+
+Several checkpoints translate as an ensemble (one beam search over the log of the models' mean
+probability; they must share vocabularies, the error names the first difference); attention
+(plots, <unk> replacement) is the first model's. --lm CKPT adds a language model of the target
+language (seq2seq.lm.rescoring): --lm-mode rescore (default) reorders the whole beam by
+(log P_tm + W log P_lm) / lp and prints its --n-best; --lm-mode fusion adds W log p_lm to every
+step of the search (the LM must tokenize as the target side does). With an attention model, an
+<unk> in the output is replaced by the source word it attends to most (--no-unk-replace keeps
+it). The checkpoint is loaded with weights_only=True.
 
 A multimodal checkpoint (trained with an image `fusion`) reads `IMAGE<TAB>SENTENCE` lines, IMAGE
 relative to --image-dir (default: the current folder); a missing or unreadable image is named
@@ -42,6 +49,7 @@ from tqdm import tqdm
 from data.core.images import ImageFileError, check_image
 from data.core.outputs import OutputError, atomic_output, atomic_path, check_output
 from data.core.parallel import DataError, iter_lines
+from seq2seq.lm.rescoring import add_lm_arguments, lm_from_args
 from seq2seq.training.checkpoint import CheckpointError
 from seq2seq.translation.predictor import Translator
 
@@ -173,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m seq2seq.translation.cli", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by `python -m seq2seq fit`")
+    parser.add_argument(
+        "--checkpoint", required=True, nargs="+", metavar="CKPT",
+        help="a .ckpt written by `seqcap fit` (several: an ensemble)",
+    )  # fmt: skip
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty")
     parser.add_argument("--n-best", type=int, default=1)
@@ -195,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "--no-unk-replace", action="store_true",
         help="keep <unk> in the output instead of copying the source word it attends to most",
     )  # fmt: skip
+    add_lm_arguments(parser)
     args = parser.parse_args(argv)
     if args.beam_size < 1 or not 1 <= args.n_best <= args.beam_size:
         parser.error(
@@ -218,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         translator = Translator.from_checkpoint(
             args.checkpoint, args.device, unk_replace=not args.no_unk_replace
         )
+        translator.use_lm(lm_from_args(args, translator.device))
         with contextlib.ExitStack() as stack:
             stream = stack.enter_context(open(args.input, "rb")) if args.input else sys.stdin.buffer
             out = sys.stdout

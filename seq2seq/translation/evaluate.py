@@ -1,10 +1,13 @@
 """Score a checkpoint on a test set: sacreBLEU (with its signature) and nltk corpus BLEU.
 
-    python -m seq2seq.translation.evaluate --checkpoint CKPT --src FILE --ref FILE [--beam-size 5]
+    python -m seq2seq.translation.evaluate --checkpoint CKPT [CKPT ...] --src FILE --ref FILE [--beam-size 5]
+        [--lm CKPT [--lm-weight W] [--lm-mode rescore|fusion]]
         [--images FILE --image-dir DIR [--skip-bad] [--shuffle-images SEED]] [--output FILE [--overwrite]]
 
 Prints one JSON line: {"sacrebleu": ..., "signature": ..., "nltk_bleu": ..., "copy_sacrebleu": ...,
-"sentences": ...}. copy_sacrebleu scores the source itself as the output (the baseline to beat).
+"sentences": ...}. Several checkpoints are scored as an ensemble, --lm adds a target-language
+model (as in `seqcap translate`). copy_sacrebleu scores the source itself as the output (the
+baseline to beat).
 --output FILE writes the JSON line there instead, whole or not at all; an output that is an input,
 a folder, or an existing file (without --overwrite) is refused before any work (exit status 2).
 
@@ -26,6 +29,7 @@ from data.core.images import ImageFileError, check_image
 from data.core.outputs import atomic_output, check_output
 from data.core.parallel import DataError, read_lines
 from data.core.tokenizers import WordTokenizer
+from seq2seq.lm.rescoring import add_lm_arguments, lm_from_args
 from seq2seq.training.checkpoint import CheckpointError
 from seq2seq.training.metrics import nltk_bleu, sacre_bleu
 from seq2seq.translation.predictor import Translator
@@ -35,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m seq2seq.translation.evaluate", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--checkpoint", required=True, nargs="+", metavar="CKPT", help="several: an ensemble")
     parser.add_argument("--src", required=True, help="source sentences, one a line")
     parser.add_argument("--ref", required=True, help="reference translations, line by line")
     parser.add_argument("--beam-size", type=int, default=5)
@@ -48,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shuffle-images", type=int, metavar="SEED", help="permute the images (incongruent)")
     parser.add_argument("--output", metavar="FILE", help="write the JSON line to FILE (default: stdout)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    add_lm_arguments(parser)
     args = parser.parse_args(argv)
     skipped = 0
     inputs = [args.src, args.ref, args.images]
@@ -58,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(src) != len(ref):
             raise DataError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
         translator = Translator.from_checkpoint(args.checkpoint, args.device)
+        translator.use_lm(lm_from_args(args, translator.device))
         images = None
         if translator.multimodal != (args.images is not None):
             raise DataError(
@@ -94,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         line = json.dumps({
             "sacrebleu": round(bleu, 2), "signature": signature, "nltk_bleu": round(nltk4, 2),
             "copy_sacrebleu": round(copy, 2), "sentences": len(src), "beam_size": args.beam_size,
+            **({"checkpoints": len(args.checkpoint)} if len(args.checkpoint) > 1 else {}),
+            **({"lm_weight": args.lm_weight, "lm_mode": args.lm_mode} if args.lm else {}),
             **({"skipped": skipped, "shuffle_images": args.shuffle_images} if args.images else {}),
         }) + "\n"  # fmt: skip
         if args.output:
