@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "generate": ("seq2seq.lm.cli", "main", "sample or score text with a language-model checkpoint"),
     "caption": ("captioning.captioner.cli", "main", "caption images with a captioning checkpoint"),
     "answer": ("captioning.vqa.cli", "main", "answer questions about an image with a VQA checkpoint"),
+    "export": ("seq2seq.translation.export", "main", "export a translation model to ONNX: CKPT --out DIR"),
     "prepare": (
         "data.prepared.prepare",
         "main",
