@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "caption": ("captioning.captioner.cli", "main", "caption images with a captioning checkpoint"),
     "answer": ("captioning.vqa.cli", "main", "answer questions about an image with a VQA checkpoint"),
     "average": ("seq2seq.training.average", "main", "average the weights of checkpoints of one model"),
+    "export": ("seq2seq.translation.export", "main", "export a translation model to ONNX: CKPT --out DIR"),
     "prepare": (
         "data.prepared.prepare",
         "main",

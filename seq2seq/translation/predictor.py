@@ -3,7 +3,7 @@
 The inference API behind `seqcap translate` and `seqcap evaluate` (and the quickstart), loaded by
 `Translator.from_checkpoint(path)` or `seq2seq.predictor.Predictor.from_checkpoint(path)`. With an
 attention model an <unk> in the output becomes the source word it attends to most
-(`replace_unknowns`, also used by TranslationModule's validation).
+(`replace_unknowns`, seq2seq/translation/unknowns.py, also used by TranslationModule's validation).
 
 A multimodal checkpoint (fusion other than "none") also holds its CNN: `translate` then takes one
 image a sentence (paths, or precomputed grid features), preprocessed as in training.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from tqdm import tqdm
@@ -33,18 +34,7 @@ from seq2seq.predictor import Predictor, image_transform
 from seq2seq.search import SearchOptions
 from seq2seq.training.checkpoint import CheckpointError, build_from_hparams, seqcap_state
 from seq2seq.translation.network import BANNED, Seq2Seq, pad_batch
-
-
-def replace_unknowns(
-    tokens: list[str], attention: torch.Tensor | None, src_tokens: list[str], unk: str = "<unk>"
-) -> list[str]:
-    """Each <unk> in the output becomes the source token it attends to most (Luong et al. 2015,
-    "Addressing the rare word problem"): names, placeholders and numbers pass through.
-    tokens: T output tokens, attention: (T, S) or None (then nothing changes)."""
-    if attention is None or unk not in tokens or not src_tokens:
-        return tokens
-    best = attention[: len(tokens), : len(src_tokens)].argmax(-1).tolist()
-    return [src_tokens[best[t]] if tok == unk else tok for t, tok in enumerate(tokens)]
+from seq2seq.translation.unknowns import replace_unknowns
 
 
 @dataclass
@@ -161,13 +151,15 @@ class Translator(Predictor):
         images: list[str | Path] | None = None,
         features: torch.Tensor | None = None,
         first_line: int = 1,
+        method: Literal["beam", "greedy"] = "beam",
     ) -> list[list[Translation]]:
         """One list of n_best translations per sentence, in input order (empty in, empty out).
         A multimodal model takes one image a sentence: `images` (paths; None for an empty one) or
         their `features`
         (N, R, C), e.g. from the feature cache; with attention fusion a Translation has its
         attention over the image grid too (image_attention, (T, R)). A warning names sentence i as
-        line first_line + i (a caller that translates a file in chunks passes the chunk's first line)."""
+        line first_line + i (a caller that translates a file in chunks passes the chunk's first line).
+        method "greedy" takes the likeliest word at every step (beam_size, alpha and n_best unused)."""
         if self.multimodal and images is None and features is None:
             raise DataError("this checkpoint translates a sentence with its image: give one image a sentence")
         if not self.multimodal and (images is not None or features is not None):
@@ -180,14 +172,19 @@ class Translator(Predictor):
         if images is not None and len(images) != len(sentences):
             n, m = len(images), len(sentences)
             raise DataError(f"{n} images for {m} sentences: give one image a sentence")
+        if method not in ("beam", "greedy"):
+            raise ValueError(f"method must be 'beam' or 'greedy', got {method!r}")
         # each model of an ensemble sees the images through its own CNN (given features: all the same)
         member_features = [features] * len(self.members)
         if images is not None:
             member_features = [m._features_of(images, batch_size, progress) for m in self.members]
         rescoring = self.lm is not None and self.lm.mode == "rescore" and self.lm.weight != 0
-        search_options = SearchOptions(
-            method="beam", beam_size=beam_size, alpha=alpha, n_best=beam_size if rescoring else n_best
-        )
+        if method == "greedy":
+            search_options, n_best, rescoring = SearchOptions(method="greedy"), 1, False
+        else:
+            search_options = SearchOptions(
+                method="beam", beam_size=beam_size, alpha=alpha, n_best=beam_size if rescoring else n_best
+            )
         encoded = [self.encode(s) for s in sentences]
         for i, (_, _, cut) in enumerate(encoded):
             if cut and warn is not None:
