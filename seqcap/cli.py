@@ -77,7 +77,12 @@ GROUPS: dict[str, tuple[str, dict[str, str]]] = {
     ),
     "bench": (
         "run a benchmark that prints numbers",
-        {"translation": "seq2seq.bench", "captioning": "captioning.bench", "prepare": "data.prepared.bench"},
+        {
+            "translation": "seq2seq.bench",
+            "decoding": "seq2seq.bench_decoding",
+            "captioning": "captioning.bench",
+            "prepare": "data.prepared.bench",
+        },
     ),
     "quickstart": (
         "train and show a task end to end on offline data",

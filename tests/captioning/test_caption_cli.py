@@ -807,3 +807,28 @@ def test_captioner_normalises_as_the_trained_cnn_though_it_loads_no_pretrained_w
     assert (tuple(norm.mean), tuple(norm.std)) == (mean, std)
     assert pretrained.input_normalization("efficientnet_lite0", **hparams) == (mean, std)
     assert pretrained.input_normalization("resnet18", True) == (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_an_ensemble_of_two_copies_captions_as_the_model(trained, tmp_path, load_captioner):
+    """`--checkpoint A.ckpt B.ckpt IMG...`: copies of one checkpoint caption (words and scores) as
+    the checkpoint alone; a ShowTell + attention ensemble captions too (one search, its own CNN
+    each) and its score is not either model's."""
+    attention = trained.ckpt["attention"]
+    copy = shutil.copy(attention, tmp_path / "copy.ckpt")
+    images = [str(p) for p in trained.test_images]
+    alone = load_captioner(attention).caption(images, beam_size=3)
+    pair = Captioner.from_checkpoint([attention, copy], device="cpu")
+    assert len(pair.members) == 2
+    for a, b in zip(pair.caption(images, beam_size=3), alone):
+        assert a.tokens == b.tokens and a.score == pytest.approx(b.score, abs=1e-4)
+    mixed = Captioner.from_checkpoint([trained.ckpt["showtell"], attention], device="cpu")
+    showtell = load_captioner(trained.ckpt["showtell"]).caption(images, beam_size=1)
+    both = mixed.caption(images, beam_size=1)
+    assert [c.score for c in both] != [c.score for c in showtell]
+    result = subprocess.run(
+        [sys.executable, "-m", "seqcap", "caption", "--checkpoint", str(attention), str(copy), *images,
+         "--beam-size", "3", "--device", "cpu"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=cli_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, explain(result)
+    assert [words for _, words in parse_lines(result.stdout)] == [c.tokens for c in alone]

@@ -230,3 +230,30 @@ def test_the_image_is_never_an_output(trained, tmp_path, capsys):
                             "--output", str(image), "--overwrite"])  # fmt: skip
     assert code == 2 and "is the same file as the input" in capsys.readouterr().err
     assert image.read_bytes() == before
+
+
+def test_an_ensemble_answers_with_the_mean_probability(trained, tmp_path):
+    """Attention + blind: each answer's probability is the mean of the two models'; two copies of
+    one checkpoint answer as it does (the CLI, `--checkpoint A.ckpt B.ckpt IMAGE QUESTION`)."""
+    questions = ["what colour is the star?", "how many shapes are there?"]
+    one = Answerer.from_checkpoint(trained.ckpt["attention"], "cpu")
+    blind = Answerer.from_checkpoint(trained.ckpt["blind"], "cpu")
+    pair = Answerer.from_checkpoint([trained.ckpt["attention"], trained.ckpt["blind"]], "cpu")
+    k = len(trained.answers)
+    found = [m.answer(trained.image, questions, top=k) for m in (one, blind, pair)]
+    for a, b, both in zip(*found):
+        pa, pb = dict(a.top), dict(b.top)
+        for text, p in both.top:
+            assert p == pytest.approx((pa[text] + pb[text]) / 2, abs=1e-6)
+    copy = shutil.copy(trained.ckpt["attention"], tmp_path / "copy.ckpt")
+    alone = answer(trained, trained.image.as_posix(), *questions)
+    twice = run_python(
+        ["-m", "captioning.vqa.cli", "--checkpoint", str(trained.ckpt["attention"]), str(copy),
+         str(trained.image), *questions],
+        REPO,
+    )  # fmt: skip
+    assert alone.returncode == 0 and twice.returncode == 0, explain(twice)
+    assert parse(twice.stdout).keys() == parse(alone.stdout).keys()
+    for q in questions:
+        for (p, text), (r, ref) in zip(parse(twice.stdout)[q], parse(alone.stdout)[q]):
+            assert text == ref and p == pytest.approx(r, abs=2e-3)
