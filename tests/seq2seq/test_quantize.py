@@ -224,3 +224,17 @@ def test_without_an_x86_engine_it_says_so(seq2seq_model, monkeypatch):
 def test_weights_other_than_float32_are_refused(seq2seq_model):
     with pytest.raises(ValueError, match="float32 weights.*torch.float64"):
         quantize_int8(copy.deepcopy(seq2seq_model).double())
+
+
+# -- the benchmark --------------------------------------------------------------------------------
+def test_the_benchmark_prints_speed_bleu_and_agreement(trained_run, capsys):
+    from seq2seq import bench_int8
+
+    data = trained_run.data_dir
+    args = ["--checkpoint", str(trained_run.last_ckpt), "--src", str(data / "test.src")]
+    bench_int8.main([*args, "--ref", str(data / "test.tgt"), "--speed-sentences", "8", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "| sentences/s, first 8 sentences, best of 1 |" in out and "| sacreBLEU, all 50 sentences |" in out
+    r = bench_int8.measure(trained_run.last_ckpt, data / "test.src", data / "test.tgt", 8, 1)
+    assert r["fp32"]["bleu"] > 50 and abs(r["int8"]["bleu"] - r["fp32"]["bleu"]) < 5
+    assert r["identical"] >= 40 and r["sentences"] == 50 and r["speed_sentences"] == 8
