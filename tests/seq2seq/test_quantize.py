@@ -117,8 +117,9 @@ def test_quantizing_a_copy_leaves_the_float_model_as_it_was(seq2seq_model):
         dict(context="attention", attention="luong_general"),  # the fed-back output through W_r
         dict(context="fixed"),  # a decoder that does not loop: its fused LSTM steps on int8 cells
         dict(tie_embeddings=True),
+        dict(fusion="doubly", image_size=24),  # W_r over [c_t; z_t], the image context gated
     ],
-    ids=["luong", "fixed", "tied"],
+    ids=["luong", "fixed", "tied", "doubly"],
 )
 def test_other_decoders_step_like_fp32(options):
     torch.manual_seed(0)
@@ -130,8 +131,9 @@ def test_other_decoders_step_like_fp32(options):
         assert isinstance(q.decoder.output, Int8Linear) and type(q.decoder.embedding) is nn.Embedding
     src, lengths = source_batch()
     prev = torch.full((4,), BOS)
+    image = torch.randn(4, 5, 24) if "fusion" in options else None
     with torch.no_grad():
-        states = [m.decoder.init_state(*m.encode(src, lengths)) for m in (model, q)]
+        states = [m.decoder.init_state(*m.encode(src, lengths), image) for m in (model, q)]
         fp32, int8 = (log_probs_of_steps(m.decoder.step, s, prev) for m, s in zip((model, q), states))
     assert_close_distributions(fp32, int8)
 
