@@ -8,6 +8,9 @@ Every cell splits its work in two so a layer can batch the input side over all t
   xp = cell.input_projection(x)        # W_ih x + b_ih, for (B, I) or (B, T, I)
   state = cell.recurrence(xp, state)   # the part that depends on the previous state
 `cell(x, state)` does both for one step.
+
+`cell.int8` is None (float); seq2seq/modules/quantize.py sets it on a quantized copy, and the two
+projections then run its int8 products instead of F.linear.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class _Cell(nn.Module):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
+        self.int8 = None  # int8 projections (modules/quantize.py: CellInt8), None: float
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -49,10 +53,14 @@ class _Cell(nn.Module):
 
     def input_projection(self, x: Tensor) -> Tensor:
         """x: (..., I) -> (..., G*H): the input side W_ih x + b_ih."""
+        if self.int8 is not None:
+            return self.int8.ih(x)
         return F.linear(x, self.weight_ih, self.bias_ih)
 
     def hidden_projection(self, h: Tensor) -> Tensor:
         """h: (B, H) -> (B, G*H): the recurrent side W_hh h + b_hh."""
+        if self.int8 is not None:
+            return self.int8.hh(h)
         return F.linear(h, self.weight_hh, self.bias_hh)
 
     def zeros(self, x: Tensor) -> Tensor:

@@ -31,7 +31,8 @@ Bahdanau attention in training W_r c_t = Σ_j α_tj (W_r h_j), so W_r h_j is pro
 source position (`memory_in`) and each step only weighs it (search, whose batch of beams shrinks
 and reorders, computes W_r c_t each step instead: a (B, S, G*H) tensor would be copied at every
 reorder); o_t = tanh(W_o [s_t; c_t; e_t]) runs for all t after the loop. The others run the
-recurrence over all steps at once (`_features_parallel`).
+recurrence over all steps at once (`_features_parallel`). On a copy quantized by
+modules/quantize.py, `int8` holds W_e and W_r as int8 products and `step` uses them (None: float).
 
 The decoder state is a dict of batch-first tensors, so search can reorder it by index:
   h, c: (B, L, H)   memory: (B, S, M)   keys: (B, S, A)   mask: (B, S)   context: (B, M)
@@ -149,6 +150,7 @@ class RecurrentDecoder(nn.Module):
         self.output = nn.Linear(out_size, vocab_size)
         if tie_embeddings:
             self.output.weight = self.embedding.weight
+        self.int8 = None  # layer 0's W_e, W_r as int8 products (modules/quantize.py), None: float
 
     # -- state --------------------------------------------------------------------------------
     def init_state(
@@ -231,18 +233,27 @@ class RecurrentDecoder(nn.Module):
         if not self.loops:
             o, state = self._parallel_step(e, state)
         else:
-            w_e, w_rest = self._input_weights()
-            out, state = self._advance(F.linear(e, w_e, self.rnn.cells["l0"].bias_ih), state, w_rest)
+            if self.int8 is None:
+                w_e, w_rest = self._input_weights()
+                xe = F.linear(e, w_e, self.rnn.cells["l0"].bias_ih)
+            else:  # a quantized copy: W_e e + b_ih and W_r as int8 products
+                xe, w_rest = self.int8.embedded(e), self.int8.rest
+            out, state = self._advance(xe, state, w_rest)
             o = out if self.luong else torch.tanh(self.pre_output(torch.cat([out, e], -1)))
         return self.output(self.dropout(o)), state
 
-    def _advance(self, xe: Tensor, state: DecoderState, w_rest: Tensor) -> tuple[Tensor, DecoderState]:
+    def _advance(
+        self, xe: Tensor, state: DecoderState, w_rest: Tensor | nn.Module
+    ) -> tuple[Tensor, DecoderState]:
         """One step of a looping decoder. xe: (B, G*H) = W_e e_t + b_ih, the embedding's share of
-        layer 0's input projection; w_rest: W_r -> Bahdanau: [s_t; c_t] (B, H + M) (o_t needs
-        e_t too: the caller's), Luong with input feeding: õ_t (B, O); and the next state."""
+        layer 0's input projection; w_rest: W_r (G*H, R), or its int8 product r -> W_r r (a
+        quantized copy) -> Bahdanau: [s_t; c_t] (B, H + M) (o_t needs e_t too: the caller's),
+        Luong with input feeding: õ_t (B, O); and the next state."""
         layers = self._layer_states(state)
         if self.luong:  # s_t = f(s_{t-1}, [e_t; õ_{t-1}]), then attention from s_t
-            s, layers = self.rnn.step(xe + F.linear(state["feed"], w_rest), layers)
+            feed = state["feed"]
+            fed = F.linear(feed, w_rest) if isinstance(w_rest, Tensor) else w_rest(feed)  # W_r õ_{t-1}
+            s, layers = self.rnn.step(xe + fed, layers)
             ctx, weights = self._attend(s, state)
             out = torch.tanh(self.pre_output(torch.cat([s, ctx], -1)))  # õ_t = tanh(W_c [s_t; c_t])
             new = self._store_layers(state, layers)
@@ -261,7 +272,7 @@ class RecurrentDecoder(nn.Module):
                 ctx = torch.cat([ctx, gate * z], -1)
                 weights = torch.cat([weights, image_weights], -1)  # (B, S + R), as with "flat"
             if not once:  # search (a batch of beams that shrinks and reorders): W_r c_t each step
-                xp = xe + F.linear(ctx, w_rest)
+                xp = xe + (F.linear(ctx, w_rest) if isinstance(w_rest, Tensor) else w_rest(ctx))
             s, layers = self.rnn.step(xp, layers)
             out = torch.cat([s, ctx], -1)
             new = self._store_layers(state, layers)
