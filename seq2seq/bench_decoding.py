@@ -121,7 +121,6 @@ def lm_rows(args, src, ref) -> list[Row]:
 
 
 def int8_rows(args, src, ref) -> list[Row]:
-    from seq2seq.modules.quantize import quantize_int8
 
     fp32 = Translator.from_checkpoint(args.checkpoint, "cpu")
     int8 = Translator.from_checkpoint(args.checkpoint, "cpu", quantize="int8")
@@ -201,9 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         src, ref = read_lines(args.src), read_lines(args.ref)
         if len(src) != len(ref):
             raise DataError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
-        print(
-            f"{len(src)} test sentences, beam {args.beam_size} (alpha {args.alpha}), {torch.get_num_threads()} threads"
-        )
+        threads = torch.get_num_threads()
+        print(f"{len(src)} test sentences, beam {args.beam_size} (alpha {args.alpha}), {threads} threads")
         rows = []
         for part in parts:
             start = time.perf_counter()

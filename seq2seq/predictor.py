@@ -9,6 +9,7 @@
     p.answer("photo.jpg", ["what colour ...?"])   # visual question answering: Answerer
 
     Predictor.from_checkpoint([A, B, C])          # an ensemble: one search over the mean probability
+    Predictor.from_checkpoint(A, quantize="int8") # int8 products for CPU decoding
 
 A checkpoint is read with `torch.load(weights_only=True)` (it cannot run code) and holds all that
 inference needs: the hyperparameters, the weights (the CNN's too), the vocabularies and, for image
@@ -124,16 +125,28 @@ class Predictor(ABC):
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path | Sequence[str | Path], device: str | torch.device = "auto", **options
+        cls,
+        path: str | Path | Sequence[str | Path],
+        device: str | torch.device = "auto",
+        quantize: str | None = None,
+        **options,
     ) -> Predictor:
         """The predictor of the checkpoint's task, on `device` ("auto": cuda when there is one).
         Several paths make an ensemble (`join`): checkpoints of one task with the same vocabularies.
+        quantize="int8": each model's products in int8 for CPU decoding (`quantize`; device "auto"
+        then means the CPU).
         CheckpointError naming the file when it is missing, not a seqcap checkpoint, (called on a
         subclass) of another task, or of another task or vocabulary than the first of an ensemble."""
         paths = [path] if isinstance(path, (str, Path)) else list(path)
         if not paths:
             raise CheckpointError("no checkpoint given")
+        if quantize not in (None, "int8"):
+            raise CheckpointError(f"quantize must be None or 'int8', got {quantize!r}")
+        if quantize and str(device) == "auto":
+            device = "cpu"  # int8 products are CPU kernels
         device = resolve_device(device)
+        if quantize and device.type != "cpu":
+            raise CheckpointError(f"int8 quantization decodes on the CPU, not on {device}: use device cpu")
         predictors, first = [], None
         for p in paths:
             ckpt = load_checkpoint(p)
@@ -158,11 +171,21 @@ class Predictor(ABC):
             target = cls if cls.task else predictor_class(task, p)
             predictor = target.from_loaded(ckpt, p, device, **options)
             predictor.checkpoint = str(p)
+            if quantize:
+                predictor.quantize()
             predictors.append(predictor)
             del ckpt
         if len(predictors) > 1:
             predictors[0].join(predictors[1:])
         return predictors[0]
+
+    def quantize(self) -> None:
+        """The network's matrix products in int8 for CPU decoding (seq2seq.modules.quantize: the
+        LSTM cells', the attention's and the output layer's weights; the CNN of an image task and
+        the embeddings stay float). Its outputs may differ from fp32 at near-ties."""
+        from seq2seq.modules.quantize import quantize_int8
+
+        self.model = quantize_int8(self.model)
 
     def join(self, others: list[Predictor]) -> None:
         """Makes this predictor an ensemble of itself and `others` (same task and vocabularies,
@@ -173,3 +196,12 @@ class Predictor(ABC):
     @abstractmethod
     def from_loaded(cls, ckpt: dict, path: str | Path, device: torch.device, **options) -> Predictor:
         """The task's predictor from a loaded, checked checkpoint (`options`: the task's own)."""
+
+
+def add_inference_arguments(parser) -> None:
+    """--device and --quantize, the options every inference CLI shares."""
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--quantize", choices=("int8",), default=None,
+        help="int8 matrix products for CPU decoding (seq2seq.modules.quantize; may differ at near-ties)",
+    )  # fmt: skip

@@ -38,6 +38,7 @@ from data.core.images import ImageFileError, load_rgb
 from data.core.outputs import OutputError, atomic_path, check_output, write_lines
 from data.core.parallel import DataError
 from seq2seq.lm.rescoring import add_lm_arguments, lm_from_args
+from seq2seq.predictor import add_inference_arguments
 from seq2seq.training.checkpoint import CheckpointError, split_checkpoint_values
 
 
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=1.0, help="for --method sample")
     parser.add_argument("--seed", type=int, default=None, help="for --method sample: a reproducible draw")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_inference_arguments(parser)
     parser.add_argument(
         "--attention-plot", metavar="DIR",
         help="write DIR/<image stem>.png: the attention for every word (attention checkpoints only)",
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                 option="--attention-plot",
                 folder_may_be_new=True,
             )
-        captioner = Captioner.from_checkpoint(args.checkpoint, args.device)
+        captioner = Captioner.from_checkpoint(args.checkpoint, args.device, quantize=args.quantize)
         captioner.use_lm(lm_from_args(args, captioner.device))
         if args.attention_plot and not captioner.has_attention:
             raise CheckpointError(

@@ -39,6 +39,7 @@ from data.core.images import ImageFileError
 from data.core.outputs import atomic_output, check_output
 from data.core.parallel import DataError
 from seq2seq.lm.rescoring import add_lm_arguments, lm_from_args
+from seq2seq.predictor import add_inference_arguments
 from seq2seq.training.checkpoint import CheckpointError
 
 
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "--max-len", type=int, default=None, help="most words a caption (default: the model's)"
     )
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_inference_arguments(parser)
     parser.add_argument("--skip-bad", action="store_true", help="leave unreadable images out, with a warning")
     parser.add_argument("--output", metavar="FILE", help="write the JSON line to FILE (default: stdout)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"{args.data}: no readable {args.split} image")
         if args.output:  # an image listed in the source is an input too
             check_output(args.output, overwrite=args.overwrite, inputs=[im.path for im in images])
-        captioner = Captioner.from_checkpoint(args.checkpoint, args.device)
+        captioner = Captioner.from_checkpoint(args.checkpoint, args.device, quantize=args.quantize)
         captioner.use_lm(lm_from_args(args, captioner.device))
         scores, hyps, _ = score(
             captioner, good, method, args.beam_size, args.max_len, args.batch_size,

@@ -36,6 +36,7 @@ from captioning.vqa.predictor import Answerer, check_questions
 from data.core.images import ImageFileError
 from data.core.outputs import OutputError, atomic_path, check_output, write_lines
 from data.core.parallel import DataError
+from seq2seq.predictor import add_inference_arguments
 from seq2seq.training.checkpoint import CheckpointError, split_checkpoint_values
 
 __all__ = ["main"]
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         "arguments", nargs="*", metavar="IMAGE QUESTION", help="an image file, then questions"
     )
     parser.add_argument("--top", type=int, default=5, help="answers shown per question")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_inference_arguments(parser)
     parser.add_argument(
         "--attention-plot", metavar="DIR",
         help="write DIR/<image stem>-q<N>.png: each hop's attention (attention checkpoints only)",
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 option="--attention-plot",
                 folder_may_be_new=True,
             )
-        answerer = Answerer.from_checkpoint(args.checkpoint, args.device)
+        answerer = Answerer.from_checkpoint(args.checkpoint, args.device, quantize=args.quantize)
         if args.attention_plot and not answerer.has_attention:
             kind = answerer.model_kind
             raise CheckpointError(

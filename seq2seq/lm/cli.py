@@ -22,6 +22,7 @@ import sys
 
 from data.core.outputs import OutputError, check_output, write_lines
 from seq2seq.lm.predictor import LanguageModelPredictor
+from seq2seq.predictor import add_inference_arguments
 from seq2seq.training.checkpoint import CheckpointError
 
 
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         "--score", action="append", metavar="SENTENCE",
         help="print log P(SENTENCE) instead of sampling; may be given several times",
     )  # fmt: skip
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_inference_arguments(parser)
     parser.add_argument("--output", metavar="FILE", help="write the lines to FILE (default: stdout)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     args = parser.parse_args(argv)
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.output:  # before any work
             check_output(args.output, overwrite=args.overwrite, inputs=[args.checkpoint])
-        runner = LanguageModelPredictor.from_checkpoint(args.checkpoint, args.device)
+        runner = LanguageModelPredictor.from_checkpoint(args.checkpoint, args.device, quantize=args.quantize)
         if args.score:
             scores = zip(args.score, runner.score(args.score))
             lines = [f"{logp:.4f}\t{n}\t{sentence}" for sentence, (logp, n) in scores]

@@ -50,6 +50,7 @@ from data.core.images import ImageFileError, check_image
 from data.core.outputs import OutputError, atomic_output, atomic_path, check_output
 from data.core.parallel import DataError, iter_lines
 from seq2seq.lm.rescoring import add_lm_arguments, lm_from_args
+from seq2seq.predictor import add_inference_arguments
 from seq2seq.training.checkpoint import CheckpointError
 from seq2seq.translation.predictor import Translator
 
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         help="read, translate and write N lines at a time (memory stays flat; same output)",
     )  # fmt: skip
     parser.add_argument("--attention-plot", metavar="DIR", help="write an attention heatmap PNG per sentence")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_inference_arguments(parser)
     parser.add_argument("--image-dir", default=".", help="folder of the IMAGE names (multimodal)")
     parser.add_argument("--skip-bad", action="store_true", help="go on past a missing or unreadable image")
     parser.add_argument(
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.input and not Path(args.input).is_file():
             raise DataError(f"{args.input}: no such file")
         translator = Translator.from_checkpoint(
-            args.checkpoint, args.device, unk_replace=not args.no_unk_replace
+            args.checkpoint, args.device, quantize=args.quantize, unk_replace=not args.no_unk_replace
         )
         translator.use_lm(lm_from_args(args, translator.device))
         with contextlib.ExitStack() as stack:

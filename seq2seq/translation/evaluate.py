@@ -30,6 +30,7 @@ from data.core.outputs import atomic_output, check_output
 from data.core.parallel import DataError, read_lines
 from data.core.tokenizers import WordTokenizer
 from seq2seq.lm.rescoring import add_lm_arguments, lm_from_args
+from seq2seq.predictor import add_inference_arguments
 from seq2seq.training.checkpoint import CheckpointError
 from seq2seq.training.metrics import nltk_bleu, sacre_bleu
 from seq2seq.translation.predictor import Translator
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--alpha", type=float, default=0.6)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="auto")
+    add_inference_arguments(parser)
     parser.add_argument("--images", help="image list, one file name a line (multimodal checkpoints)")
     parser.add_argument("--image-dir", default=".", help="folder the image names are relative to")
     parser.add_argument("--skip-bad", action="store_true", help="leave out pairs whose image is bad")
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         src, ref = read_lines(args.src), read_lines(args.ref)
         if len(src) != len(ref):
             raise DataError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
-        translator = Translator.from_checkpoint(args.checkpoint, args.device)
+        translator = Translator.from_checkpoint(args.checkpoint, args.device, quantize=args.quantize)
         translator.use_lm(lm_from_args(args, translator.device))
         images = None
         if translator.multimodal != (args.images is not None):

@@ -261,3 +261,20 @@ def test_translate_and_evaluate_cli_take_several_checkpoints_and_an_lm(trained_r
     )  # fmt: skip
     assert scored.returncode == 0, explain(scored)
     assert '"checkpoints": 2' in scored.stdout and '"lm_weight": 0.2' in scored.stdout
+
+
+def test_quantize_int8_on_the_predictor_and_the_cli(trained_run, single):
+    """quantize="int8" (--quantize int8): the decoder's products run in int8 (its int8 projections
+    are set), the translations agree with fp32 on most sentences; an ensemble quantizes each model."""
+    int8 = Predictor.from_checkpoint([trained_run.last_ckpt, trained_run.last_ckpt], quantize="int8")
+    assert int8.device.type == "cpu" and all(m.model.decoder.int8 is not None for m in int8.members)
+    assert single.model.decoder.int8 is None
+    same = [a[0][0] == b[0][0] for a, b in zip(outputs(int8, beam_size=3), outputs(single, beam_size=3))]
+    assert sum(same) >= 0.8 * len(same)
+    text = "\n".join(SENTENCES) + "\n"
+    args = ["-m", "seqcap", "translate", "--checkpoint", str(trained_run.last_ckpt), "--beam-size", "3"]
+    result = run_python([*args, "--quantize", "int8"], cwd=REPO, input=text)
+    assert result.returncode == 0, explain(result)
+    assert result.stdout.splitlines() == [" ".join(hyps[0][0]) for hyps in outputs(int8, beam_size=3)]
+    with pytest.raises(CheckpointError, match="int8 quantization decodes on the CPU"):
+        Predictor.from_checkpoint(trained_run.last_ckpt, device="meta", quantize="int8")
