@@ -187,6 +187,14 @@ def licenses(t: Tiny, tmp: Path) -> list[str]:
     return ["--data.init_args.files", json.dumps([str(t.licenses)]), *small(32, 32)]
 
 
+def german(t: Tiny, tmp: Path) -> list[str]:
+    """The German side of the tiny gettext-like corpus (train.de, dev.de)."""
+    return [
+        "--data.init_args.train_files", json.dumps([str(t.gettext / "train.de")]),
+        "--data.init_args.val_files", json.dumps([str(t.gettext / "dev.de")]), *small(32, 32),
+    ]  # fmt: skip
+
+
 def images(tmp: Path) -> list[str]:
     """64-pixel images (the frozen CNN's grid shrinks with them); features cached per test."""
     return ["--data.init_args.image_size", "64", "--data.init_args.cache_dir", str(tmp / "feature_cache")]
@@ -232,6 +240,7 @@ OVERRIDES = {
     "configs/captioning/shapes_attention.yaml": captions,
     "configs/captioning/shapes_showtell.yaml": captions,
     "configs/captioning/shapes_showtell_peephole.yaml": captions,
+    "configs/lm/gettext_de_word_lstm.yaml": german,
     "configs/lm/licenses_char_lstm.yaml": licenses,
     "configs/lm/licenses_word_lstm.yaml": licenses,
     "configs/lm/licenses_word_seed_gru.yaml": licenses,
