@@ -70,6 +70,7 @@ GROUPS: dict[str, tuple[str, dict[str, str]]] = {
             "long_dependency": "seq2seq.experiments.long_dependency",
             "length_curve": "seq2seq.experiments.length_curve",
             "visual_context": "seq2seq.experiments.visual_context",
+            "lm_rescoring": "seq2seq.experiments.lm_rescoring",
             "image_input": "captioning.experiments.image_input",
             "scst": "captioning.experiments.scst",
             "vqa_baselines": "captioning.experiments.vqa_baselines",

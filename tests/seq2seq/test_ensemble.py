@@ -278,3 +278,62 @@ def test_quantize_int8_on_the_predictor_and_the_cli(trained_run, single):
     assert result.stdout.splitlines() == [" ".join(hyps[0][0]) for hyps in outputs(int8, beam_size=3)]
     with pytest.raises(CheckpointError, match="int8 quantization decodes on the CPU"):
         Predictor.from_checkpoint(trained_run.last_ckpt, device="meta", quantize="int8")
+
+
+def test_lm_rescoring_experiment_picks_w_on_dev(trained_run, target_lm, single, tmp_path):
+    """`seqcap experiment lm_rescoring --lm LM`: W is the best on dev for each mode (ties: the
+    smaller), the translator-alone rows are its own BLEU, and CSV, PNG and table are written."""
+    import csv
+
+    from seq2seq.training.metrics import sacre_bleu
+
+    out = tmp_path / "exp"
+    result = run_python(
+        ["-m", "seqcap", "experiment", "lm_rescoring", "--checkpoint", str(trained_run.last_ckpt),
+         "--lm", str(target_lm), "--out", str(out), "--data-dir", str(trained_run.data_dir),
+         "--src-lang", "src", "--tgt-lang", "tgt", "--weights", "0,0.5,2", "--beam-size", "3"],
+        cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, explain(result)
+    rows = list(csv.DictReader(open(out / "lm_rescoring.csv")))
+    assert sorted({r["mode"] for r in rows}) == ["fusion", "none", "rescore"]
+    test_src = (trained_run.data_dir / "test.src").read_text().splitlines()
+    test_ref = (trained_run.data_dir / "test.tgt").read_text().splitlines()
+    alone = sacre_bleu([h[0].text for h in single.translate(test_src, beam_size=3)], test_ref)[0]
+    [none_test] = [r for r in rows if r["mode"] == "none" and r["split"] == "test"]
+    assert float(none_test["bleu"]) == pytest.approx(alone, abs=0.01)
+    for mode in ("rescore", "fusion"):
+        dev = {
+            float(r["weight"]): float(r["bleu"]) for r in rows if r["mode"] == mode and r["split"] == "dev"
+        }
+        assert sorted(dev) == [0.0, 0.5, 2.0]
+        [test] = [r for r in rows if r["mode"] == mode and r["split"] == "test"]
+        assert float(test["weight"]) == max(dev, key=lambda w: (dev[w], -w))
+    assert (out / "lm_rescoring.png").stat().st_size > 5000
+    assert "| translator alone | 0 |" in (out / "lm_rescoring.md").read_text()
+
+
+def test_bench_decoding_prints_every_part(trained_run, target_lm, capsys):
+    """`seqcap bench decoding` on the tiny model, with copies where two models are asked for: an
+    ensemble of a model with itself and the average of two copies score the model's BLEU, W = 0 is
+    the only weight so it is chosen, and the ONNX loop gives PyTorch's outputs."""
+    from seq2seq.bench_decoding import main as bench
+
+    ckpt, data = str(trained_run.last_ckpt), trained_run.data_dir
+    code = bench([
+        "--checkpoint", ckpt, "--second", ckpt, "--average", ckpt, ckpt, "--lm", str(target_lm),
+        "--weights", "0", "--src", str(data / "test.src"), "--ref", str(data / "test.tgt"),
+        "--dev-src", str(data / "dev.src"), "--dev-ref", str(data / "dev.tgt"), "--beam-size", "3",
+        "--speed-sentences", "20", "--repeats", "1",
+    ])  # fmt: skip
+    table = capsys.readouterr().out.split("| part |")[1]
+    assert code == 0
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:] if line]
+    bleu = {(r[0], r[1].split(":")[0]): r[2] for r in rows}
+    a = bleu[("ensemble", f"A {ckpt}")]
+    assert bleu[("ensemble", "A + B (mean probability)")] == a
+    assert bleu[("average", "average of the last 2")] == bleu[("average", "last of 2")] == a
+    assert bleu[("lm", "rescore, W = 0.0 (best on dev)")] == bleu[("lm", "no LM")] == a
+    assert float(bleu[("int8", "int8 (dynamic)")]) > 0
+    onnx = [r for r in rows if r[0] == "onnx" and "onnxruntime" in r[1]]
+    assert len(onnx) == 2 and all("(100.00%)" in r[4] for r in onnx)
