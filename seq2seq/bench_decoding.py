@@ -12,8 +12,8 @@ rows print as they finish, then one table:
 - average: the last of --average alone and the average of all of them (seqcap average);
 - lm: W picked on the dev set among --weights (rescoring the beam, then fusion), test BLEU with
   that W beside W = 0;
-- int8: A in fp32 and dynamically quantized (seq2seq.modules.quantize), BLEU and beam sentences/s
-  on the first --speed-sentences sentences, interleaved, the best of --repeats;
+- int8: A in fp32 and dynamically quantized (seq2seq.bench_int8.measure): BLEU, and beam
+  sentences/s on the first --speed-sentences sentences, interleaved, the best of --repeats;
 - onnx: A exported (seqcap export) and decoded on onnxruntime: the share of identical outputs
   (greedy, beam) and sentences/s beside PyTorch's.
 
@@ -59,13 +59,6 @@ class Row:
 def bleu(translator: Translator, src: list[str], ref: list[str], options: argparse.Namespace) -> float:
     hyps = translator.translate(src, options.beam_size, options.alpha, batch_size=options.batch_size)
     return sacre_bleu([h[0].text for h in hyps], ref)[0]
-
-
-def timed(translator: Translator, src: list[str], options: argparse.Namespace) -> float:
-    """Seconds to translate `src` with beam search."""
-    start = time.perf_counter()
-    translator.translate(src, options.beam_size, options.alpha, batch_size=options.batch_size)
-    return time.perf_counter() - start
 
 
 def ensemble_rows(args, src, ref) -> list[Row]:
@@ -121,20 +114,23 @@ def lm_rows(args, src, ref) -> list[Row]:
 
 
 def int8_rows(args, src, ref) -> list[Row]:
+    """seq2seq.bench_int8.measure: BLEU on all of --src, speed on --speed-sentences, interleaved."""
+    from seq2seq.bench_int8 import measure
 
-    fp32 = Translator.from_checkpoint(args.checkpoint, "cpu")
-    int8 = Translator.from_checkpoint(args.checkpoint, "cpu", quantize="int8")
-    sample = src[: args.speed_sentences]
-    for t in (fp32, int8):  # first allocations, thread pools
-        timed(t, sample[:16], args)
-    seconds = {"fp32": [], "int8": []}
-    for _ in range(args.repeats):  # interleaved: the VM's slow minutes hit both
-        seconds["fp32"].append(timed(fp32, sample, args))
-        seconds["int8"].append(timed(int8, sample, args))
-    speed = {k: len(sample) / min(v) for k, v in seconds.items()}
-    b32, b8 = bleu(fp32, src, ref, args), bleu(int8, src, ref, args)
-    note = f"{speed['int8'] / speed['fp32']:.2f}x the speed, {b8 - b32:+.2f} BLEU"
-    return [Row("int8", "fp32", b32, speed["fp32"]), Row("int8", "int8 (dynamic)", b8, speed["int8"], note)]
+    m = measure(
+        args.checkpoint, args.src, args.ref, speed_sentences=args.speed_sentences, repeats=args.repeats,
+        beam_size=args.beam_size, alpha=args.alpha, batch_size=args.batch_size,
+    )  # fmt: skip
+    fp32, int8 = m["fp32"], m["int8"]
+    change = int8["bleu"] - fp32["bleu"]
+    note = (
+        f"{m['speedup']:.2f}x the speed (median {m['median_speedup']:.2f}x), {change:+.2f} BLEU, "
+        f"{m['identical']}/{m['sentences']} identical"
+    )
+    return [
+        Row("int8", "fp32", fp32["bleu"], fp32["sentences_per_s"]),
+        Row("int8", f"int8 ({m['engine']})", int8["bleu"], int8["sentences_per_s"], note),
+    ]
 
 
 def onnx_rows(args, src, ref) -> list[Row]:
