@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from seq2seq.training.checkpoint import CheckpointError
 from seq2seq.translation.predictor import Translator
 from tests.conftest import REPO, explain, run_python
 
@@ -176,3 +177,23 @@ def test_evaluate_names_bad_image_input(trained, tmp_path, trained_run):
         cwd=tmp_path,
     )
     assert text_only.returncode == 2 and "text-only" in text_only.stderr
+
+
+def test_a_multimodal_ensemble_reads_each_image_through_each_cnn(trained, trained_run, tmp_path):
+    """Two copies of the doubly attentive checkpoint translate (words, scores, the image attention
+    of the first) as it does alone, images read by each model's CNN; a text-only translator cannot
+    join a multimodal one (here its vocabularies already differ, and the message says where)."""
+    data, ckpt = trained
+    lines = lines_of(data)
+    sentences = [line.split("\t")[1] for line in lines]
+    images = [data / "images" / line.split("\t")[0] for line in lines]
+    alone = Translator.from_checkpoint(ckpt, "cpu").translate(sentences, beam_size=3, images=images)
+    pair = Translator.from_checkpoint([ckpt, ckpt], "cpu")
+    together = pair.translate(sentences, beam_size=3, images=images, return_attention=True)
+    for a, b in zip(alone, together):
+        assert a[0].tokens == b[0].tokens and a[0].score == pytest.approx(b[0].score, abs=1e-4)
+        assert b[0].image_attention is not None and b[0].image_attention.shape[0] == len(b[0].tokens)
+    with pytest.raises(
+        CheckpointError, match=r"last\.ckpt: (cannot be ensembled with|a text-only translator)"
+    ):
+        Translator.from_checkpoint([ckpt, trained_run.last_ckpt], "cpu")
