@@ -832,3 +832,37 @@ def test_an_ensemble_of_two_copies_captions_as_the_model(trained, tmp_path, load
     )  # fmt: skip
     assert result.returncode == 0, explain(result)
     assert [words for _, words in parse_lines(result.stdout)] == [c.tokens for c in alone]
+
+
+def test_caption_and_evaluate_take_an_lm_int8_and_an_ensemble(trained, capsys):
+    """--lm with weight 0 captions as without; rescoring and fusion with a word LM (the legacy
+    fixture's: every caption word is its <unk>) and --quantize int8 give captions of vocabulary
+    words; captioning evaluate scores an int8 ensemble with an LM."""
+    lm = REPO / "tests" / "fixtures" / "legacy" / "lm.ckpt"
+    images, attention = trained.test_images, trained.ckpt["attention"]
+    base = ["--checkpoint", attention, *images, "--beam-size", "3"]
+    rc, plain, err = run_main(caption_cli.main, base, capsys)
+    assert rc == 0, err
+    rc, out, err = run_main(caption_cli.main, [*base, "--lm", lm, "--lm-weight", "0"], capsys)
+    assert rc == 0 and out == plain, err
+    for extra in (
+        ["--lm", lm, "--lm-weight", "0.5"],
+        ["--lm", lm, "--lm-mode", "fusion"],
+        ["--quantize", "int8"],
+    ):
+        rc, out, err = run_main(caption_cli.main, [*base, *extra], capsys)
+        assert rc == 0, err
+        lines = parse_lines(out)
+        assert len(lines) == len(images), extra
+        for _, words in lines:
+            assert_vocabulary_words(words, trained.vocab["attention"])
+    showtell = trained.ckpt["showtell"]
+    rc, out, err = run_main(
+        evaluate_cli.main,
+        ["--checkpoint", showtell, showtell, "--data", trained.json, "--split", "test", "--lm", lm,
+         "--lm-weight", "0.3", "--quantize", "int8"],
+        capsys,
+    )  # fmt: skip
+    assert rc == 0, err
+    scores = json.loads(out)
+    assert scores["images"] == N_TEST and 0 <= scores["bleu4"] <= 100

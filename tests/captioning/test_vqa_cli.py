@@ -252,7 +252,10 @@ def test_an_ensemble_answers_with_the_mean_probability(trained, tmp_path):
          str(trained.image), *questions],
         REPO,
     )  # fmt: skip
-    assert alone.returncode == 0 and twice.returncode == 0, explain(twice)
+    int8 = answer(trained, trained.image.as_posix(), *questions, "--quantize", "int8")
+    assert alone.returncode == 0 and twice.returncode == 0 and int8.returncode == 0, explain(int8)
+    for q in questions:  # int8 products: the same answers, probabilities close
+        assert [t for _, t in parse(int8.stdout)[q]][:2] == [t for _, t in parse(alone.stdout)[q]][:2]
     assert parse(twice.stdout).keys() == parse(alone.stdout).keys()
     for q in questions:
         for (p, text), (r, ref) in zip(parse(twice.stdout)[q], parse(alone.stdout)[q]):

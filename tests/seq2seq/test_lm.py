@@ -366,6 +366,19 @@ def test_generate_cli_samples_and_scores(trained):
     good, bad = float(rows[0][0]), float(rows[1][0])
     assert rows[0][1] == "13" and rows[1][1] == "5"
     assert bad < good < 0 and good > -2.0  # the corpus's line is likely, its reverse is not
+    out = run_generate(
+        "--checkpoint",
+        str(ckpt),
+        "--quantize",
+        "int8",
+        "--score",
+        "a b c d a b c d a b c d",
+        "--score",
+        "d c b a",
+    )
+    assert out.returncode == 0, out.stderr
+    int8 = [float(line.split("\t")[0]) for line in out.stdout.splitlines()]
+    assert int8 == pytest.approx([good, bad], rel=0.05, abs=0.1)  # int8 products, the same scores nearly
 
 
 def test_generate_cli_missing_checkpoint_exits_2(tmp_path):
