@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "answer": ("captioning.vqa.cli", "main", "answer questions about an image with a VQA checkpoint"),
     "average": ("seq2seq.training.average", "main", "average the weights of checkpoints of one model"),
     "export": ("seq2seq.translation.export", "main", "export a translation model to ONNX: CKPT --out DIR"),
+    "serve": ("seqcap.server", "main", "serve checkpoints over a JSON HTTP API: --model NAME=CKPT ..."),
     "prepare": (
         "data.prepared.prepare",
         "main",
