@@ -41,6 +41,7 @@ import logging
 import os
 import queue
 import secrets
+import signal
 import sys
 import threading
 import time
@@ -61,6 +62,7 @@ from pydantic import BaseModel, Field
 log = logging.getLogger("seqcap.server")
 
 TOKEN_ENV = "SEQCAP_TOKEN"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 ENDPOINT_TASKS = {  # endpoint -> the tasks whose models it serves
     "translate": ("translation",),
     "caption": ("captioning",),
@@ -72,6 +74,10 @@ MODEL_OPTIONS = ("quantize", "lm", "lm_weight", "lm_mode")
 # module level: the route signatures are strings here (from __future__ import annotations), read in
 # this module's globals
 BEARER = HTTPBearer(auto_error=False, description="the --token / SEQCAP_TOKEN of the server")
+
+
+# the requests' defaults that a limit must allow: beam_size 5, top 5, num 5, max_len 50
+REQUEST_DEFAULTS = {"max_beam": 5, "max_n_best": 5, "max_num": 5, "max_output_len": 50}
 
 
 @dataclass(frozen=True)
@@ -95,10 +101,18 @@ class ServerOptions:
     max_output_len: int = 200  # /generate's and /caption's max_len
 
     def __post_init__(self) -> None:
+        """ValueError for a limit below the default of what it limits (a request that leaves the
+        option out would be refused) or a batch below 1."""
         if self.max_batch < 1 or self.max_wait_ms < 0:
             raise ValueError(
                 f"max_batch must be >= 1 and max_wait_ms >= 0, got {self.max_batch}, {self.max_wait_ms}"
             )
+        for name, least in REQUEST_DEFAULTS.items():
+            if getattr(self, name) < least:
+                option = "--" + name.replace("_", "-")
+                raise ValueError(
+                    f"{option} must be at least {least} (the requests' default), got {getattr(self, name)}"
+                )
 
 
 class ModelSpecError(ValueError):
@@ -383,11 +397,11 @@ def _check_texts(texts: list[str], options: ServerOptions, what: str) -> None:
 def decode_image(data: bytes, filename: str, options: ServerOptions) -> Image.Image:
     """Uploaded bytes -> an RGB PIL image; 413 over the byte or pixel limit, 400 when PIL cannot
     decode it (the message names the upload)."""
-    if len(data) > options.max_image_bytes:
+    if len(data) > options.max_image_bytes:  # the caller reads at most one byte more than the limit
         raise HTTPException(
             413,
-            f"image {filename!r}: {len(data)} bytes, over this server's limit of "
-            f"{options.max_image_bytes} (--max-image-bytes)",
+            f"image {filename!r}: over this server's limit of {options.max_image_bytes} bytes "
+            "(--max-image-bytes)",
         )
     try:
         with Image.open(io.BytesIO(data)) as img:  # reads the header only
@@ -692,7 +706,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for s in specs:
         print(f"{s.name}: {models[s.name].task} model from {', '.join(s.checkpoints)}", file=sys.stderr)
     app = create_app(models, options, {s.name: s.options for s in specs})
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again with the handler
+    # that was there before: this one records it, so a requested stop exits 0 rather than -15
+    stopped: list[int] = []
+    previous = {sig: signal.signal(sig, lambda number, frame: stopped.append(number)) for sig in STOP_SIGNALS}
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stopped:
+        print(f"seqcap serve: stopped ({signal.Signals(stopped[0]).name})", file=sys.stderr)
     return 0
 
 

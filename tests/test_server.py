@@ -1,0 +1,368 @@
+"""`seqcap serve` (seqcap/server.py): every endpoint's answer equals the predictor's own on tiny
+checkpoints that a test trained (tests/fixtures/legacy, made by make_legacy.py there); dynamic
+batching gives each request what it gets alone and really batches; every error a request can cause
+is a 4xx naming the limit or the problem, and the server answers the next request; the command runs
+as a user starts it and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from seq2seq.predictor import Predictor
+from seqcap.server import ModelSpec, ModelSpecError, ServerOptions, create_app, load_model, main
+from tests.conftest import REPO, cli_env
+
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest: torch on one thread
+
+LEGACY = Path(__file__).parent / "fixtures" / "legacy"
+TOKEN = "s3cret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SENTENCES = ["w1 w2 w3", "w4 w5 w6 w7 w8", "w9 w0 w3 w3", ""]
+
+
+@pytest.fixture(scope="module")
+def models() -> dict:
+    return {
+        "rev": Predictor.from_checkpoint(LEGACY / "translation.ckpt", device="cpu"),
+        "lm": Predictor.from_checkpoint(LEGACY / "lm.ckpt", device="cpu"),
+        "cap": Predictor.from_checkpoint(LEGACY / "caption_attention.ckpt", device="cpu"),
+        "vqa": Predictor.from_checkpoint(LEGACY / "vqa.ckpt", device="cpu"),
+    }
+
+
+@pytest.fixture(scope="module")
+def client(models):
+    """The app with a token and small limits, as a client that sends the token."""
+    options = ServerOptions(
+        token=TOKEN, max_body_bytes=60_000, max_image_bytes=20_000, max_image_pixels=200 * 200, max_images=2,
+        max_sentences=8, max_sentence_chars=100, max_beam=8, max_n_best=5, max_num=5, max_output_len=50,
+    )  # fmt: skip
+    app = create_app(models, options, {"rev": {"quantize": "none"}})
+    with TestClient(app, headers=AUTH) as c:
+        yield c
+
+
+def png(path: Path | None = None, size: tuple[int, int] = (64, 64)) -> bytes:
+    if path is not None:
+        return path.read_bytes()
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def as_json(translations) -> list[list[dict]]:
+    return [
+        [{"text": t.text, "score": t.score, "tokens": t.tokens} for t in options] for options in translations
+    ]
+
+
+def test_translate_equals_the_translator(client, models):
+    r = client.post(
+        "/translate/rev", json={"sentences": SENTENCES, "beam_size": 3, "alpha": 0.6, "n_best": 2}
+    )
+    assert r.status_code == 200, r.text
+    expected = models["rev"].translate(SENTENCES, beam_size=3, alpha=0.6, n_best=2)
+    assert r.json() == {"model": "rev", "translations": as_json(expected)}
+    assert r.json()["translations"][0][0]["text"] == "w3 w2 w1"  # the fixture's model reverses
+
+    r = client.post("/translate/rev", json={"sentences": ["w1 w2 w3"], "attention": True})
+    best = models["rev"].translate(["w1 w2 w3"], return_attention=True)[0][0]
+    got = r.json()["translations"][0][0]
+    assert got["source_tokens"] == ["w1", "w2", "w3"]
+    assert got["attention"] == best.attention.tolist()
+    assert len(got["attention"]) == len(got["tokens"]) and all(len(row) == 3 for row in got["attention"])
+
+
+def test_lm_caption_and_vqa_equal_their_predictors(client, models):
+    r = client.post("/generate/lm", json={"num": 3, "prompt": "w1", "max_len": 8, "seed": 1})
+    assert r.json()["texts"] == models["lm"].generate(num=3, prompt="w1", max_len=8, seed=1)
+    r = client.post("/score/lm", json={"sentences": ["w1 w2 w3", "w0 w5"]})
+    expected = [{"log_prob": lp, "tokens": n} for lp, n in models["lm"].score(["w1 w2 w3", "w0 w5"])]
+    assert r.json()["scores"] == expected and expected[0]["tokens"] == 4
+
+    images = [LEGACY / "image0.png", LEGACY / "image1.png"]
+    files = [("images", (p.name, png(p), "image/png")) for p in images]
+    r = client.post(
+        "/caption/cap", files=files, data={"method": "beam", "beam_size": "2", "attention": "true"}
+    )
+    assert r.status_code == 200, r.text
+    expected = models["cap"].caption(images, method="beam", beam_size=2, return_attention=True)
+    assert [c["text"] for c in r.json()["captions"]] == [c.text for c in expected]
+    assert [c["score"] for c in r.json()["captions"]] == [c.score for c in expected]
+    assert [c["image"] for c in r.json()["captions"]] == ["image0.png", "image1.png"]
+    assert r.json()["captions"][0]["attention"] == expected[0].attention.tolist()
+
+    questions = ["what colour is the star?", "what shape is it?"]
+    r = client.post(
+        "/answer/vqa", files={"image": ("a.png", png(images[0]), "image/png")},
+        data={"questions": questions, "top": "2"},
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    expected = models["vqa"].answer(images[0], questions, top=2)
+    assert [a["question"] for a in r.json()["answers"]] == questions
+    assert [[(t["answer"], t["probability"]) for t in a["top"]] for a in r.json()["answers"]] == [
+        a.top for a in expected
+    ]
+
+
+def test_models_lists_tasks_options_limits_and_stats(client):
+    body = client.get("/models").json()
+    rev = body["models"]["rev"]
+    assert rev["task"] == "translation" and rev["endpoints"] == ["/translate/rev"]
+    assert rev["checkpoints"] == [str(LEGACY / "translation.ckpt")] and rev["ensemble"] is False
+    assert rev["options"] == {"quantize": "none"} and rev["device"] == "cpu"
+    assert set(rev["stats"]) == {"requests", "decode_calls", "sentences", "largest_batch", "batched_requests"}
+    assert body["models"]["lm"]["endpoints"] == ["/generate/lm", "/score/lm"]
+    assert (
+        body["models"]["cap"]["task"] == "captioning" and body["models"]["cap"]["model_kind"] == "attention"
+    )
+    assert body["models"]["vqa"]["endpoints"] == ["/answer/vqa"]
+    assert body["limits"]["max_beam"] == 8 and body["limits"]["max_sentences"] == 8
+    assert "token" not in body["limits"] and TOKEN not in str(body)
+    assert client.get("/health", headers={"Authorization": ""}).json() == {
+        "status": "ok", "models": ["cap", "lm", "rev", "vqa"],
+    }  # fmt: skip
+    assert client.get("/openapi.json", headers={"Authorization": ""}).json()["paths"]["/translate/{name}"]
+
+
+def test_bad_requests_get_a_4xx_that_says_why_and_the_server_goes_on(client, models):
+    def check(response, status: int, *words: str) -> None:
+        assert response.status_code == status, response.text
+        detail = response.json()["detail"]
+        assert all(w in detail for w in words), detail
+
+    ok = {"sentences": ["w1 w2 w3"]}
+    check(client.post("/translate/rev", json=ok, headers={"Authorization": ""}), 401, "Bearer TOKEN")
+    check(client.post("/translate/rev", json=ok, headers={"Authorization": "Bearer nope"}), 401, "Bearer")
+    check(client.get("/models", headers={"Authorization": ""}), 401, "Bearer")
+    check(client.post("/translate/nothing", json=ok), 404, "no model named 'nothing'", "cap, lm, rev, vqa")
+    check(client.post("/generate/rev", json={}), 400, "translation model", "/generate", "use /translate")
+    check(
+        client.post("/caption/rev", files={"images": ("a.png", png(), "image/png")}), 400,
+        "/caption does not serve it",
+    )  # fmt: skip
+    bad_json = {**AUTH, "content-type": "application/json"}
+    check(client.post("/translate/rev", content=b'{"sentences": [', headers=bad_json), 422, "not valid JSON")
+    check(client.post("/translate/rev", json={"sentence": ["x"]}), 422, "body.sentences", "Field required")
+    check(client.post("/translate/rev", json={**ok, "beam_size": 0}), 422, "beam_size")
+    check(
+        client.post("/translate/rev", json={**ok, "beam_size": 50}),
+        422,
+        "beam_size 50",
+        "limit of 8",
+        "--max-beam",
+    )
+    check(
+        client.post("/translate/rev", json={**ok, "n_best": 6, "beam_size": 8}),
+        422,
+        "n_best 6",
+        "limit of 5",
+        "--max-n-best",
+    )
+    check(client.post("/translate/rev", json={**ok, "n_best": 3, "beam_size": 2}), 422, "over beam_size 2")
+    check(client.post("/translate/rev", json={"sentences": ["w1"] * 9}), 413, "count 9", "limit of 8")
+    check(
+        client.post("/translate/rev", json={"sentences": ["w1 " * 40]}), 413, "120 characters", "limit of 100"
+    )
+    check(client.post("/translate/rev", json={"sentences": ["w1" * 40_000]}), 413, "limit of 60000 bytes")
+    check(client.post("/generate/lm", json={"num": 6}), 422, "num 6", "limit of 5", "--max-num")
+    check(client.post("/generate/lm", json={"max_len": 51}), 422, "max_len 51", "limit of 50")
+    check(client.post("/score/lm", json={"sentences": "w1 w2"}), 422, "body.sentences")
+
+    def caption(*images: tuple[str, bytes], **data: str):
+        return client.post(
+            "/caption/cap", files=[("images", (n, b, "image/png")) for n, b in images], data=data
+        )
+
+    check(caption(("x.png", b"not an image")), 400, "image 'x.png' cannot be decoded")
+    check(caption(("cut.png", png()[:60])), 400, "image 'cut.png' cannot be decoded")
+    check(caption(("big.png", png(size=(300, 300)))), 413, "300x300 = 90000 pixels", "limit of 40000")
+    noise = io.BytesIO()
+    Image.frombytes("RGB", (120, 120), os.urandom(3 * 120 * 120)).save(noise, format="PNG")
+    check(
+        caption(("noise.png", noise.getvalue())), 413, "noise.png", "over this server's limit of 20000 bytes"
+    )
+    check(caption(*[("a.png", png())] * 3), 413, "images: the count 3", "limit of 2", "--max-images")
+    check(caption(("a.png", png()), max_len="51"), 422, "max_len 51", "--max-output-len")
+    check(caption(("a.png", png()), method="sample"), 422, "method")
+    check(client.post("/caption/cap", data={"method": "greedy"}), 422, "body.images", "Field required")
+    answer = client.post(
+        "/answer/vqa", files={"image": ("a.png", png(), "image/png")}, data={"questions": ["?"]}
+    )
+    check(answer, 400, "question 1", "empty")
+    # a name is looked up among the loaded models, never opened: no route or no model, a 404 either way
+    check(client.post("/translate/..%2F..%2Fetc%2Fpasswd", json=ok), 404, "Not Found")
+    check(client.post(f"/translate/{LEGACY / 'lm.ckpt'}".replace("/", "%2F"), json=ok), 404, "Not Found")
+    check(client.post("/translate/lm.ckpt", json=ok), 404, "no model named 'lm.ckpt'")
+
+    r = client.post("/translate/rev", json={"sentences": SENTENCES})
+    assert r.status_code == 200
+    assert r.json()["translations"] == as_json(models["rev"].translate(SENTENCES))
+
+
+async def send_concurrently(app, bodies: list[dict]) -> list[httpx.Response]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        return await asyncio.gather(*(c.post("/translate/rev", json=b) for b in bodies))
+
+
+def close(app) -> None:
+    for worker in app.state.workers.values():
+        worker.close()
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(models):
+    """Six requests at once: the three with beam 3 are decoded in one call, the three with beam 2
+    in another (their search differs); each response equals that request translated alone."""
+    words = [f"w{i}" for i in range(10)]
+    bodies = [
+        {
+            "sentences": [" ".join(words[k : k + 3 + k % 3]), " ".join(words[::-1][k : k + 4])],
+            "beam_size": 3 - k % 2,
+        }
+        for k in range(6)
+    ]
+    app = create_app({"rev": models["rev"]}, ServerOptions(max_batch=6, max_wait_ms=3000))
+    try:
+        responses = asyncio.run(send_concurrently(app, bodies))
+        stats = TestClient(app).get("/models").json()["models"]["rev"]["stats"]
+    finally:
+        close(app)
+    for body, response in zip(bodies, responses):
+        assert response.status_code == 200, response.text
+        alone = as_json(models["rev"].translate(body["sentences"], beam_size=body["beam_size"]))
+        got = response.json()["translations"]
+        # texts are the same; a score may differ by float rounding in another batch shape (~1e-7)
+        assert [[t["text"] for t in o] for o in got] == [[t["text"] for t in o] for o in alone]
+        assert [[t["tokens"] for t in o] for o in got] == [[t["tokens"] for t in o] for o in alone]
+        assert [t["score"] for o in got for t in o] == pytest.approx(
+            [t["score"] for o in alone for t in o], abs=1e-5
+        )
+    assert stats == {
+        "requests": 6,
+        "decode_calls": 2,
+        "sentences": 12,
+        "largest_batch": 6,
+        "batched_requests": 6,
+    }
+
+
+def test_batching_off_decodes_each_request_alone(models):
+    bodies = [{"sentences": ["w1 w2 w3"]}, {"sentences": ["w4 w5"]}, {"sentences": ["w6 w7 w8"]}]
+    app = create_app({"rev": models["rev"]}, ServerOptions(max_batch=1, max_wait_ms=5))
+    try:
+        responses = asyncio.run(send_concurrently(app, bodies))
+        stats = TestClient(app).get("/models").json()["models"]["rev"]["stats"]
+    finally:
+        close(app)
+    for body, response in zip(bodies, responses):
+        assert response.json()["translations"] == as_json(models["rev"].translate(body["sentences"]))
+    assert stats == {
+        "requests": 3,
+        "decode_calls": 3,
+        "sentences": 3,
+        "largest_batch": 1,
+        "batched_requests": 0,
+    }
+
+
+def test_model_spec_syntax():
+    spec = ModelSpec.parse("de=a.ckpt,b.ckpt:quantize=int8:lm=lm.ckpt:lm_weight=0.2")
+    assert (spec.name, spec.checkpoints) == ("de", ["a.ckpt", "b.ckpt"])
+    assert spec.options == {"quantize": "int8", "lm": "lm.ckpt", "lm_weight": "0.2"}
+    assert ModelSpec.parse("x=C:/runs/last.ckpt").checkpoints == ["C:/runs/last.ckpt"]
+    for bad, words in [
+        ("a.ckpt", "expected NAME=CKPT"),
+        ("=a.ckpt", "expected NAME=CKPT"),
+        ("de=a.ckpt:beam=3", "unknown option 'beam'"),
+        ("d/e=a.ckpt", "the name 'd/e'"),
+    ]:
+        with pytest.raises(ModelSpecError, match=words):
+            ModelSpec.parse(bad)
+
+
+def test_ensemble_quantize_and_lm_options_load(models):
+    path = str(LEGACY / "translation.ckpt")
+    spec = ModelSpec.parse(f"ens={path},{path}:quantize=int8:lm={LEGACY / 'lm.ckpt'}:lm_weight=0.5")
+    ensemble = load_model(spec, "auto")
+    assert len(ensemble.members) == 2 and ensemble.lm.weight == 0.5 and ensemble.lm.mode == "rescore"
+    with TestClient(create_app({"ens": ensemble}, model_options={"ens": spec.options})) as c:
+        listed = c.get("/models").json()["models"]["ens"]
+        r = c.post("/translate/ens", json={"sentences": SENTENCES[:2], "beam_size": 3})
+    assert listed["ensemble"] is True and listed["checkpoints"] == [path, path]
+    assert listed["options"]["quantize"] == "int8" and listed["lm"]["weight"] == 0.5
+    assert r.json()["translations"] == as_json(ensemble.translate(SENTENCES[:2], beam_size=3))
+    with pytest.raises(ModelSpecError, match="lm_weight and lm_mode need lm="):
+        load_model(ModelSpec.parse(f"x={path}:lm_weight=0.5"), "cpu")
+
+
+def test_serve_refuses_a_bad_checkpoint_with_a_message(tmp_path, capsys):
+    assert main(["--model", f"x={tmp_path / 'missing.ckpt'}"]) == 2
+    assert "missing.ckpt" in capsys.readouterr().err
+    lm = LEGACY / "lm.ckpt"
+    assert main(["--model", f"x={lm}", "--model", f"x={lm}"]) == 2
+    assert "a name given twice" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_seqcap_serve_runs_as_a_command_and_stops_on_sigterm(models):
+    port = free_port()
+    command = [sys.executable, "-m", "seqcap", "serve", "--model", f"rev={LEGACY / 'translation.ckpt'}",
+               "--port", str(port), "--device", "cpu"]  # fmt: skip
+    server = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=cli_env(SEQCAP_TOKEN=TOKEN),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.communicate()
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not answer /health in 120 s"
+            time.sleep(0.3)
+        assert (
+            httpx.post(f"{base}/translate/rev", json={"sentences": ["w1 w2 w3"]}, timeout=30).status_code
+            == 401
+        )
+        r = httpx.post(f"{base}/translate/rev", json={"sentences": SENTENCES}, headers=AUTH, timeout=30)
+        assert r.status_code == 200 and r.json()["translations"] == as_json(
+            models["rev"].translate(SENTENCES)
+        )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            _, err = server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            raise
+    assert server.returncode == 0, err
+    assert "rev: translation model from" in err
+    # uvicorn's graceful shutdown: the app's lifespan ends (the model workers stop), then the process
+    assert "Application shutdown complete" in err and "seqcap serve: stopped (SIGTERM)" in err
