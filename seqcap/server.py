@@ -332,7 +332,7 @@ class ModelWorker:
 class TranslateRequest(BaseModel):
     sentences: list[str] = Field(description="source sentences, raw text (tokenized by the model)")
     beam_size: int = Field(5, ge=1)
-    alpha: float = Field(0.6, ge=0, description="GNMT length penalty exponent")
+    alpha: float = Field(0.6, ge=0, le=10, description="GNMT length penalty exponent")
     n_best: int = Field(1, ge=1, description="translations per sentence, best first (<= beam_size)")
     attention: bool = Field(False, description="also return each translation's attention over the source")
 
@@ -341,9 +341,11 @@ class GenerateRequest(BaseModel):
     num: int = Field(5, ge=1)
     prompt: str = ""
     max_len: int = Field(50, ge=1)
-    temperature: float = Field(1.0, ge=0, description="0: greedy")
+    temperature: float = Field(1.0, ge=0, le=100, description="0: greedy")
     top_k: int = Field(0, ge=0, description="0: all tokens")
-    seed: int | None = Field(0, description="the same seed gives the same samples; null: random")
+    seed: int | None = Field(
+        0, ge=0, le=2**63 - 1, description="the same seed gives the same samples; null: random"
+    )
 
 
 class ScoreRequest(BaseModel):
@@ -495,6 +497,13 @@ def create_app(
             where = ".".join(str(p) for p in error.get("loc", ()))
             lines.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
         return JSONResponse({"detail": "; ".join(lines)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, exc: Exception) -> JSONResponse:
+        """500 with a JSON message for what no check foresaw (logged with its traceback); the server
+        goes on."""
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
 
     def worker_for(name: str, endpoint: str) -> ModelWorker:
         worker = workers.get(name)
