@@ -1,0 +1,288 @@
+"""The FastAPI app of `seqcap serve` (seqcap/server.py describes the endpoints): routes over
+predictors, each model behind its ModelWorker (seqcap/server_worker.py), the limits of
+seqcap/server_limits.py, the bearer token."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from concurrent.futures import Future
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from seqcap.server_limits import BodyLimit, ServerOptions, check_texts, decode_image, limit
+from seqcap.server_worker import Job, ModelWorker
+
+log = logging.getLogger("seqcap.server")
+
+ENDPOINT_TASKS = {  # endpoint -> the tasks whose models it serves
+    "translate": ("translation",),
+    "caption": ("captioning",),
+    "answer": ("vqa",),
+    "generate": ("lm",),
+    "score": ("lm",),
+}
+# module level: the route signatures are strings here (from __future__ import annotations), read in
+# this module's globals
+BEARER = HTTPBearer(auto_error=False, description="the --token / SEQCAP_TOKEN of the server")
+
+
+class TranslateRequest(BaseModel):
+    sentences: list[str] = Field(description="source sentences, raw text (tokenized by the model)")
+    beam_size: int = Field(5, ge=1)
+    alpha: float = Field(0.6, ge=0, le=10, description="GNMT length penalty exponent")
+    n_best: int = Field(1, ge=1, description="translations per sentence, best first (<= beam_size)")
+    attention: bool = Field(False, description="also return each translation's attention over the source")
+
+
+class GenerateRequest(BaseModel):
+    num: int = Field(5, ge=1)
+    prompt: str = ""
+    max_len: int = Field(50, ge=1)
+    temperature: float = Field(1.0, ge=0, le=100, description="0: greedy")
+    top_k: int = Field(0, ge=0, description="0: all tokens")
+    seed: int | None = Field(
+        0, ge=0, le=2**63 - 1, description="the same seed gives the same samples; null: random"
+    )
+
+
+class ScoreRequest(BaseModel):
+    sentences: list[str]
+
+
+def describe(name: str, predictor, options: dict | None = None) -> dict:
+    """A loaded model as GET /models lists it."""
+    members = getattr(predictor, "members", [predictor])
+    info = {
+        "task": predictor.task,
+        "endpoints": [f"/{e}/{name}" for e, tasks in ENDPOINT_TASKS.items() if predictor.task in tasks],
+        "checkpoints": [str(getattr(m, "checkpoint", None)) for m in members],
+        "ensemble": len(members) > 1,
+        "device": str(predictor.device),
+        "options": dict(options or {}),
+    }
+    if getattr(predictor, "lm", None) is not None:
+        info["lm"] = {"checkpoint": str(predictor.lm.lm.checkpoint), "weight": predictor.lm.weight,
+                      "mode": predictor.lm.mode}  # fmt: skip
+    if hasattr(predictor, "model_kind"):
+        info["model_kind"] = predictor.model_kind
+    return info
+
+
+def create_app(
+    models: dict[str, Any], options: ServerOptions | None = None, model_options: dict[str, dict] | None = None
+) -> FastAPI:
+    """The FastAPI app serving `models` (name -> Predictor), each owned by a ModelWorker that starts
+    here and stops when the app shuts down. model_options: what /models shows as each model's
+    options (the --model options it was loaded with)."""
+    options = options or ServerOptions()
+    model_options = model_options or {}
+    workers = {
+        name: ModelWorker(name, p, options.max_batch, options.max_wait_ms) for name, p in models.items()
+    }
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        for worker in workers.values():
+            await asyncio.to_thread(worker.close)
+
+    async def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
+        if options.token is None:
+            return
+        given = credentials.credentials if credentials is not None else ""
+        if not secrets.compare_digest(given.encode(), options.token.encode()):
+            raise HTTPException(
+                401,
+                "this server needs `Authorization: Bearer TOKEN` (the token it was started with)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    app = FastAPI(
+        title="seqcap",
+        summary="translation, language model, captioning and VQA checkpoints over HTTP",
+        lifespan=lifespan,
+    )
+    protected = [Depends(authorize)]  # every route but /health (and FastAPI's /docs, /openapi.json)
+    app.state.workers = workers
+    app.add_middleware(BodyLimit, limit=options.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 with one readable line ("body.beam_size: Input should be ...") per problem."""
+        lines = []
+        for error in exc.errors():
+            if error.get("type") == "json_invalid":
+                at, why = error.get("loc", ("", "?"))[-1], (error.get("ctx") or {}).get("error", "")
+                lines.append(f"the body is not valid JSON (at character {at}: {why})")
+                continue
+            where = ".".join(str(p) for p in error.get("loc", ()))
+            lines.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+        return JSONResponse({"detail": "; ".join(lines)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, exc: Exception) -> JSONResponse:
+        """500 with a JSON message for what no check foresaw (logged with its traceback); the server
+        goes on."""
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+
+    def worker_for(name: str, endpoint: str) -> ModelWorker:
+        worker = workers.get(name)
+        if worker is None:
+            known = ", ".join(sorted(workers)) or "none"
+            raise HTTPException(404, f"no model named {name!r} (loaded: {known})")
+        task = worker.predictor.task
+        if task not in ENDPOINT_TASKS[endpoint]:
+            right = [f"/{e}" for e, tasks in ENDPOINT_TASKS.items() if task in tasks]
+            raise HTTPException(
+                400,
+                f"model {name!r} is a {task} model: /{endpoint} does not serve it (use {' or '.join(right)})",
+            )
+        return worker
+
+    async def run(worker: ModelWorker, job: Job):
+        """The job's result from the worker; a ValueError of the predictor (bad input) -> 400."""
+        try:
+            return await asyncio.wrap_future(worker.submit(job))
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
+
+    @app.get("/health", tags=["server"])
+    async def health() -> dict:
+        """Liveness: {"status": "ok"} with the names of the loaded models. Needs no token."""
+        return {"status": "ok", "models": sorted(workers)}
+
+    @app.get("/models", dependencies=protected, tags=["server"])
+    async def list_models() -> dict:
+        """Each loaded model: task, endpoints, checkpoints, options, and its worker's stats
+        (requests, decode_calls, sentences, largest_batch, batched_requests)."""
+        out = {}
+        for name, worker in workers.items():
+            with worker.lock:
+                stats = dict(worker.stats)
+            out[name] = {**describe(name, worker.predictor, model_options.get(name)), "stats": stats}
+        return {
+            "models": out,
+            "batching": {"max_batch": options.max_batch, "max_wait_ms": options.max_wait_ms},
+            "limits": {
+                k: v
+                for k, v in asdict(options).items()
+                if k.startswith("max_") and k not in ("max_batch", "max_wait_ms")
+            },
+        }
+
+    @app.post("/translate/{name}", dependencies=protected, tags=["translation"])
+    async def translate(name: str, body: TranslateRequest) -> dict:
+        """Translations of each sentence (n_best, best first) with their scores (log-probability
+        over the length penalty); with attention, the (target x source) weights and source tokens."""
+        worker = worker_for(name, "translate")
+        check_texts(body.sentences, options, "sentences")
+        limit(body.beam_size, options.max_beam, "beam_size", "--max-beam")
+        limit(body.n_best, options.max_n_best, "n_best", "--max-n-best")
+        if body.n_best > body.beam_size:
+            raise HTTPException(422, f"n_best {body.n_best} is over beam_size {body.beam_size}: a beam keeps "
+                                "beam_size hypotheses")  # fmt: skip
+        key = (body.beam_size, body.alpha, body.n_best, body.attention)
+        results = await run(worker, Job(Future(), sentences=list(body.sentences), key=key))
+        out = []
+        for sentence, options_of in zip(body.sentences, results):
+            entries = []
+            for t in options_of:
+                entry = {"text": t.text, "score": float(t.score), "tokens": list(t.tokens)}
+                if body.attention:
+                    entry["attention"] = None if t.attention is None else t.attention.float().tolist()
+                    entry["source_tokens"] = worker.predictor.encode(sentence)[1]
+                entries.append(entry)
+            out.append(entries)
+        return {"model": name, "translations": out}
+
+    @app.post("/caption/{name}", dependencies=protected, tags=["captioning"])
+    async def caption(
+        name: str,
+        images: Annotated[list[UploadFile], File(description="one or more image files (PNG, JPEG, ...)")],
+        method: Annotated[Literal["greedy", "beam"], Form()] = "beam",
+        beam_size: Annotated[int, Form(ge=1)] = 3,
+        max_len: Annotated[int | None, Form(ge=1, description="default: the checkpoint's")] = None,
+        attention: Annotated[bool, Form(description="attention over the image grid")] = False,
+    ) -> dict:
+        """One caption per uploaded image, in order: text, tokens, score (and attention over the
+        image grid for an attention captioner)."""
+        worker = worker_for(name, "caption")
+        limit(len(images), options.max_images, "images: the count", "--max-images", 413)
+        limit(beam_size, options.max_beam, "beam_size", "--max-beam")
+        if max_len is not None:
+            limit(max_len, options.max_output_len, "max_len", "--max-output-len")
+        pictures = []
+        for i, f in enumerate(images):
+            data = await f.read(options.max_image_bytes + 1)
+            pictures.append(decode_image(data, f.filename or f"<image {i}>", options))
+
+        def work(captioner):
+            return captioner.caption(
+                pictures, method=method, beam_size=beam_size, max_len=max_len, return_attention=attention
+            )
+
+        captions = await run(worker, Job(Future(), run=work))
+        out = []
+        for f, c in zip(images, captions):
+            entry = {"image": f.filename, "text": c.text, "tokens": c.tokens, "score": float(c.score)}
+            if attention:
+                entry["attention"] = None if c.attention is None else c.attention.tolist()
+            out.append(entry)
+        return {"model": name, "captions": out}
+
+    @app.post("/answer/{name}", dependencies=protected, tags=["vqa"])
+    async def answer(
+        name: str,
+        image: Annotated[UploadFile, File(description="one image file")],
+        questions: Annotated[list[str], Form(description="the questions (repeat the field for several)")],
+        top: Annotated[int, Form(ge=1)] = 5,
+    ) -> dict:
+        """The `top` answers of each question about the image, with their probabilities, and the
+        question words the model never saw."""
+        worker = worker_for(name, "answer")
+        check_texts(questions, options, "questions")
+        limit(top, options.max_n_best, "top", "--max-n-best")
+        picture = decode_image(
+            await image.read(options.max_image_bytes + 1), image.filename or "<image>", options
+        )
+        answers = await run(worker, Job(Future(), run=lambda a: a.answer(picture, questions, top=top)))
+        return {
+            "model": name,
+            "image": image.filename,
+            "answers": [
+                {"question": a.question, "top": [{"answer": w, "probability": p} for w, p in a.top],
+                 "unknown": a.unknown}
+                for a in answers
+            ],
+        }  # fmt: skip
+
+    @app.post("/generate/{name}", dependencies=protected, tags=["language model"])
+    async def generate(name: str, body: GenerateRequest) -> dict:
+        """`num` samples continuing the prompt (the same seed, the same samples)."""
+        worker = worker_for(name, "generate")
+        check_texts([body.prompt], options, "prompt")
+        limit(body.num, options.max_num, "num", "--max-num")
+        limit(body.max_len, options.max_output_len, "max_len", "--max-output-len")
+        args = body.model_dump()
+        texts = await run(worker, Job(Future(), run=lambda lm: lm.generate(**args)))
+        return {"model": name, "texts": texts}
+
+    @app.post("/score/{name}", dependencies=protected, tags=["language model"])
+    async def score(name: str, body: ScoreRequest) -> dict:
+        """log P(sentence <eos> | <bos>) in nats of each sentence, with the tokens it counted."""
+        worker = worker_for(name, "score")
+        check_texts(body.sentences, options, "sentences")
+        scores = await run(worker, Job(Future(), run=lambda lm: lm.score(body.sentences)))
+        return {"model": name, "scores": [{"log_prob": float(lp), "tokens": n} for lp, n in scores]}
+
+    return app
