@@ -58,6 +58,32 @@ class ScoreRequest(BaseModel):
     sentences: list[str]
 
 
+OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+UNAUTHORIZED = "this server needs `Authorization: Bearer TOKEN` (the token it was started with)"
+
+
+def token_matches(authorization: str | None, token: str) -> bool:
+    """Whether an Authorization header value is `Bearer TOKEN` (compared in constant time)."""
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), token.encode())
+
+
+class TokenCheck:
+    """ASGI middleware: 401 for a request without `Authorization: Bearer TOKEN`, except OPEN_PATHS,
+    before anything of its body is read."""
+
+    def __init__(self, app, token: str):
+        self.app, self.token = app, token
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            if not token_matches(header, self.token):
+                response = JSONResponse({"detail": UNAUTHORIZED}, 401, headers={"WWW-Authenticate": "Bearer"})
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 def describe(name: str, predictor, options: dict | None = None) -> dict:
     """A loaded model as GET /models lists it."""
     members = getattr(predictor, "members", [predictor])
@@ -96,15 +122,12 @@ def create_app(
             await asyncio.to_thread(worker.close)
 
     async def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
-        if options.token is None:
-            return
-        given = credentials.credentials if credentials is not None else ""
-        if not secrets.compare_digest(given.encode(), options.token.encode()):
-            raise HTTPException(
-                401,
-                "this server needs `Authorization: Bearer TOKEN` (the token it was started with)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        """The token again (TokenCheck checked it first): this dependency puts the bearer scheme in
+        the OpenAPI description, so /docs has an Authorize button."""
+        if options.token is not None and not token_matches(
+            None if credentials is None else f"Bearer {credentials.credentials}", options.token
+        ):
+            raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
 
     app = FastAPI(
         title="seqcap",
@@ -114,6 +137,8 @@ def create_app(
     protected = [Depends(authorize)]  # every route but /health (and FastAPI's /docs, /openapi.json)
     app.state.workers = workers
     app.add_middleware(BodyLimit, limit=options.max_body_bytes)
+    if options.token is not None:  # added last, so it runs first: no body is read before the token
+        app.add_middleware(TokenCheck, token=options.token)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -224,7 +249,8 @@ def create_app(
         pictures = []
         for i, f in enumerate(images):
             data = await f.read(options.max_image_bytes + 1)
-            pictures.append(decode_image(data, f.filename or f"<image {i}>", options))
+            name_of = f.filename or f"<image {i}>"
+            pictures.append(await asyncio.to_thread(decode_image, data, name_of, options))  # off the loop
 
         def work(captioner):
             return captioner.caption(
@@ -252,9 +278,8 @@ def create_app(
         worker = worker_for(name, "answer")
         check_texts(questions, options, "questions")
         limit(top, options.max_n_best, "top", "--max-n-best")
-        picture = decode_image(
-            await image.read(options.max_image_bytes + 1), image.filename or "<image>", options
-        )
+        data = await image.read(options.max_image_bytes + 1)
+        picture = await asyncio.to_thread(decode_image, data, image.filename or "<image>", options)
         answers = await run(worker, Job(Future(), run=lambda a: a.answer(picture, questions, top=top)))
         return {
             "model": name,

@@ -4,7 +4,7 @@ request over one with a 413 or 422 whose message names the limit and its value."
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
@@ -22,7 +22,7 @@ class ServerOptions:
     max_batch: int = 32  # sentences decoded together per model (1: no batching)
     max_wait_ms: float = 5.0  # how long the worker waits for more requests to batch (0: none)
     # when set, every request but /health, /docs and /openapi.json needs `Authorization: Bearer TOKEN`
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     max_body_bytes: int = 20_000_000
     max_image_bytes: int = 10_000_000  # one uploaded image file
     max_image_pixels: int = 25_000_000  # width x height of one image

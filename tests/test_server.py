@@ -148,6 +148,10 @@ def test_bad_requests_get_a_4xx_that_says_why_and_the_server_goes_on(client, mod
     check(client.post("/translate/rev", json=ok, headers={"Authorization": ""}), 401, "Bearer TOKEN")
     check(client.post("/translate/rev", json=ok, headers={"Authorization": "Bearer nope"}), 401, "Bearer")
     check(client.get("/models", headers={"Authorization": ""}), 401, "Bearer")
+    check(client.post("/translate/rev", json=ok, headers={"Authorization": f"Basic {TOKEN}"}), 401, "Bearer")
+    # the token is checked before the body is read: no JSON error, no upload parsed, no model named
+    no_token = {"Authorization": "", "content-type": "application/json"}
+    check(client.post("/translate/nothing", content=b"{", headers=no_token), 401, "Bearer")
     check(client.post("/translate/nothing", json=ok), 404, "no model named 'nothing'", "cap, lm, rev, vqa")
     check(client.post("/generate/rev", json={}), 400, "translation model", "/generate", "use /translate")
     check(
