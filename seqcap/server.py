@@ -53,6 +53,20 @@ __all__ = ["ModelSpec", "ModelSpecError", "ServerOptions", "create_app", "load_m
 TOKEN_ENV = "SEQCAP_TOKEN"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 MODEL_OPTIONS = ("quantize", "lm", "lm_weight", "lm_mode")
+LIMIT_HELP = {
+    "max_batch": "sentences translated together per model (1: no batching)",
+    "max_wait_ms": "how long a model's worker waits for more translate requests (0: no batching)",
+    "max_body_bytes": "a request body, in bytes (413)",
+    "max_image_bytes": "one uploaded image, in bytes (413)",
+    "max_image_pixels": "one image's width x height (413)",
+    "max_images": "images in one /caption request (413)",
+    "max_sentences": "sentences or questions in one request (413)",
+    "max_sentence_chars": "characters in one sentence, question or prompt (413)",
+    "max_beam": "beam_size (422)",
+    "max_n_best": "n_best, and /answer's top (422)",
+    "max_num": "/generate's num (422)",
+    "max_output_len": "/generate's and /caption's max_len (422)",
+}
 
 
 class ModelSpecError(ValueError):
@@ -143,13 +157,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="the address to bind (default: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(
-        "--token", default=None, help=f"require `Authorization: Bearer TOKEN` (default: ${TOKEN_ENV})"
+        "--token",
+        default=None,
+        help=f"require `Authorization: Bearer TOKEN` (default: ${TOKEN_ENV}, which `ps` does not show)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     defaults = ServerOptions()
     for f in [f.name for f in fields(ServerOptions) if f.name.startswith("max_")]:
         value = getattr(defaults, f)
-        p.add_argument("--" + f.replace("_", "-"), type=type(value), default=value, help=f"(default {value})")
+        what = LIMIT_HELP.get(f, "")
+        p.add_argument(
+            "--" + f.replace("_", "-"), type=type(value), default=value, help=f"{what} (default {value})"
+        )
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     return p
 
