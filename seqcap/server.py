@@ -177,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`seqcap serve ...`: load every --model, then run uvicorn until SIGINT/SIGTERM."""
     import uvicorn
 
+    from seq2seq.predictor import TASKS
     from seq2seq.training.checkpoint import CheckpointError
 
     args = parser().parse_args(argv)
@@ -199,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"warning: serving on {args.host} without a token: anyone who can reach it can use it "
               f"(--token or ${TOKEN_ENV})", file=sys.stderr)  # fmt: skip
     for s in specs:
-        print(f"{s.name}: {models[s.name].task} model from {', '.join(s.checkpoints)}", file=sys.stderr)
+        what = TASKS.get(models[s.name].task, (models[s.name].task,))[0]
+        print(f"{s.name}: {what} model from {', '.join(s.checkpoints)}", file=sys.stderr)
     app = create_app(models, options, {s.name: s.options for s in specs})
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again with the handler
     # that was there before: this one records it, so a requested stop exits 0 rather than -15

@@ -136,6 +136,8 @@ def test_models_lists_tasks_options_limits_and_stats(client):
         "status": "ok", "models": ["cap", "lm", "rev", "vqa"],
     }  # fmt: skip
     assert client.get("/openapi.json", headers={"Authorization": ""}).json()["paths"]["/translate/{name}"]
+    docs = client.get("/docs", headers={"Authorization": ""})
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
 
 
 def test_bad_requests_get_a_4xx_that_says_why_and_the_server_goes_on(client, models):
