@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# test processes (pytest-xdist, one test file each at a time): the cores, at most 4 (each loads torch
+# and runs tiny trainings in subprocesses); JOBS=1 runs the suite in one process
+JOBS ?= $(shell $(PYTHON) -c "import os; print(min(4, os.cpu_count() or 1))")
 
 .PHONY: test lint clean-venv gpu-check
 
@@ -16,7 +19,7 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
