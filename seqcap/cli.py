@@ -84,6 +84,7 @@ GROUPS: dict[str, tuple[str, dict[str, str]]] = {
             "decoding": "seq2seq.bench_decoding",
             "captioning": "captioning.bench",
             "prepare": "data.prepared.bench",
+            "serve": "seqcap.bench_serve",
         },
     ),
     "quickstart": (

@@ -1,0 +1,89 @@
+"""`seqcap bench serve` (seqcap/bench_serve.py) on the tiny legacy translator: the benchmark starts
+its own servers (batching on, then off), and its report holds what it measured: no 5xx, every
+malformed request a 4xx, the server up, ordered latency percentiles, batches on the batching server
+only, and the server's RSS."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from seqcap.bench_serve import main, malformed_request, parser, percentile, rss_mb
+from seqcap.cli import GROUPS
+
+LEGACY = Path(__file__).parent / "fixtures" / "legacy"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict:
+    """The benchmark run once as `seqcap bench serve` runs it: 40 requests of 4 clients a run, a
+    quarter of the malformed run's malformed; its JSON report by run name."""
+    tmp = tmp_path_factory.mktemp("bench_serve")
+    src = tmp / "src.txt"
+    src.write_text("w1 w2 w3\nw4 w5 w6 w7 w8\n\nw9 w0 w3 w3\n")
+    out = tmp / "runs.json"
+    argv = ["--checkpoint", str(LEGACY / "translation.ckpt"), "--src", str(src), "--clients", "4",
+            "--requests", "40", "--idle-requests", "10", "--malformed", "0.25", "--rss-from", "10",
+            "--json", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    return {r["name"]: r for r in json.loads(out.read_text())}
+
+
+def test_every_run_is_reported_with_its_fields(report):
+    assert list(report) == ["idle", "batching on: 4 clients", "malformed 0.25", "batching off: 4 clients"]
+    for r in report.values():
+        assert r["requests"] == (10 if r["name"] == "idle" else 40)
+        assert r["seconds"] > 0 and r["requests_per_s"] == pytest.approx(r["requests"] / r["seconds"])
+        assert r["rss_before_mb"] > 50 and r["rss_after_mb"] > 50  # a torch process, read from /proc
+        assert r["server_up"] is True
+
+
+def test_no_errors_and_the_percentiles_are_ordered(report):
+    for r in report.values():
+        assert r["errors"] == {}, r  # every well-formed request got a 200
+        assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
+        well_formed = r["requests"] - r["malformed"]
+        assert r["sentences_per_s"] == pytest.approx(well_formed / r["seconds"])
+
+
+def test_every_malformed_request_gets_a_4xx_and_none_a_5xx(report):
+    r = report["malformed 0.25"]
+    assert r["malformed"] == 10  # exactly a quarter of 40
+    assert (r["malformed_4xx"], r["malformed_5xx"], r["malformed_other"]) == (10, 0, 0)
+    assert r["rss_mark_mb"] > 50 and r["rss_growth_mb"] == pytest.approx(r["rss_after_mb"] - r["rss_mark_mb"])
+    for name in ("idle", "batching on: 4 clients", "batching off: 4 clients"):
+        assert report[name]["malformed"] == 0
+
+
+def test_batching_on_batches_and_off_does_not(report):
+    assert report["idle"]["mean_batch"] == 1.0  # one client: nothing to batch
+    assert report["batching off: 4 clients"]["mean_batch"] == 1.0
+    assert 1.0 <= report["batching on: 4 clients"]["mean_batch"] <= 4
+
+
+def test_malformed_requests_cover_each_kind():
+    rng = random.Random(0)
+    requests = [malformed_request(rng, "m") for _ in range(200)]
+    paths = {path for path, _ in requests}
+    assert "/translate/m" in paths and any(p.startswith("/translate/no-such-model") for p in paths)
+    bodies = [kw.get("json") for _, kw in requests]
+    assert any(isinstance(b, dict) and len(b.get("sentences", "")) == 5000 for b in bodies)
+    assert any(isinstance(b, dict) and b.get("beam_size") == 10**6 for b in bodies)
+    assert any(isinstance(b, dict) and len(b["sentences"][0]) == 100_000 for b in bodies if b and
+               isinstance(b, dict) and isinstance(b.get("sentences"), list) and b["sentences"]
+               and isinstance(b["sentences"][0], str))  # fmt: skip
+    assert any("content" in kw for _, kw in requests)
+
+
+def test_helpers_and_command_registration():
+    assert percentile([], 50) == 0.0
+    assert [percentile([3.0, 1.0, 2.0, 4.0], p) for p in (50, 95, 99)] == [2.0, 4.0, 4.0]
+    assert rss_mb(None) is None and rss_mb(2**22 + 12345) is None  # no such process
+    assert GROUPS["bench"][1]["serve"] == "seqcap.bench_serve"
+    args = parser().parse_args(["--url", "http://127.0.0.1:1", "--model", "de"])
+    assert (args.clients, args.beam_size, args.max_batch, args.max_wait_ms) == (32, 5, 32, 5.0)
+    with pytest.raises(SystemExit):
+        main(["--url", "http://127.0.0.1:1"])  # --url needs --model
