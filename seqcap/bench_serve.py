@@ -19,7 +19,8 @@ measures in one run:
 With --url it measures idle, the load and (with --malformed) the malformed run against that server;
 RSS needs --server-pid. Each run reports requests/s, sentences/s, p50/p95/p99 latency of the
 well-formed requests, their errors by status, and the server's RSS (VmRSS of /proc/PID/status)
-before and after. The clients share the machine with the server.
+before and after. The clients share the machine with the server. The exit status is 1 when a
+well-formed request got no 200, a malformed one no 4xx, or the server stopped answering.
 """
 
 from __future__ import annotations
@@ -328,6 +329,22 @@ def table(runs: list[RunReport]) -> str:
     return "\n".join(lines)
 
 
+def failures(runs: list[RunReport]) -> list[str]:
+    """What went wrong in the runs: a well-formed request without a 200, a malformed one without a
+    4xx, a server that stopped answering /health."""
+    out = []
+    for r in runs:
+        if r.errors:
+            out.append(f"{r.name}: well-formed requests failed ({r.errors})")
+        if r.malformed_5xx or r.malformed_other:
+            out.append(
+                f"{r.name}: malformed requests answered 5xx: {r.malformed_5xx}, other: {r.malformed_other}"
+            )
+        if not r.server_up:
+            out.append(f"{r.name}: the server no longer answers /health")
+    return out
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seqcap bench serve", description=__doc__.split("\n")[0])
     where = p.add_mutually_exclusive_group(required=True)
@@ -371,7 +388,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"batching on / off: {ratio:.2f}x the sentences/s")
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in runs], indent=1))
-    return 0
+    problems = failures(runs)
+    for line in problems:
+        print(f"FAILED {line}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from seqcap.bench_serve import main, malformed_request, parser, percentile, rss_mb
+from seqcap.bench_serve import Server, main, malformed_request, parser, percentile, rss_mb
 from seqcap.cli import GROUPS
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
@@ -87,3 +87,26 @@ def test_helpers_and_command_registration():
     assert (args.clients, args.beam_size, args.max_batch, args.max_wait_ms) == (32, 5, 32, 5.0)
     with pytest.raises(SystemExit):
         main(["--url", "http://127.0.0.1:1"])  # --url needs --model
+
+
+def test_against_a_running_server_by_url(tmp_path, capsys):
+    """--url mode for a duration, RSS by --server-pid; a wrong model name is an error in every
+    request, and the exit status says so."""
+    src = tmp_path / "src.txt"
+    src.write_text("w1 w2 w3\n")
+    server = Server(str(LEGACY / "translation.ckpt"), max_batch=32, max_wait_ms=5)
+    try:
+        server.wait_ready()
+        common = ["--url", server.url, "--src", str(src), "--clients", "2", "--idle-requests", "0"]
+        out = tmp_path / "runs.json"
+        argv = [*common, "--model", "bench", "--duration", "0.5", "--server-pid", str(server.pid)]
+        assert main([*argv, "--json", str(out)]) == 0
+        (run,) = json.loads(out.read_text())
+        assert run["name"] == "2 clients" and run["requests"] > 0 and run["errors"] == {}
+        assert 0.5 <= run["seconds"] < 10 and run["rss_before_mb"] > 50
+        assert main([*common, "--model", "nope", "--requests", "4", "--json", str(out)]) == 1
+        assert json.loads(out.read_text())[0]["errors"] == {"404": 4}
+        assert "FAILED 2 clients: well-formed requests failed ({'404': 4})" in capsys.readouterr().err
+    finally:
+        server.stop()
+    assert server.process.returncode == 0
