@@ -45,8 +45,19 @@ def map_state(fn: Callable[[Tensor], Tensor], state):
 
 
 def reorder_state(state, index: Tensor, static: set[int] = frozenset()):
-    """Selects rows `index` (N',) of every tensor in the state, except those in `static` (by id)."""
-    return map_state(lambda t: t if id(t) in static else t.index_select(0, index), state)
+    """Selects rows `index` (N',) of every tensor in the state, except those in `static` (by id).
+    A tensor the state holds twice (an ensemble's "attention" is its first model's) is selected
+    once, and stays one tensor."""
+    done: dict[int, Tensor] = {}
+
+    def select(t: Tensor) -> Tensor:
+        if id(t) in static:
+            return t
+        if id(t) not in done:
+            done[id(t)] = t.index_select(0, index)
+        return done[id(t)]
+
+    return map_state(select, state)
 
 
 def _tensors_by_id(state) -> dict[int, Tensor]:
