@@ -240,6 +240,17 @@ def close(app) -> None:
         worker.close()
 
 
+def serve_concurrently(translator, bodies: list[dict], options: ServerOptions) -> tuple[list, dict]:
+    """`bodies` sent at once to /translate/rev of an app serving `translator` -> the responses and
+    the model's batching stats."""
+    app = create_app({"rev": translator}, options)
+    try:
+        responses = asyncio.run(send_concurrently(app, bodies))
+        return responses, TestClient(app).get("/models").json()["models"]["rev"]["stats"]
+    finally:
+        close(app)
+
+
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(models):
     """Six requests at once: the three with beam 3 are decoded in one call, the three with beam 2
     in another (their search differs); each response equals that request translated alone."""
@@ -251,12 +262,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(models):
         }
         for k in range(6)
     ]
-    app = create_app({"rev": models["rev"]}, ServerOptions(max_batch=6, max_wait_ms=3000))
-    try:
-        responses = asyncio.run(send_concurrently(app, bodies))
-        stats = TestClient(app).get("/models").json()["models"]["rev"]["stats"]
-    finally:
-        close(app)
+    responses, stats = serve_concurrently(models["rev"], bodies, ServerOptions(max_batch=6, max_wait_ms=3000))
     for body, response in zip(bodies, responses):
         assert response.status_code == 200, response.text
         alone = as_json(models["rev"].translate(body["sentences"], beam_size=body["beam_size"]))
@@ -278,12 +284,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(models):
 
 def test_batching_off_decodes_each_request_alone(models):
     bodies = [{"sentences": ["w1 w2 w3"]}, {"sentences": ["w4 w5"]}, {"sentences": ["w6 w7 w8"]}]
-    app = create_app({"rev": models["rev"]}, ServerOptions(max_batch=1, max_wait_ms=5))
-    try:
-        responses = asyncio.run(send_concurrently(app, bodies))
-        stats = TestClient(app).get("/models").json()["models"]["rev"]["stats"]
-    finally:
-        close(app)
+    responses, stats = serve_concurrently(models["rev"], bodies, ServerOptions(max_batch=1, max_wait_ms=5))
     for body, response in zip(bodies, responses):
         assert response.json()["translations"] == as_json(models["rev"].translate(body["sentences"]))
     assert stats == {
