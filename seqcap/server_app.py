@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+from seqcap.server_demo import DEMO_PATHS, add_demo
 from seqcap.server_limits import BodyLimit, ServerOptions, check_texts, decode_image, limit
 from seqcap.server_worker import Job, ModelWorker
 
@@ -58,7 +59,8 @@ class ScoreRequest(BaseModel):
     sentences: list[str]
 
 
-OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+# no token needed: liveness, the API's docs and the demo page's files (neither holds a model or data)
+OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc", *DEMO_PATHS})
 UNAUTHORIZED = "this server needs `Authorization: Bearer TOKEN` (the token it was started with)"
 
 
@@ -100,6 +102,8 @@ def describe(name: str, predictor, options: dict | None = None) -> dict:
                       "mode": predictor.lm.mode}  # fmt: skip
     if hasattr(predictor, "model_kind"):
         info["model_kind"] = predictor.model_kind
+    if predictor.task == "translation":
+        info["multimodal"] = bool(getattr(predictor, "multimodal", False))  # takes one image a sentence
     return info
 
 
@@ -180,6 +184,8 @@ def create_app(
             return await asyncio.wrap_future(worker.submit(job))
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
+
+    add_demo(app)
 
     @app.get("/health", tags=["server"])
     async def health() -> dict:
