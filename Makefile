@@ -33,6 +33,12 @@ gpu-check: $(STAMP)
 clean-venv:
 	rm -rf $(VENV)
 
+.PHONY: serve-demo
+# Serve the quickstarts' checkpoints (runs/quickstart*, made by the targets below; trains nothing) with
+# the demo page at http://127.0.0.1:8000/; says which target makes a missing one. Stop with Ctrl-C.
+serve-demo: $(STAMP)
+	$(PY) -m seqcap serve --quickstart
+
 .PHONY: quickstart quickstart-translation quickstart-captioning
 # The main job, both tasks on real pretrained pieces and offline data (about 15 minutes on a 2-core CPU).
 quickstart: quickstart-translation quickstart-captioning

@@ -44,6 +44,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from seqcap.server_app import create_app
 from seqcap.server_limits import ServerOptions
@@ -143,6 +144,42 @@ def load_model(spec: ModelSpec, device: str = "auto"):
     return predictor
 
 
+# `seqcap serve --quickstart` (`make serve-demo`): model name -> (run_name of the quickstart's config, the
+# command that trains it)
+QUICKSTARTS = {
+    "de": ("quickstart", "make quickstart-translation (about 7 minutes on 2 CPU cores)"),
+    "caption": ("quickstart_captioning", "make quickstart-captioning (about 8 minutes on 2 CPU cores)"),
+}
+
+
+def quickstart_checkpoint(root: Path, run_name: str) -> Path | None:
+    """The checkpoint a quickstart printed: in the newest root/run_name/version_N holding one, its
+    best-*.ckpt (the newest, if several), else last.ckpt; None when no run has one."""
+    versions = sorted(
+        (int(p.name.removeprefix("version_")), p)
+        for p in (root / run_name).glob("version_*")
+        if p.name.removeprefix("version_").isdigit()
+    )
+    for _, version in reversed(versions):
+        best = sorted(version.glob("checkpoints/best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if best or (version / "checkpoints" / "last.ckpt").is_file():
+            return best[-1] if best else version / "checkpoints" / "last.ckpt"
+    return None
+
+
+def quickstart_models(root: Path) -> tuple[list[str], list[str]]:
+    """--model values for the quickstarts' checkpoints under `root`, and for each quickstart without
+    one a line naming the command that makes it."""
+    found, missing = [], []
+    for name, (run_name, command) in QUICKSTARTS.items():
+        ckpt = quickstart_checkpoint(root, run_name)
+        if ckpt is None:
+            missing.append(f"no {run_name} checkpoint under {root / run_name}: `{command}` makes one")
+        else:
+            found.append(f"{name}={ckpt}")
+    return found, missing
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="seqcap serve",
@@ -150,9 +187,14 @@ def parser() -> argparse.ArgumentParser:
         "line only.",
     )
     p.add_argument(
-        "--model", action="append", required=True, metavar="NAME=CKPT[,CKPT...][:KEY=VALUE...]",
+        "--model", action="append", default=[], metavar="NAME=CKPT[,CKPT...][:KEY=VALUE...]",
         help="a model to serve, repeatable; several checkpoints make an ensemble; options: quantize=int8, "
         "lm=LM_CKPT, lm_weight=W, lm_mode=rescore|fusion (e.g. de=a.ckpt,b.ckpt:quantize=int8)",
+    )  # fmt: skip
+    p.add_argument(
+        "--quickstart", action="store_true",
+        help="also serve the quickstarts' checkpoints found under ./runs (de: the translator, caption: the "
+        "captioner); trains nothing, says which make command makes a missing one",
     )  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="the address to bind (default: this machine only)")
     p.add_argument("--port", type=int, default=8000)
@@ -181,6 +223,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from seq2seq.training.checkpoint import CheckpointError
 
     args = parser().parse_args(argv)
+    if args.quickstart:
+        found, missing = quickstart_models(Path("runs"))
+        for line in missing:
+            print(("error: " if not found and not args.model else "note: ") + line, file=sys.stderr)
+        if not found and not args.model:
+            return 2
+        args.model += found
+    if not args.model:
+        print("error: nothing to serve: give --model NAME=CKPT (repeatable) or --quickstart", file=sys.stderr)
+        return 2
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
     try:
         options = ServerOptions(token=token, **{k: v for k, v in vars(args).items() if k.startswith("max_")})
@@ -203,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         what = TASKS.get(models[s.name].task, (models[s.name].task,))[0]
         print(f"{s.name}: {what} model from {', '.join(s.checkpoints)}", file=sys.stderr)
     app = create_app(models, options, {s.name: s.options for s in specs})
+    print(f"demo page: http://{args.host}:{args.port}/   API docs: http://{args.host}:{args.port}/docs",
+          file=sys.stderr)  # fmt: skip
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again with the handler
     # that was there before: this one records it, so a requested stop exits 0 rather than -15
     stopped: list[int] = []

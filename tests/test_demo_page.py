@@ -291,3 +291,44 @@ def test_the_page_and_its_files_need_no_token_and_the_api_still_does():
         assert client.get("/demo/index.html").status_code == 401  # only the page's own files are open
         assert client.get("/demo/../server.py").status_code in (401, 404)
         assert client.get("/models", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_serve_quickstart_finds_the_quickstarts_checkpoints_or_names_the_command(
+    tmp_path, monkeypatch, capsys
+):
+    """`make serve-demo` = `seqcap serve --quickstart`: the newest quickstart run's best checkpoint
+    (else its last.ckpt) per task; with none, exit 2 naming the make target; trains nothing."""
+    from seqcap.server import main, quickstart_models
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--quickstart"]) == 2
+    err = capsys.readouterr().err
+    assert "make quickstart-translation" in err and "make quickstart-captioning" in err
+    assert not (tmp_path / "runs").exists()  # nothing was made
+
+    runs = tmp_path / "runs"
+    older = runs / "quickstart" / "version_1" / "checkpoints"
+    newer = runs / "quickstart" / "version_10" / "checkpoints"  # 10 after 1, not after "1" as text
+    for folder in (older, newer):
+        folder.mkdir(parents=True)
+        shutil.copy(LEGACY / "translation.ckpt", folder / "last.ckpt")
+    shutil.copy(LEGACY / "translation.ckpt", newer / "best-epoch=03-val_bleu=20.00.ckpt")
+    (runs / "quickstart" / "version_11").mkdir()  # a run killed before its first checkpoint
+    found, missing = quickstart_models(Path("runs"))
+    assert found == [f"de={Path('runs/quickstart/version_10/checkpoints/best-epoch=03-val_bleu=20.00.ckpt')}"]
+    assert len(missing) == 1 and "make quickstart-captioning" in missing[0]
+
+    captions = runs / "quickstart_captioning" / "version_0" / "checkpoints"
+    captions.mkdir(parents=True)
+    shutil.copy(LEGACY / "caption_showtell.ckpt", captions / "last.ckpt")
+    assert (
+        quickstart_models(Path("runs"))[0][1]
+        == f"caption={Path('runs/quickstart_captioning/version_0/checkpoints/last.ckpt')}"
+    )
+    served = {}
+    monkeypatch.setattr(
+        "uvicorn.run", lambda app, **kw: served.update(models=sorted(app.state.workers), **kw)
+    )
+    assert main(["--quickstart", "--device", "cpu"]) == 0
+    assert served == {"models": ["caption", "de"], "host": "127.0.0.1", "port": 8000, "log_level": "info"}
+    assert "demo page: http://127.0.0.1:8000/" in capsys.readouterr().err
