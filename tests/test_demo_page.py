@@ -6,8 +6,8 @@ predictors' own answers: the words, the attention heatmap's weights and the over
 
 Without Chromium the test is skipped with how to install it; `.ci/run` installs Debian's chromium
 and sets SEQCAP_REQUIRE_BROWSER=1, which turns that skip into a failure. SEQCAP_CHROMIUM names
-another browser binary; SEQCAP_DEMO_SCREENSHOT=PATH also writes the page's screenshot there (the
-README's picture)."""
+another browser binary. The README's picture is taken by `python -m seqcap.demo_screenshot`, which
+the test runs too."""
 
 from __future__ import annotations
 
@@ -24,17 +24,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from data.builders.shapes import build_shapes_dataset
+from seqcap.demo_screenshot import INSTALL, find_browser
 from tests.conftest import REPO, cli_env, explain
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 TOKEN = "demo-token"
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-INSTALL = (
-    "install it with `apt-get install chromium` (Debian/Ubuntu) or point SEQCAP_CHROMIUM at a Chrome or "
-    "Chromium binary; the playwright package comes with `make test`'s dev dependencies"
-)
 CAPTION_FIT = (
     "--data.init_args.batch_size", "16",
     "--data.init_args.image_size", "96",  # EfficientNet-Lite0's stride 32: a 3 x 3 grid
@@ -52,13 +49,7 @@ CAPTION_FIT = (
 
 def browser_path() -> str:
     """The Chromium binary, or a skip (a failure under SEQCAP_REQUIRE_BROWSER) that says how to get one."""
-    found = os.environ.get("SEQCAP_CHROMIUM") or next(filter(None, map(shutil.which, BROWSERS)), None)
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        found, why = None, "the playwright package is not installed"
-    else:
-        why = f"no Chromium found (looked for {', '.join(BROWSERS)} on PATH and SEQCAP_CHROMIUM)"
+    found, why = find_browser()
     if found is None:
         message = f"the demo page's browser test needs headless Chromium: {why}; {INSTALL}"
         if os.environ.get("SEQCAP_REQUIRE_BROWSER"):
@@ -260,13 +251,35 @@ def test_the_demo_page_translates_captions_and_answers_in_a_real_browser(
         page.click("#generate-button")
         expect(page.locator("#generate-output li")).to_have_count(3)
 
-        screenshot = tmp_path / "demo.png"
-        page.screenshot(path=str(screenshot), full_page=True)
-        assert screenshot.stat().st_size > 10_000
-        if os.environ.get("SEQCAP_DEMO_SCREENSHOT"):
-            shutil.copy(screenshot, os.environ["SEQCAP_DEMO_SCREENSHOT"])
         browser.close()
-    assert errors == []
+        assert errors == []
+
+        # the screenshot command (the README's picture) on the same server, as a user runs it
+        shot = tmp_path / "shots" / "demo.png"
+        args = [
+            "-m",
+            "seqcap.demo_screenshot",
+            base,
+            str(shot),
+            "--sentence",
+            sentence,
+            "--image",
+            str(images[0]),
+        ]
+        env = cli_env(SEQCAP_TOKEN=TOKEN)
+        result = subprocess.run(
+            [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, explain(result)
+        with Image.open(shot) as picture:
+            assert picture.format == "PNG" and picture.width == 1000 and picture.height > 900
+        assert sorted(p.name for p in shot.parent.iterdir()) == ["demo.png"]  # no partial file left
+        result = subprocess.run(
+            [sys.executable, *args], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120
+        )
+        assert (
+            result.returncode == 2 and "needs a token" in result.stderr and "Traceback" not in result.stderr
+        )
 
 
 def test_the_page_and_its_files_need_no_token_and_the_api_still_does():
@@ -332,3 +345,16 @@ def test_serve_quickstart_finds_the_quickstarts_checkpoints_or_names_the_command
     assert main(["--quickstart", "--device", "cpu"]) == 0
     assert served == {"models": ["caption", "de"], "host": "127.0.0.1", "port": 8000, "log_level": "info"}
     assert "demo page: http://127.0.0.1:8000/" in capsys.readouterr().err
+
+
+def test_without_chromium_the_browser_test_skips_saying_how_to_install_it_or_fails_in_ci(monkeypatch):
+    monkeypatch.delenv("SEQCAP_CHROMIUM", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    found, why = find_browser()
+    assert found is None and "no Chromium found" in why
+    monkeypatch.delenv("SEQCAP_REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
+        browser_path()
+    monkeypatch.setenv("SEQCAP_REQUIRE_BROWSER", "1")  # what .ci/run sets
+    with pytest.raises(pytest.fail.Exception, match="apt-get install chromium"):
+        browser_path()
