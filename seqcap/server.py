@@ -136,10 +136,6 @@ def load_model(spec: ModelSpec, device: str = "auto"):
         )
     elif set(spec.options) & {"lm_weight", "lm_mode"}:
         raise ModelSpecError(f"--model {spec.name}: lm_weight and lm_mode need lm=LM_CKPT")
-    if getattr(predictor, "multimodal", False):
-        raise ModelSpecError(
-            f"--model {spec.name}: a multimodal translator (one image a sentence) is not served yet"
-        )
     return predictor
 
 
