@@ -31,7 +31,13 @@ class Job:
 
 class ModelWorker:
     """A thread that owns one predictor: it runs one job at a time and runs the batchable jobs of
-    one key together (up to max_batch items, gathering them for up to max_wait_ms)."""
+    one key together (up to max_batch items, gathering them for up to max_wait_ms).
+
+    The gathering adapts to the load: it stops as soon as the batch holds as many items as were in
+    flight (submitted, not yet answered) at the busiest moment of the last two batches' cycles, since
+    the clients of those are the ones coming back; a lone client's request is run at once, and 32
+    clients that alternated in two groups of 16 (the second arriving while the first is decoded) are
+    gathered into one batch again. Before any batch the expectation is max_batch."""
 
     def __init__(self, name: str, predictor, max_batch: int, max_wait_ms: float):
         self.name, self.predictor = name, predictor
@@ -45,6 +51,8 @@ class ModelWorker:
             "largest_batch": 0,
             "batched_requests": 0,
         }
+        self.in_flight = 0  # items of batchable jobs submitted and not yet answered
+        self.peaks = [max_batch, max_batch]  # the most in flight in this cycle and the one before
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._loop, name=f"seqcap-model-{name}", daemon=True)
         self.thread.start()
@@ -52,6 +60,9 @@ class ModelWorker:
     def submit(self, job: Job) -> Future:
         with self.lock:
             self.stats["requests"] += 1
+            if job.items is not None:
+                self.in_flight += len(job.items)
+                self.peaks[0] = max(self.peaks[0], self.in_flight)
         self.queue.put(job)
         return job.future
 
@@ -92,14 +103,24 @@ class ModelWorker:
                 continue
             self._settle([job], lambda job=job: [job.run(self.predictor)])
 
+    def _expected(self) -> int:
+        """How many items the next batch waits for (the busiest moment of the last two cycles,
+        at most max_batch); starts the next cycle's count."""
+        with self.lock:
+            expected = min(self.max_batch, max(self.peaks))
+            self.peaks = [self.in_flight, self.peaks[0]]
+        return expected
+
     def _gather(self, first: Job) -> list[Job] | None:
-        """`first` and the jobs of its key that come within max_wait (or are queued when it ends),
-        up to max_batch items; None when the server is closing (the jobs then fail)."""
+        """`first` and the jobs of its key that come within max_wait, up to max_batch items: it
+        waits while fewer than the expected items (_expected) are in hand, then takes only what is
+        already queued; None when the server is closing (the jobs then fail)."""
         jobs, size = [first], len(first.items)
+        expected = self._expected()
         deadline = time.monotonic() + self.max_wait
         skipped: list[Job] = []
         while size < self.max_batch and self.max_wait > 0:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - time.monotonic() if size < expected else 0
             try:
                 if self.held:
                     job = self.held.popleft()
@@ -156,9 +177,15 @@ class ModelWorker:
             values = work()
         except BaseException as e:  # handed to the request, which answers it; the worker goes on
             if fail:
+                self._answered(jobs)
                 for j in jobs:
                     j.future.set_exception(e)
             return False
+        self._answered(jobs)
         for j, value in zip(jobs, values):
             j.future.set_result(value)
         return True
+
+    def _answered(self, jobs: list[Job]) -> None:
+        with self.lock:
+            self.in_flight -= sum(len(j.items) for j in jobs if j.items is not None)

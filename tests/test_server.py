@@ -416,7 +416,40 @@ def test_a_bad_request_in_a_batch_fails_alone_and_the_others_get_their_results()
     finally:
         worker.close()
     assert doubling.batches == [[1, 2, -3, 4, 5, 6], [1, 2], [-3], [4, 5, 6]]
-    assert worker.stats["decode_calls"] == 4
+    assert worker.in_flight == 0 and worker.stats["decode_calls"] == 4
+
+
+def test_the_gathering_waits_for_as_many_items_as_were_in_flight():
+    """The worker's expectation (how many items a batch waits for, up to max_wait): max_batch
+    before any batch; then the most items in flight (submitted, not answered) over the last two
+    cycles, so a lone client's request is run at once, and a second group of clients that arrived
+    while the first was decoded is waited for rather than left to alternate with it."""
+    from seqcap.server_worker import Job, ModelWorker
+
+    worker = ModelWorker("d", Doubling(), max_batch=8, max_wait_ms=5)
+    worker.close()  # no thread: the test plays the cycles
+
+    def submit(n: int) -> Job:
+        job = Job(Future(), items=[0] * n, key=("double",), batch=lambda p, xs: p.double(xs))
+        worker.submit(job)
+        return job
+
+    assert worker._expected() == 8  # nothing known yet: the whole window, as before
+    worker._answered([submit(3)])  # a cycle with three items in flight at most
+    assert worker._expected() == 8  # the cycle before still counts
+    worker._answered([submit(1)])
+    assert worker._expected() == 3
+    for _ in range(2):  # a lone client
+        worker._answered([submit(1)])
+    assert worker._expected() == 1  # its requests run at once
+    first = submit(4)  # 4 clients; while their batch is decoded 4 more arrive
+    assert worker._expected() == 4
+    second = submit(4)
+    worker._answered([first])
+    assert worker._expected() == 8  # the 4 queued wait for the 4 coming back: one batch of 8
+    third = submit(4)
+    worker._answered([second, third])
+    assert worker.in_flight == 0 and worker._expected() == 8
 
 
 @pytest.fixture(scope="module")
