@@ -577,6 +577,26 @@ def test_ensemble_quantize_and_lm_options_load(models):
         load_model(ModelSpec.parse(f"x={path}:lm_weight=0.5"), "cpu")
 
 
+def test_models_are_loaded_in_a_thread_that_is_gone_before_serving(monkeypatch):
+    """No torch work in the main thread (whose OpenMP threads would slow the workers' decoding):
+    the models load in a thread that has exited when load_off_the_main_thread returns."""
+    import threading
+
+    import seqcap.server as server
+
+    threads = []
+
+    def load(spec, device):
+        threads.append(threading.current_thread())
+        return f"{spec.name} on {device}"
+
+    monkeypatch.setattr(server, "load_model", load)
+    specs = [ModelSpec("a", ["a.ckpt"]), ModelSpec("b", ["b.ckpt"])]
+    assert server.load_off_the_main_thread(specs, "cpu") == {"a": "a on cpu", "b": "b on cpu"}
+    assert len(threads) == 2 and threads[0] is threads[1] and threads[0] is not threading.main_thread()
+    assert not threads[0].is_alive()
+
+
 def test_serve_refuses_a_bad_checkpoint_with_a_message(tmp_path, capsys):
     assert main(["--model", f"x={tmp_path / 'missing.ckpt'}"]) == 2
     assert "missing.ckpt" in capsys.readouterr().err
