@@ -56,7 +56,15 @@ from dataclasses import dataclass, field, fields
 from seqcap.server_app import create_app
 from seqcap.server_limits import ServerOptions
 
-__all__ = ["ModelSpec", "ModelSpecError", "ServerOptions", "create_app", "load_model", "main"]
+__all__ = [
+    "ModelSpec",
+    "ModelSpecError",
+    "ServerOptions",
+    "create_app",
+    "load_model",
+    "load_off_the_main_thread",
+    "main",
+]
 
 TOKEN_ENV = "SEQCAP_TOKEN"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
