@@ -46,7 +46,8 @@ class TranslateRequest(BaseModel):
     images: list[str | None] | None = Field(
         None,
         description="a multimodal model's images: one base64-encoded image file (PNG, JPEG, ...) a "
-        "sentence, null for an empty sentence; a text-only model takes none",
+        "sentence (line breaks and a data:...;base64, prefix allowed), null for an empty sentence; a "
+        "text-only model takes none",
     )
 
 
@@ -278,8 +279,10 @@ def create_app(
                                         "its image")  # fmt: skip
                 pictures.append(None)
                 continue
-            try:
-                data = base64.b64decode(text, validate=True)
+            if text.startswith("data:") and ";base64," in text[:100]:  # a data URL (FileReader's)
+                text = text.partition(";base64,")[2]
+            try:  # line breaks (`base64` wraps at 76 characters) and spaces are ignored
+                data = base64.b64decode("".join(text.split()), validate=True)
             except (binascii.Error, ValueError):
                 raise HTTPException(400, f"images[{i}] is not valid base64") from None
             pictures.append(await asyncio.to_thread(decode_image, data, f"images[{i}]", options))

@@ -504,6 +504,11 @@ def test_a_multimodal_translator_takes_base64_images_and_equals_the_translator(m
         r = c.post("/translate/mmt", json={"sentences": sentences[:1], "images": [b64(files[1])]})
         alone = translator.translate(sentences[:1], images=[pil(files[1])])
         assert r.json()["translations"] == as_json(alone)
+        # as `base64` writes it (a line break every 76 characters), and as a browser's data URL
+        wrapped = base64.encodebytes(files[1]).decode()
+        for text in (wrapped, f"data:image/png;base64,{b64(files[1])}"):
+            r = c.post("/translate/mmt", json={"sentences": sentences[:1], "images": [text]})
+            assert r.json()["translations"] == as_json(alone)
 
         def check(body: dict, status: int, *words: str, model: str = "mmt") -> None:
             response = c.post(f"/translate/{model}", json=body)
