@@ -157,11 +157,12 @@ def load_model(spec: ModelSpec, device: str = "auto"):
 
 def load_off_the_main_thread(specs: list[ModelSpec], device: str) -> dict:
     """{name: predictor} of the specs, loaded in a thread that then exits, so the main thread (the
-    event loop's) never starts OpenMP threads: with libgomp, OpenMP threads left over in the main
-    thread beside a model worker's own (more than the cores) make the worker's threads sleep between
-    parallel regions, and decoding in the worker was ~1.5x slower (the quickstart translator on a
-    2-core CPU: 20-30 ms a sentence alone against 11-19 ms). Errors are raised here as loading
-    raises them."""
+    event loop's) never starts OpenMP threads. With the models loaded in the main thread, decoding
+    in a model's worker thread was ~1.5x slower (the quickstart translator on a 2-core CPU: 20-30 ms
+    a sentence alone against 11-19 ms); with OMP_NUM_THREADS=1 the difference went away, and with
+    OMP_WAIT_POLICY=PASSIVE the main thread was as slow: likely libgomp, which stops spinning
+    between parallel regions when it runs more threads than cores (the main thread's team and the
+    worker's). Errors are raised here as loading raises them."""
     with ThreadPoolExecutor(1, thread_name_prefix="seqcap-load") as pool:
         return pool.submit(lambda: {s.name: load_model(s, device) for s in specs}).result()
 
