@@ -1,8 +1,9 @@
 """Load benchmark of `seqcap serve` (issue 30): concurrent clients against a server, measured.
 
     seqcap bench serve --checkpoint CKPT [--clients 32] [--requests 300 | --duration S]
-        [--malformed 0.1 --malformed-requests 10000] [--src FILE]
-    seqcap bench serve --url http://127.0.0.1:8000 --model NAME [--token T] [--server-pid PID]
+        [--malformed 0.1 --malformed-requests 10000] [--caption-checkpoint CKPT] [--src FILE]
+    seqcap bench serve --url http://127.0.0.1:8000 --model NAME [--caption-model NAME] [--token T]
+        [--server-pid PID]
 
 Each client (an httpx.AsyncClient request loop on one asyncio event loop) sends one sentence per
 request, beam 5, until --requests are done (or --duration seconds passed). With --checkpoint the
@@ -12,8 +13,11 @@ measures in one run:
 - idle: one client, one sentence at a time (--idle-requests), the batching server;
 - batching on: --clients clients, --max-batch (32) and --max-wait-ms (5);
 - malformed (with --malformed F): a share F of the requests malformed (random bytes, wrong JSON
-  types, huge fields, unknown model names), on the batching server: each must get a 4xx, none a 5xx,
-  the server must still answer /health; the server's RSS at the --rss-from'th request and the last;
+  types, huge fields, unknown model names; with a captioning model, --caption-checkpoint (served as
+  bench-caption) or --caption-model, also bad images to its /caption: random bytes, a truncated PNG,
+  an image over the server's default --max-image-pixels), on the batching server: each must get a
+  4xx, none a 5xx, the server must still answer /health; the server's RSS at the --rss-from'th
+  request and the last;
 - batching off: the same clients against a server started again with --max-batch 1.
 
 With --url it measures idle, the load and (with --malformed) the malformed run against that server;
@@ -43,9 +47,12 @@ from pathlib import Path
 
 import httpx
 
+from seqcap.bench_serve_malformed import malformed_request
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = "data/corpora/gettext-en-de/test.en"
 MODEL = "bench"
+CAPTION_MODEL = "bench-caption"
 
 
 @dataclass
@@ -64,6 +71,7 @@ class RunReport:
     p99_ms: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)  # status (or "connection") -> count
     malformed: int = 0
+    malformed_images: int = 0  # of the malformed: bad images sent to /caption
     malformed_4xx: int = 0
     malformed_5xx: int = 0
     malformed_other: int = 0  # 2xx, 3xx or no answer
@@ -96,28 +104,6 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def malformed_request(rng: random.Random, model: str) -> tuple[str, dict]:
-    """A request every server must refuse with a 4xx: (path, httpx.post keyword arguments)."""
-    kind = rng.randrange(7)
-    path = f"/translate/{model}"
-    if kind == 0:  # random bytes as a JSON body
-        return path, {"content": rng.randbytes(rng.randrange(1, 200)),
-                      "headers": {"content-type": "application/json"}}  # fmt: skip
-    if kind == 1:  # wrong JSON types
-        wrong = [{"sentences": "not a list"}, {"sentences": [1, {"a": 2}]},
-                 {"sentences": ["a"], "beam_size": "five"}, [1, 2, 3], "text"]  # fmt: skip
-        return path, {"json": rng.choice(wrong)}
-    if kind == 2:  # a huge sentence (over --max-sentence-chars)
-        return path, {"json": {"sentences": ["word " * 20_000]}}
-    if kind == 3:  # too many sentences (over --max-sentences)
-        return path, {"json": {"sentences": ["a b"] * 5000}}
-    if kind == 4:  # a huge beam
-        return path, {"json": {"sentences": ["a b"], "beam_size": 10**6}}
-    if kind == 5:  # an unknown model name
-        return f"/translate/no-such-model-{rng.randrange(1000)}", {"json": {"sentences": ["a b"]}}
-    return path, {"content": b'{"sentences": ["trunc', "headers": {"content-type": "application/json"}}
-
-
 async def load(
     url: str,
     model: str,
@@ -132,9 +118,11 @@ async def load(
     rss_from: int = 1000,
     beam_size: int = 5,
     seed: int = 0,
+    caption_model: str | None = None,
 ) -> RunReport:
     """`clients` concurrent request loops until `requests` are sent (or `duration` seconds passed);
-    with `malformed`, that share of them (exactly, in request mode) is malformed."""
+    with `malformed`, that share of them (exactly, in request mode) is malformed (with
+    `caption_model`, some of them bad images to its /caption)."""
     rng = random.Random(seed)
     malformed_at = set(rng.sample(range(requests), round(malformed * requests))) if not duration else set()
     report = RunReport(name, clients, rss_before_mb=rss_mb(pid))
@@ -154,7 +142,7 @@ async def load(
         while (i := another()) is not None:
             bad = i in malformed_at if not duration else rng.random() < malformed
             if bad:
-                path, kwargs = malformed_request(rng, model)
+                path, kwargs = malformed_request(rng, model, caption_model)
             else:
                 body = {"sentences": [sentences[i % len(sentences)]], "beam_size": beam_size}
                 path, kwargs = f"/translate/{model}", {"json": body}
@@ -169,6 +157,7 @@ async def load(
                 report.rss_mark_mb = rss_mb(pid)
             if bad:
                 report.malformed += 1
+                report.malformed_images += path.startswith("/caption/")
                 if status is not None and 400 <= status < 500:
                     report.malformed_4xx += 1
                 elif status is not None and status >= 500:
@@ -222,7 +211,15 @@ def free_port() -> int:
 class Server:
     """`python -m seqcap.server` serving one checkpoint as MODEL on a free port, until stop()."""
 
-    def __init__(self, checkpoint: str, max_batch: int, max_wait_ms: float, device: str = "cpu"):
+    def __init__(
+        self,
+        checkpoint: str,
+        max_batch: int,
+        max_wait_ms: float,
+        device: str = "cpu",
+        caption_checkpoint: str | None = None,
+    ):
+        """caption_checkpoint: also served, as CAPTION_MODEL."""
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.log = tempfile.TemporaryFile("w+")  # a file, not a pipe: a full pipe would block the server
@@ -231,6 +228,8 @@ class Server:
         command = [sys.executable, "-m", "seqcap.server", "--model", f"{MODEL}={checkpoint}",
                    "--port", str(port), "--device", device, "--max-batch", str(max_batch),
                    "--max-wait-ms", str(max_wait_ms), "--log-level", "warning"]  # fmt: skip
+        if caption_checkpoint:
+            command += ["--model", f"{CAPTION_MODEL}={caption_checkpoint}"]
         self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.pid = self.process.pid
 
@@ -268,8 +267,10 @@ def measure(
     pid: int | None,
     prefix: str = "",
     malformed: bool = True,
+    caption_model: str | None = None,
 ) -> list[RunReport]:
-    """The idle run, the load run and (when asked) the malformed run against one server."""
+    """The idle run, the load run and (when asked) the malformed run against one server (its bad
+    images to caption_model's /caption)."""
     common = dict(token=args.token, pid=pid, rss_from=args.rss_from, beam_size=args.beam_size)
     runs = []
     if args.idle_requests:
@@ -281,7 +282,7 @@ def measure(
         count = args.malformed_requests or args.requests
         name = f"malformed {args.malformed:g}"
         runs.append(asyncio.run(load(url, model, sentences, name, args.clients, count, None, args.malformed,
-                                     seed=1, **common)))  # fmt: skip
+                                     seed=1, caption_model=caption_model, **common)))  # fmt: skip
     return runs
 
 
@@ -291,19 +292,23 @@ def benchmark(args: argparse.Namespace) -> list[RunReport]:
     if not sentences:
         raise ValueError(f"{args.src}: no sentences")
     if args.url:
-        return measure(args.url, args.model, sentences, args, args.server_pid)
+        return measure(
+            args.url, args.model, sentences, args, args.server_pid, caption_model=args.caption_model
+        )
     runs = []
     settings = [("batching on: ", args.max_batch, args.max_wait_ms)]
     if args.compare:
         settings.append(("batching off: ", 1, 0.0))
     for prefix, max_batch, max_wait_ms in settings:
-        server = Server(args.checkpoint, max_batch, max_wait_ms, args.device)
+        first = not runs  # the malformed run (with its captioning model) and the idle run: once, here
+        caption = args.caption_checkpoint if first and args.malformed > 0 else None
+        server = Server(args.checkpoint, max_batch, max_wait_ms, args.device, caption_checkpoint=caption)
         try:
             server.wait_ready()
-            first = not runs
-            if not first:  # the idle run once, on the batching server
+            if not first:
                 args = argparse.Namespace(**{**vars(args), "idle_requests": 0})
-            runs += measure(server.url, MODEL, sentences, args, server.pid, prefix, malformed=first)
+            runs += measure(server.url, MODEL, sentences, args, server.pid, prefix, malformed=first,
+                            caption_model=CAPTION_MODEL if caption else None)  # fmt: skip
         finally:
             server.stop()
     return runs
@@ -351,6 +356,14 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--checkpoint", help="start a server on this translation checkpoint (and stop it)")
     where.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (needs --model)")
     p.add_argument("--model", help="the model's name on the --url server")
+    p.add_argument(
+        "--caption-checkpoint",
+        help="with --checkpoint and --malformed: also serve this captioning checkpoint, and send bad images "
+        "to its /caption in the malformed run",
+    )
+    p.add_argument(
+        "--caption-model", help="with --url and --malformed: a captioning model to send bad images"
+    )
     p.add_argument("--token", default=os.environ.get("SEQCAP_TOKEN"), help="default: $SEQCAP_TOKEN")
     p.add_argument("--server-pid", type=int, help="the --url server's pid, for its RSS")
     p.add_argument("--src", default=DEFAULT_SRC, help=f"one sentence a line (default {DEFAULT_SRC})")

@@ -3,7 +3,8 @@
     seqcap serve --model de=runs/.../last.ckpt --model lm=lm.ckpt [--port 8000] [--token T]
 
     POST /translate/{name}   {"sentences": [...], "beam_size": 5, "alpha": 0.6, "n_best": 1,
-                              "attention": false}
+                              "attention": false, "images": null}  (a multimodal model: "images",
+                              one base64-encoded image file a sentence, null for an empty one)
     POST /caption/{name}     multipart: one or more `images` files; form fields method, beam_size, max_len
     POST /answer/{name}      multipart: one `image` file and `questions` (the field repeated); top
     POST /generate/{name}    {"num": 5, "prompt": "", "max_len": 50, "temperature": 1.0, "top_k": 0,
@@ -17,14 +18,20 @@ A `--model` value is NAME=CKPT[,CKPT...][:KEY=VALUE...]: several checkpoints mak
 (Predictor.from_checkpoint with a list), and the options after colons are quantize=int8, and for a
 translator or captioner lm=LM_CKPT, lm_weight=W, lm_mode=rescore|fusion (seq2seq.lm.rescoring).
 Models come from the command line only: no request names a file, so none can make the server read
-one from disk (images arrive as uploaded bytes and are decoded by PIL, never unpickled).
+one from disk (images arrive as uploaded bytes, or base64 in /translate's JSON, and are decoded by
+PIL, never unpickled). A multimodal translator reads each sentence with its image; a multimodal
+model given no images, or a text-only one given some, is a 400 that says so.
 
 Every model has one worker thread that owns it: torch runs one forward pass at a time per model.
-Concurrent /translate requests to one model that share their search options are decoded together
-(dynamic batching): the worker takes a request, then waits up to --max-wait-ms for more until
---max-batch sentences are queued, and translates them in one call. Each response equals that of the
-request alone (texts exactly; scores to float rounding, ~1e-7). --max-batch 1 or --max-wait-ms 0
-turns the waiting off. The counts of decode calls and batch sizes are in GET /models ("stats").
+Concurrent requests to one model that share their options run in one predictor call (dynamic
+batching): /translate's sentences (with their images), /caption's images, /answer's (image,
+question) pairs. The worker takes a request, then gathers more, up to --max-batch items, for up to
+--max-wait-ms while fewer are in hand than were in flight at the busiest moment of the last two
+batches (a lone client's request runs at once; before the first batch it waits the whole window),
+and runs them in one call; when that call fails, each request is run again alone. Each response
+equals that of the request alone (texts exactly; scores to float rounding, ~1e-7). --max-batch 1 or
+--max-wait-ms 0 turns the batching off. The counts of calls and batch sizes are in GET /models
+("stats").
 
 Limits (ServerOptions, each a command-line option) answer 413 for a body, an image or a list too
 large and 422 for a search option over its cap, with a message that names the limit and its value.
@@ -43,20 +50,29 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from seqcap.server_app import create_app
 from seqcap.server_limits import ServerOptions
 
-__all__ = ["ModelSpec", "ModelSpecError", "ServerOptions", "create_app", "load_model", "main"]
+__all__ = [
+    "ModelSpec",
+    "ModelSpecError",
+    "ServerOptions",
+    "create_app",
+    "load_model",
+    "load_off_the_main_thread",
+    "main",
+]
 
 TOKEN_ENV = "SEQCAP_TOKEN"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 MODEL_OPTIONS = ("quantize", "lm", "lm_weight", "lm_mode")
 LIMIT_HELP = {
-    "max_batch": "sentences translated together per model (1: no batching)",
-    "max_wait_ms": "how long a model's worker waits for more translate requests (0: no batching)",
+    "max_batch": "items (sentences, images, questions) run together per model (1: no batching)",
+    "max_wait_ms": "the longest a model's worker gathers requests while more are expected (0: none)",
     "max_body_bytes": "a request body, in bytes (413)",
     "max_image_bytes": "one uploaded image, in bytes (413)",
     "max_image_pixels": "one image's width x height (413)",
@@ -137,10 +153,6 @@ def load_model(spec: ModelSpec, device: str = "auto"):
         )
     elif set(spec.options) & {"lm_weight", "lm_mode"}:
         raise ModelSpecError(f"--model {spec.name}: lm_weight and lm_mode need lm=LM_CKPT")
-    if getattr(predictor, "multimodal", False):
-        raise ModelSpecError(
-            f"--model {spec.name}: a multimodal translator (one image a sentence) is not served yet"
-        )
     return predictor
 
 
@@ -178,6 +190,18 @@ def quickstart_models(root: Path) -> tuple[list[str], list[str]]:
         else:
             found.append(f"{name}={ckpt}")
     return found, missing
+
+
+def load_off_the_main_thread(specs: list[ModelSpec], device: str) -> dict:
+    """{name: predictor} of the specs, loaded in a thread that then exits, so the main thread (the
+    event loop's) never starts OpenMP threads. With the models loaded in the main thread, decoding
+    in a model's worker thread was ~1.5x slower (the quickstart translator on a 2-core CPU: 20-30 ms
+    a sentence alone against 11-19 ms); with OMP_NUM_THREADS=1 the difference went away, and with
+    OMP_WAIT_POLICY=PASSIVE the main thread was as slow: likely libgomp, which stops spinning
+    between parallel regions when it runs more threads than cores (the main thread's team and the
+    worker's). Errors are raised here as loading raises them."""
+    with ThreadPoolExecutor(1, thread_name_prefix="seqcap-load") as pool:
+        return pool.submit(lambda: {s.name: load_model(s, device) for s in specs}).result()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -240,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ModelSpecError(f"--model: a name given twice ({', '.join(names)})")
-        models = {s.name: load_model(s, args.device) for s in specs}
+        models = load_off_the_main_thread(specs, args.device)
     except (ValueError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

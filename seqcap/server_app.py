@@ -5,6 +5,8 @@ seqcap/server_limits.py, the bearer token."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import secrets
 from concurrent.futures import Future
@@ -42,6 +44,12 @@ class TranslateRequest(BaseModel):
     alpha: float = Field(0.6, ge=0, le=10, description="GNMT length penalty exponent")
     n_best: int = Field(1, ge=1, description="translations per sentence, best first (<= beam_size)")
     attention: bool = Field(False, description="also return each translation's attention over the source")
+    images: list[str | None] | None = Field(
+        None,
+        description="a multimodal model's images: one base64-encoded image file (PNG, JPEG, ...) a "
+        "sentence (line breaks and a data:...;base64, prefix allowed), null for an empty sentence; a "
+        "text-only model takes none",
+    )
 
 
 class GenerateRequest(BaseModel):
@@ -214,7 +222,9 @@ def create_app(
     @app.post("/translate/{name}", dependencies=protected, tags=["translation"])
     async def translate(name: str, body: TranslateRequest) -> dict:
         """Translations of each sentence (n_best, best first) with their scores (log-probability
-        over the length penalty); with attention, the (target x source) weights and source tokens."""
+        over the length penalty); with attention, the (target x source) weights and source tokens
+        (and a multimodal model's (target x regions) image_attention). A multimodal model takes one
+        base64-encoded image a sentence in `images`."""
         worker = worker_for(name, "translate")
         check_texts(body.sentences, options, "sentences")
         limit(body.beam_size, options.max_beam, "beam_size", "--max-beam")
@@ -222,8 +232,19 @@ def create_app(
         if body.n_best > body.beam_size:
             raise HTTPException(422, f"n_best {body.n_best} is over beam_size {body.beam_size}: a beam keeps "
                                 "beam_size hypotheses")  # fmt: skip
-        key = (body.beam_size, body.alpha, body.n_best, body.attention)
-        results = await run(worker, Job(Future(), sentences=list(body.sentences), key=key))
+        pictures = await translate_images(name, worker.predictor, body)
+        beam_size, alpha, n_best, attention = body.beam_size, body.alpha, body.n_best, body.attention
+
+        def batch(translator, items: list[tuple]) -> list:
+            return translator.translate(
+                [s for s, _ in items], beam_size=beam_size, alpha=alpha, n_best=n_best,
+                batch_size=options.max_batch, return_attention=attention,
+                images=None if pictures is None else [p for _, p in items],
+            )  # fmt: skip
+
+        items = list(zip(body.sentences, pictures or [None] * len(body.sentences)))
+        key = ("translate", beam_size, alpha, n_best, attention, pictures is not None)
+        results = await run(worker, Job(Future(), items=items, key=key, batch=batch))
         out = []
         for sentence, options_of in zip(body.sentences, results):
             entries = []
@@ -232,9 +253,46 @@ def create_app(
                 if body.attention:
                     entry["attention"] = None if t.attention is None else t.attention.float().tolist()
                     entry["source_tokens"] = worker.predictor.encode(sentence)[1]
+                    if t.image_attention is not None:
+                        entry["image_attention"] = t.image_attention.float().tolist()
                 entries.append(entry)
             out.append(entries)
         return {"model": name, "translations": out}
+
+    async def translate_images(name: str, translator, body: TranslateRequest) -> list | None:
+        """The request's images decoded (PIL, None for a null entry), or None for a text-only
+        model; a 4xx when a multimodal model gets none, a text-only one some, or an entry is missing,
+        not base64 or not an image (named images[i])."""
+        multimodal = getattr(translator, "multimodal", False)
+        if body.images is None:
+            if multimodal:
+                raise HTTPException(
+                    400,
+                    f"model {name!r} is a multimodal translator: give `images`, one base64-encoded image "
+                    "a sentence (null for an empty sentence)",
+                )
+            return None
+        if not multimodal:
+            raise HTTPException(400, f"model {name!r} is a text-only translator: it takes no `images`")
+        if len(body.images) != len(body.sentences):
+            raise HTTPException(422, f"images: {len(body.images)} for {len(body.sentences)} sentences: give "
+                                "one image a sentence")  # fmt: skip
+        pictures = []
+        for i, (sentence, text) in enumerate(zip(body.sentences, body.images)):
+            if text is None:
+                if sentence.strip():
+                    raise HTTPException(422, f"images[{i}] is null, but sentence {i} is not empty: give "
+                                        "its image")  # fmt: skip
+                pictures.append(None)
+                continue
+            if text.startswith("data:") and ";base64," in text[:100]:  # a data URL (FileReader's)
+                text = text.partition(";base64,")[2]
+            try:  # line breaks (`base64` wraps at 76 characters) and spaces are ignored
+                data = base64.b64decode("".join(text.split()), validate=True)
+            except (binascii.Error, ValueError):
+                raise HTTPException(400, f"images[{i}] is not valid base64") from None
+            pictures.append(await asyncio.to_thread(decode_image, data, f"images[{i}]", options))
+        return pictures
 
     @app.post("/caption/{name}", dependencies=protected, tags=["captioning"])
     async def caption(
@@ -258,12 +316,14 @@ def create_app(
             name_of = f.filename or f"<image {i}>"
             pictures.append(await asyncio.to_thread(decode_image, data, name_of, options))  # off the loop
 
-        def work(captioner):
+        def batch(captioner, items: list) -> list:
             return captioner.caption(
-                pictures, method=method, beam_size=beam_size, max_len=max_len, return_attention=attention
-            )
+                items, method=method, beam_size=beam_size, max_len=max_len, return_attention=attention,
+                batch_size=options.max_batch,
+            )  # fmt: skip
 
-        captions = await run(worker, Job(Future(), run=work))
+        key = ("caption", method, beam_size, max_len, attention)
+        captions = await run(worker, Job(Future(), items=pictures, key=key, batch=batch))
         out = []
         for f, c in zip(images, captions):
             entry = {"image": f.filename, "text": c.text, "tokens": c.tokens, "score": float(c.score)}
@@ -284,9 +344,20 @@ def create_app(
         worker = worker_for(name, "answer")
         check_texts(questions, options, "questions")
         limit(top, options.max_n_best, "top", "--max-n-best")
+        from captioning.vqa.predictor import check_questions
+
+        try:  # refused here rather than failing a batch with other requests' questions
+            check_questions(questions)
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
         data = await image.read(options.max_image_bytes + 1)
         picture = await asyncio.to_thread(decode_image, data, image.filename or "<image>", options)
-        answers = await run(worker, Job(Future(), run=lambda a: a.answer(picture, questions, top=top)))
+
+        def batch(answerer, items: list[tuple]) -> list:
+            return answerer.answer_each([p for p, _ in items], [q for _, q in items], top=top)
+
+        items = [(picture, q) for q in questions]
+        answers = await run(worker, Job(Future(), items=items, key=("answer", top), batch=batch))
         return {
             "model": name,
             "image": image.filename,

@@ -19,8 +19,8 @@ class ServerOptions:
     """How the server batches, whom it lets in, and the limits on one request (each one a
     `seqcap serve` option of the same name with hyphens)."""
 
-    max_batch: int = 32  # sentences decoded together per model (1: no batching)
-    max_wait_ms: float = 5.0  # how long the worker waits for more requests to batch (0: none)
+    max_batch: int = 32  # items (sentences, images, questions) run together per model (1: no batching)
+    max_wait_ms: float = 5.0  # the longest the worker gathers requests to batch (0: none)
     # when set, every request but /health, /docs and /openapi.json needs `Authorization: Bearer TOKEN`
     token: str | None = field(default=None, repr=False)
     max_body_bytes: int = 20_000_000

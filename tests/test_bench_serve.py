@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from seqcap.bench_serve import Server, main, malformed_request, parser, percentile, rss_mb
+from seqcap.bench_serve import Server, main, parser, percentile, rss_mb
+from seqcap.bench_serve_malformed import malformed_image_request, malformed_request
 from seqcap.cli import GROUPS
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
@@ -20,14 +21,15 @@ LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> dict:
     """The benchmark run once as `seqcap bench serve` runs it: 40 requests of 4 clients a run, a
-    quarter of the malformed run's malformed; its JSON report by run name."""
+    quarter of the malformed run's malformed (some of them bad images to the legacy captioner's
+    /caption); its JSON report by run name."""
     tmp = tmp_path_factory.mktemp("bench_serve")
     src = tmp / "src.txt"
     src.write_text("w1 w2 w3\nw4 w5 w6 w7 w8\n\nw9 w0 w3 w3\n")
     out = tmp / "runs.json"
     argv = ["--checkpoint", str(LEGACY / "translation.ckpt"), "--src", str(src), "--clients", "4",
             "--requests", "40", "--idle-requests", "10", "--malformed", "0.25", "--rss-from", "10",
-            "--json", str(out)]  # fmt: skip
+            "--caption-checkpoint", str(LEGACY / "caption_attention.ckpt"), "--json", str(out)]  # fmt: skip
     assert main(argv) == 0
     return {r["name"]: r for r in json.loads(out.read_text())}
 
@@ -53,9 +55,38 @@ def test_every_malformed_request_gets_a_4xx_and_none_a_5xx(report):
     r = report["malformed 0.25"]
     assert r["malformed"] == 10  # exactly a quarter of 40
     assert (r["malformed_4xx"], r["malformed_5xx"], r["malformed_other"]) == (10, 0, 0)
+    # of the 10 (seed 1; the malformed requests draw from one generator in turn): a bad image to
+    # /caption, a 4xx too; each kind is checked against the server's decoding below
+    assert r["malformed_images"] == 1
     assert r["rss_mark_mb"] > 50 and r["rss_growth_mb"] == pytest.approx(r["rss_after_mb"] - r["rss_mark_mb"])
     for name in ("idle", "batching on: 4 clients", "batching off: 4 clients"):
-        assert report[name]["malformed"] == 0
+        assert report[name]["malformed"] == 0 and report[name]["malformed_images"] == 0
+
+
+def test_the_bad_images_are_each_refused_as_the_server_decodes_them():
+    """Every kind of bad image the malformed run sends: a 4xx from server_limits.decode_image under
+    the server's default limits, with its reason."""
+    from fastapi import HTTPException
+
+    from seqcap.server_limits import ServerOptions, decode_image
+
+    rng = random.Random(0)
+    requests = [malformed_image_request(rng, "cap") for _ in range(60)]
+    reasons = set()
+    for path, kwargs in requests:
+        ((field, (name, data, kind)),) = kwargs["files"]
+        assert (path, field, kind) == ("/caption/cap", "images", "image/png")
+        with pytest.raises(HTTPException) as refused:
+            decode_image(data, name, ServerOptions())
+        assert 400 <= refused.value.status_code < 500
+        reasons.add((name, refused.value.status_code, "pixels" in refused.value.detail))
+    assert reasons == {
+        ("random.png", 400, False),
+        ("truncated.png", 400, False),
+        ("oversized.png", 413, True),
+    }
+    without = [malformed_request(random.Random(3), "m")[0] for _ in range(50)]
+    assert not any(p.startswith("/caption") for p in without)  # no captioning model: no images
 
 
 def test_batching_on_batches_and_off_does_not(report):

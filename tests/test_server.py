@@ -7,6 +7,7 @@ as a user starts it and stops cleanly on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import os
 import signal
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import httpx
@@ -229,10 +231,10 @@ def test_bad_requests_get_a_4xx_that_says_why_and_the_server_goes_on(client, mod
     assert r.json()["translations"] == as_json(models["rev"].translate(SENTENCES))
 
 
-async def send_concurrently(app, bodies: list[dict]) -> list[httpx.Response]:
+async def send_concurrently(app, requests: list[tuple[str, dict]]) -> list[httpx.Response]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-        return await asyncio.gather(*(c.post("/translate/rev", json=b) for b in bodies))
+        return await asyncio.gather(*(c.post(path, **kwargs) for path, kwargs in requests))
 
 
 def close(app) -> None:
@@ -240,13 +242,17 @@ def close(app) -> None:
         worker.close()
 
 
-def serve_concurrently(translator, bodies: list[dict], options: ServerOptions) -> tuple[list, dict]:
-    """`bodies` sent at once to /translate/rev of an app serving `translator` -> the responses and
-    the model's batching stats."""
-    app = create_app({"rev": translator}, options)
+def serve_concurrently(
+    predictor, bodies: list[dict], options: ServerOptions, endpoint: str = "translate"
+) -> tuple[list, dict]:
+    """`bodies` sent at once to /ENDPOINT/m of an app serving `predictor` as m -> the responses and
+    the model's batching stats. A body is the JSON of a /translate request, or httpx.post's keyword
+    arguments (files=, data=) for the multipart endpoints."""
+    app = create_app({"m": predictor}, options)
+    requests = [(f"/{endpoint}/m", {"json": b} if endpoint == "translate" else b) for b in bodies]
     try:
-        responses = asyncio.run(send_concurrently(app, bodies))
-        return responses, TestClient(app).get("/models").json()["models"]["rev"]["stats"]
+        responses = asyncio.run(send_concurrently(app, requests))
+        return responses, TestClient(app).get("/models").json()["models"]["m"]["stats"]
     finally:
         close(app)
 
@@ -296,6 +302,256 @@ def test_batching_off_decodes_each_request_alone(models):
     }
 
 
+def shapes(n: int) -> list[bytes]:
+    """n PNG files of 64 x 64: the legacy fixture's two shapes scenes, then plain colours."""
+    files = [png(LEGACY / "image0.png"), png(LEGACY / "image1.png")]
+    for k in range(n - 2):
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 64), (40 * k % 256, 200 - 30 * k % 200, 90)).save(buffer, format="PNG")
+        files.append(buffer.getvalue())
+    return files[:n]
+
+
+def pil(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def test_concurrent_caption_requests_are_batched_and_each_gets_its_own_captions(models):
+    """Five /caption requests at once: the four with beam 2 (six images) are captioned in one
+    call, the greedy one in another; each response equals its images captioned alone."""
+    files = shapes(7)
+    groups = [[0], [1, 2], [3], [4, 5], [6]]
+    bodies = [
+        {"files": [("images", (f"{i}.png", files[i], "image/png")) for i in group],
+         "data": {"method": "greedy" if k == 2 else "beam", "beam_size": "2"}}
+        for k, group in enumerate(groups)
+    ]  # fmt: skip
+    options = ServerOptions(max_batch=6, max_wait_ms=3000)
+    responses, stats = serve_concurrently(models["cap"], bodies, options, endpoint="caption")
+    for k, (group, response) in enumerate(zip(groups, responses)):
+        assert response.status_code == 200, response.text
+        method = "greedy" if k == 2 else "beam"
+        alone = models["cap"].caption([pil(files[i]) for i in group], method=method, beam_size=2)
+        got = response.json()["captions"]
+        assert [c["image"] for c in got] == [f"{i}.png" for i in group]
+        assert [(c["text"], c["tokens"]) for c in got] == [(c.text, c.tokens) for c in alone]
+        assert [c["score"] for c in got] == pytest.approx([c.score for c in alone], abs=1e-5)
+    assert stats == {
+        "requests": 5, "decode_calls": 2, "sentences": 7, "largest_batch": 6, "batched_requests": 4,
+    }  # fmt: skip
+
+
+def test_concurrent_answer_requests_are_batched_and_each_gets_its_own_answers(models):
+    """Four /answer requests at once, each its own image: the three with top 2 (five questions) in
+    one forward, the one with top 3 in another; each response equals the request alone."""
+    files = shapes(4)
+    asked = [["what colour is the star?"], ["what shape is it?", "is there a circle?"],
+             ["what colour is the square?"], ["how many shapes?", "what is left of the star?"]]  # fmt: skip
+    tops = [2, 2, 3, 2]
+    bodies = [
+        {"files": {"image": (f"{k}.png", files[k], "image/png")}, "data": {"questions": q, "top": str(t)}}
+        for k, (q, t) in enumerate(zip(asked, tops))
+    ]
+    options = ServerOptions(max_batch=5, max_wait_ms=3000)
+    responses, stats = serve_concurrently(models["vqa"], bodies, options, endpoint="answer")
+    for k, response in enumerate(responses):
+        assert response.status_code == 200, response.text
+        alone = models["vqa"].answer(pil(files[k]), asked[k], top=tops[k])
+        got = response.json()["answers"]
+        assert [a["question"] for a in got] == asked[k] and [a["unknown"] for a in got] == [
+            a.unknown for a in alone
+        ]
+        assert [[t["answer"] for t in a["top"]] for a in got] == [[w for w, _ in a.top] for a in alone]
+        assert [t["probability"] for a in got for t in a["top"]] == pytest.approx(
+            [p for a in alone for _, p in a.top], abs=1e-5
+        )
+    assert stats == {
+        "requests": 4, "decode_calls": 2, "sentences": 6, "largest_batch": 5, "batched_requests": 3,
+    }  # fmt: skip
+
+
+def test_answer_each_equals_answer_one_image_at_a_time(models):
+    files = shapes(3)
+    images = [pil(files[0]), pil(files[1]), pil(files[1]), pil(files[2])]
+    questions = ["what colour is the star?", "what shape is it?", "is it red?", "what colour is it?"]
+    together = models["vqa"].answer_each(images, questions, top=3)
+    for image, question, answer in zip(images, questions, together):
+        (alone,) = models["vqa"].answer(image, [question], top=3)
+        assert answer.question == question and [w for w, _ in answer.top] == [w for w, _ in alone.top]
+        assert [p for _, p in answer.top] == pytest.approx([p for _, p in alone.top], abs=1e-6)
+    with pytest.raises(ValueError, match="3 images for 4 questions"):
+        models["vqa"].answer_each(images[:3], questions)
+
+
+class Doubling:
+    """A predictor for the worker alone: a batch of numbers doubled, refused whole when one is
+    negative; every batch it was given is recorded."""
+
+    task, device = "lm", "cpu"
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def double(self, items: list[int]) -> list[int]:
+        self.batches.append(list(items))
+        if any(x < 0 for x in items):
+            raise ValueError(f"a negative number in {items}")
+        return [2 * x for x in items]
+
+
+def test_a_bad_request_in_a_batch_fails_alone_and_the_others_get_their_results():
+    from seqcap.server_worker import Job, ModelWorker
+
+    doubling = Doubling()
+    worker = ModelWorker("d", doubling, max_batch=6, max_wait_ms=60_000)
+    try:
+        jobs = [Job(Future(), items=items, key=("double",), batch=lambda p, xs: p.double(xs))
+                for items in ([1, 2], [-3], [4, 5, 6])]  # fmt: skip
+        for job in jobs:  # six items: the batch is full, no wait
+            worker.submit(job)
+        assert jobs[0].future.result(timeout=60) == [2, 4]
+        assert jobs[2].future.result(timeout=60) == [8, 10, 12]
+        with pytest.raises(ValueError, match=r"a negative number in \[-3\]"):
+            jobs[1].future.result(timeout=60)
+    finally:
+        worker.close()
+    assert doubling.batches == [[1, 2, -3, 4, 5, 6], [1, 2], [-3], [4, 5, 6]]
+    assert worker.in_flight == 0 and worker.stats["decode_calls"] == 4
+
+
+def test_the_gathering_waits_for_as_many_items_as_were_in_flight():
+    """The worker's expectation (how many items a batch waits for, up to max_wait): max_batch
+    before any batch; then the most items in flight (submitted, not answered) over the last two
+    cycles, so a lone client's request is run at once, and a second group of clients that arrived
+    while the first was decoded is waited for rather than left to alternate with it."""
+    from seqcap.server_worker import Job, ModelWorker
+
+    worker = ModelWorker("d", Doubling(), max_batch=8, max_wait_ms=5)
+    worker.close()  # no thread: the test plays the cycles
+
+    def submit(n: int) -> Job:
+        job = Job(Future(), items=[0] * n, key=("double",), batch=lambda p, xs: p.double(xs))
+        worker.submit(job)
+        return job
+
+    assert worker._expected() == 8  # nothing known yet: the whole window, as before
+    worker._answered([submit(3)])  # a cycle with three items in flight at most
+    assert worker._expected() == 8  # the cycle before still counts
+    worker._answered([submit(1)])
+    assert worker._expected() == 3
+    for _ in range(2):  # a lone client
+        worker._answered([submit(1)])
+    assert worker._expected() == 1  # its requests run at once
+    first = submit(4)  # 4 clients; while their batch is decoded 4 more arrive
+    assert worker._expected() == 4
+    second = submit(4)
+    worker._answered([first])
+    assert worker._expected() == 8  # the 4 queued wait for the 4 coming back: one batch of 8
+    third = submit(4)
+    worker._answered([second, third])
+    assert worker.in_flight == 0 and worker._expected() == 8
+
+
+@pytest.fixture(scope="module")
+def multimodal(tmp_path_factory):
+    """A tiny doubly attentive multimodal translator (tests/seq2seq/test_multimodal_cli.py's colour
+    set, 16 pairs, two training steps: ~10 s) and the set's folder."""
+    from tests.conftest import explain, run_python
+    from tests.seq2seq.test_multimodal_cli import write_colour_set
+
+    base = tmp_path_factory.mktemp("mmt")
+    data = write_colour_set(base / "data", n_train=16, n_eval=4)
+    args = [
+        "-m", "seq2seq", "fit", "-c", "configs/translation/shapes_mmt.yaml",
+        "--data.init_args.data_dir", str(data), "--data.init_args.image_dir", str(data / "images"),
+        "--data.init_args.image_size", "64", "--data.init_args.batch_size", "8",
+        "--model.init_args.rnn.embed_dim", "8", "--model.init_args.rnn.hidden_size", "8",
+        "--model.init_args.image.feature_block", "1", "--trainer.max_steps", "2",
+        "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0",
+        "--trainer.default_root_dir", str(base / "runs"), "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+    result = run_python(args, cwd=REPO, timeout=600)
+    assert result.returncode == 0, explain(result)
+    ckpt = base / "runs" / "shapes_mmt" / "version_0" / "checkpoints" / "last.ckpt"
+    translator = load_model(ModelSpec.parse(f"mmt={ckpt}"), "cpu")  # served now, no longer refused
+    assert translator.multimodal
+    return translator, data
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_a_multimodal_translator_takes_base64_images_and_equals_the_translator(multimodal, models):
+    translator, data = multimodal
+    files = [(data / "images" / f"test_{i}.png").read_bytes() for i in range(3)]
+    sentences = ["a [v] square in the picture", "", "a [v] square"]
+    images = [b64(files[0]), None, b64(files[2])]
+    with TestClient(create_app({"mmt": translator, "rev": models["rev"]})) as c:
+        r = c.post("/translate/mmt", json={"sentences": sentences, "images": images, "beam_size": 3,
+                                           "n_best": 2, "attention": True})  # fmt: skip
+        assert r.status_code == 200, r.text
+        expected = translator.translate(
+            sentences, beam_size=3, n_best=2, return_attention=True,
+            images=[pil(files[0]), None, pil(files[2])],
+        )  # fmt: skip
+        got = r.json()["translations"]
+        assert [[{k: t[k] for k in ("text", "score", "tokens")} for t in o] for o in got] == as_json(expected)
+        best = expected[0][0]
+        assert got[0][0]["attention"] == best.attention.tolist()
+        assert got[0][0]["image_attention"] == best.image_attention.tolist()  # doubly: over the regions
+        # the same sentence with a different image is translated with that image
+        r = c.post("/translate/mmt", json={"sentences": sentences[:1], "images": [b64(files[1])]})
+        alone = translator.translate(sentences[:1], images=[pil(files[1])])
+        assert r.json()["translations"] == as_json(alone)
+        # as `base64` writes it (a line break every 76 characters), and as a browser's data URL
+        wrapped = base64.encodebytes(files[1]).decode()
+        for text in (wrapped, f"data:image/png;base64,{b64(files[1])}"):
+            r = c.post("/translate/mmt", json={"sentences": sentences[:1], "images": [text]})
+            assert r.json()["translations"] == as_json(alone)
+
+        def check(body: dict, status: int, *words: str, model: str = "mmt") -> None:
+            response = c.post(f"/translate/{model}", json=body)
+            assert response.status_code == status, response.text
+            assert all(w in response.json()["detail"] for w in words), response.json()
+
+        one = {"sentences": sentences[:1]}
+        check(one, 400, "model 'mmt' is a multimodal translator", "give `images`")
+        check({**one, "images": [b64(files[0])]}, 400, "model 'rev' is a text-only translator", model="rev")
+        check({**one, "images": ["not base64!"]}, 400, "images[0] is not valid base64")
+        check({**one, "images": [b64(b"not an image")]}, 400, "image 'images[0]' cannot be decoded")
+        check({**one, "images": [b64(files[0][:60])]}, 400, "image 'images[0]' cannot be decoded")
+        big = png(size=(6000, 5000))
+        check({**one, "images": [b64(big)]}, 413, "images[0]", "30000000 pixels", "--max-image-pixels")
+        check({**one, "images": [b64(files[0])] * 2}, 422, "images: 2 for 1 sentences")
+        check({**one, "images": [None]}, 422, "images[0] is null, but sentence 0 is not empty")
+        assert c.post("/translate/mmt", json={**one, "images": [b64(files[0])]}).status_code == 200
+
+
+def test_concurrent_multimodal_requests_are_batched_with_their_images(multimodal):
+    """Four requests at once, each sentence with its own image: one decode call, and each response
+    equals the request translated alone with its images."""
+    translator, data = multimodal
+    files = [(data / "images" / f"test_{i}.png").read_bytes() for i in range(4)]
+    requests = [([0], ["a [v] square in the picture"]), ([1, 2], ["a [v] square", "in the picture"]),
+                ([3], ["the [v] square"]), ([2, 0], ["a square", "a [v] picture"])]  # fmt: skip
+    bodies = [{"sentences": s, "images": [b64(files[i]) for i in k], "beam_size": 3} for k, s in requests]
+    responses, stats = serve_concurrently(translator, bodies, ServerOptions(max_batch=6, max_wait_ms=3000))
+    for (k, sentences), response in zip(requests, responses):
+        assert response.status_code == 200, response.text
+        alone = as_json(translator.translate(sentences, beam_size=3, images=[pil(files[i]) for i in k]))
+        got = response.json()["translations"]
+        assert [[(t["text"], t["tokens"]) for t in o] for o in got] == [
+            [(t["text"], t["tokens"]) for t in o] for o in alone
+        ]
+        assert [t["score"] for o in got for t in o] == pytest.approx(
+            [t["score"] for o in alone for t in o], abs=1e-5
+        )
+    assert stats == {
+        "requests": 4, "decode_calls": 1, "sentences": 6, "largest_batch": 6, "batched_requests": 4,
+    }  # fmt: skip
+
+
 def test_model_spec_syntax():
     spec = ModelSpec.parse("de=a.ckpt,b.ckpt:quantize=int8:lm=lm.ckpt:lm_weight=0.2")
     assert (spec.name, spec.checkpoints) == ("de", ["a.ckpt", "b.ckpt"])
@@ -324,6 +580,26 @@ def test_ensemble_quantize_and_lm_options_load(models):
     assert r.json()["translations"] == as_json(ensemble.translate(SENTENCES[:2], beam_size=3))
     with pytest.raises(ModelSpecError, match="lm_weight and lm_mode need lm="):
         load_model(ModelSpec.parse(f"x={path}:lm_weight=0.5"), "cpu")
+
+
+def test_models_are_loaded_in_a_thread_that_is_gone_before_serving(monkeypatch):
+    """No torch work in the main thread (whose OpenMP threads would slow the workers' decoding):
+    the models load in a thread that has exited when load_off_the_main_thread returns."""
+    import threading
+
+    import seqcap.server as server
+
+    threads = []
+
+    def load(spec, device):
+        threads.append(threading.current_thread())
+        return f"{spec.name} on {device}"
+
+    monkeypatch.setattr(server, "load_model", load)
+    specs = [ModelSpec("a", ["a.ckpt"]), ModelSpec("b", ["b.ckpt"])]
+    assert server.load_off_the_main_thread(specs, "cpu") == {"a": "a on cpu", "b": "b on cpu"}
+    assert len(threads) == 2 and threads[0] is threads[1] and threads[0] is not threading.main_thread()
+    assert not threads[0].is_alive()
 
 
 def test_serve_refuses_a_bad_checkpoint_with_a_message(tmp_path, capsys):

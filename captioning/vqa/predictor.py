@@ -13,6 +13,7 @@ read as <unk> and listed in the Answer's `unknown`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,18 +120,40 @@ class Answerer(Predictor):
         question, lengths = pad_questions([self.vocab.encode(tokenize_question(q)) for q in questions])
         return question.to(self.device), lengths
 
-    @torch.inference_mode()
     def answer(self, image: str | Path | Image.Image, questions: list[str], top: int = 5) -> list[Answer]:
         """The `top` answers of each question about `image`, a path or a PIL image (ImageFileError
         when the file cannot be read). An empty question (or one of spaces or punctuation only) is
         refused with a DataError (a ValueError) naming it: the model would answer it anyway."""
         check_questions(questions)
         rgb = image.convert("RGB") if isinstance(image, Image.Image) else load_rgb(image)
+        return self.answer_each([rgb] * len(questions), questions, top=top)
+
+    @torch.inference_mode()
+    def answer_each(
+        self, images: Sequence[str | Path | Image.Image], questions: list[str], top: int = 5
+    ) -> list[Answer]:
+        """`answer` over (image, question) pairs in one forward: images[i] is questions[i]'s (the
+        same object given for several questions goes through the CNN once). -> one Answer a
+        question, each as `answer(images[i], [questions[i]])` gives it (to float rounding)."""
+        check_questions(questions)
+        if len(images) != len(questions):
+            raise DataError(f"{len(images)} images for {len(questions)} questions: give one image a question")
+        where: dict[int, int] = {}  # id of a distinct image -> its row
+        rgbs, rows = [], []
+        for image in images:
+            if id(image) not in where:
+                where[id(image)] = len(rgbs)
+                rgbs.append(image.convert("RGB") if isinstance(image, Image.Image) else load_rgb(image))
+            rows.append(where[id(image)])
         ids, lengths = self.encode_questions(questions)
         probs, weights = 0.0, None
         for member in self.members:  # an ensemble: the mean of its models' answer probabilities
-            pixels = member.transform(rgb).unsqueeze(0).to(self.device)
-            grid = member.encoder(pixels).expand(len(questions), -1, -1)  # (B, R, F): one image, B questions
+            pixels = torch.stack([member.transform(rgb) for rgb in rgbs]).to(self.device)
+            grid = member.encoder(pixels)  # (I, R, F): one row a distinct image
+            if len(rgbs) == 1:
+                grid = grid.expand(len(questions), -1, -1)  # (B, R, F): one image, B questions
+            else:
+                grid = grid[torch.tensor(rows, device=grid.device)]  # (B, R, F): each question's image
             logits, member_weights = member.model(ids, lengths, grid)
             probs = probs + logits.float().softmax(-1).cpu() / len(self.members)
             weights = member_weights if weights is None else weights

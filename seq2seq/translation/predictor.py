@@ -6,7 +6,7 @@ attention model an <unk> in the output becomes the source word it attends to mos
 (`replace_unknowns`, seq2seq/translation/unknowns.py, also used by TranslationModule's validation).
 
 A multimodal checkpoint (fusion other than "none") also holds its CNN: `translate` then takes one
-image a sentence (paths, or precomputed grid features), preprocessed as in training.
+image a sentence (paths, PIL images, or precomputed grid features), preprocessed as in training.
 
 Several checkpoints (`Translator.from_checkpoint([A, B])`) translate as an ensemble: one beam search
 over the log of the models' mean probability (seq2seq.search.ensemble), each model with its own
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from data.core.images import load_rgb
@@ -35,6 +36,11 @@ from seq2seq.search import SearchOptions
 from seq2seq.training.checkpoint import CheckpointError, build_from_hparams, seqcap_state
 from seq2seq.translation.network import BANNED, Seq2Seq, pad_batch
 from seq2seq.translation.unknowns import replace_unknowns
+
+
+def rgb_of(image: str | Path | Image.Image) -> Image.Image:
+    """A PIL image as RGB, or the file at a path read as RGB (ImageFileError naming a bad file)."""
+    return image.convert("RGB") if isinstance(image, Image.Image) else load_rgb(image)
 
 
 @dataclass
@@ -118,15 +124,17 @@ class Translator(Predictor):
         return self.image_encoder is not None
 
     @torch.inference_mode()
-    def image_features(self, paths: list[str | Path], batch_size: int = 64, progress: bool = False):
-        """The CNN's grid features of each image: (N, R, C) on the CPU; ImageFileError naming a bad
-        file."""
+    def image_features(
+        self, paths: list[str | Path | Image.Image], batch_size: int = 64, progress: bool = False
+    ):
+        """The CNN's grid features of each image (a path or a PIL image): (N, R, C) on the CPU;
+        ImageFileError naming a bad file."""
         if not self.multimodal:
             raise DataError("this checkpoint is a text-only translator (fusion none): it takes no images")
         chunks = [paths[k : k + batch_size] for k in range(0, len(paths), batch_size)]
         out = []
         for chunk in tqdm(chunks, desc="CNN features", unit="batch", disable=not progress, file=sys.stderr):
-            pixels = torch.stack([self.image_transform(load_rgb(p)) for p in chunk]).to(self.device)
+            pixels = torch.stack([self.image_transform(rgb_of(p)) for p in chunk]).to(self.device)
             out.append(self.image_encoder(pixels).float().cpu())
         return torch.cat(out) if out else torch.zeros(0)
 
@@ -148,13 +156,14 @@ class Translator(Predictor):
         return_attention: bool = False,
         progress: bool = False,
         warn=None,
-        images: list[str | Path] | None = None,
+        images: list[str | Path | Image.Image | None] | None = None,
         features: torch.Tensor | None = None,
         first_line: int = 1,
         method: Literal["beam", "greedy"] = "beam",
     ) -> list[list[Translation]]:
         """One list of n_best translations per sentence, in input order (empty in, empty out).
-        A multimodal model takes one image a sentence: `images` (paths; None for an empty one) or
+        A multimodal model takes one image a sentence: `images` (paths or PIL images; None for an
+        empty one) or
         their `features`
         (N, R, C), e.g. from the feature cache; with attention fusion a Translation has its
         attention over the image grid too (image_attention, (T, R)). A warning names sentence i as
