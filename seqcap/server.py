@@ -1,6 +1,7 @@
 """`seqcap serve`: trained models behind a JSON HTTP API (FastAPI on uvicorn), over predictors only.
 
     seqcap serve --model de=runs/.../last.ckpt --model lm=lm.ckpt [--port 8000] [--token T]
+    seqcap serve --quickstart        (make serve-demo: the quickstarts' checkpoints under ./runs)
 
     POST /translate/{name}   {"sentences": [...], "beam_size": 5, "alpha": 0.6, "n_best": 1,
                               "attention": false, "images": null}  (a multimodal model: "images",
@@ -13,6 +14,7 @@
     GET  /models             what is loaded: each model's task, checkpoints, options and batching stats
     GET  /health             {"status": "ok"}; never needs the token
     GET  /docs               FastAPI's OpenAPI page
+    GET  /                   the demo page (seqcap/server_demo.py): a panel per loaded task
 
 A `--model` value is NAME=CKPT[,CKPT...][:KEY=VALUE...]: several checkpoints make an ensemble
 (Predictor.from_checkpoint with a list), and the options after colons are quantize=int8, and for a
