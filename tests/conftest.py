@@ -181,6 +181,27 @@ def trained_run(tmp_path_factory) -> TrainedRun:
     return TrainedRun(root, log_dir, checkpoints / "last.ckpt", best[-1], moved, data, result, seconds)
 
 
+def train_tiny_multimodal(base: Path) -> tuple[Path, Path]:
+    """A tiny doubly attentive multimodal translator: `python -m seqcap fit` on
+    configs/translation/shapes_mmt.yaml for two steps on test_multimodal_cli's colour set (16 pairs;
+    about 10 s) under `base`. -> (its last.ckpt, the data folder)."""
+    from tests.seq2seq.test_multimodal_cli import write_colour_set
+
+    data = write_colour_set(base / "data", n_train=16, n_eval=4)
+    args = [
+        "-m", "seq2seq", "fit", "-c", "configs/translation/shapes_mmt.yaml",
+        "--data.init_args.data_dir", str(data), "--data.init_args.image_dir", str(data / "images"),
+        "--data.init_args.image_size", "64", "--data.init_args.batch_size", "8",
+        "--model.init_args.rnn.embed_dim", "8", "--model.init_args.rnn.hidden_size", "8",
+        "--model.init_args.image.feature_block", "1", "--trainer.max_steps", "2",
+        "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0",
+        "--trainer.default_root_dir", str(base / "runs"), "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+    result = run_python(args, cwd=REPO, timeout=600)
+    assert result.returncode == 0, explain(result)
+    return base / "runs" / "shapes_mmt" / "version_0" / "checkpoints" / "last.ckpt", data
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests marked `cuda` need a GPU: without one they are skipped, with the reason saying what
     torch sees. `make gpu-check` runs them on a GPU machine (`pytest -m cuda`)."""

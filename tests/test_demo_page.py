@@ -28,7 +28,7 @@ from PIL import Image
 
 from data.builders.shapes import build_shapes_dataset
 from seqcap.demo_screenshot import INSTALL, find_browser
-from tests.conftest import REPO, cli_env, explain
+from tests.conftest import REPO, cli_env, explain, train_tiny_multimodal
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 TOKEN = "demo-token"
@@ -74,6 +74,12 @@ def captioner_ckpt(tmp_path_factory) -> Path:
     )
     assert result.returncode == 0, explain(result)
     return next((base / "runs").rglob("last.ckpt"))
+
+
+@pytest.fixture(scope="module")
+def multimodal_ckpt(tmp_path_factory) -> Path:
+    """A tiny multimodal translator (conftest's train_tiny_multimodal)."""
+    return train_tiny_multimodal(tmp_path_factory.mktemp("demo_mmt"))[0]
 
 
 def free_port() -> int:
@@ -157,7 +163,7 @@ def drop_file(page, selector: str, path: Path) -> None:
 
 
 def test_the_demo_page_translates_captions_and_answers_in_a_real_browser(
-    trained_run, captioner_ckpt, tmp_path, one_thread
+    trained_run, captioner_ckpt, multimodal_ckpt, tmp_path, one_thread
 ):
     from playwright.sync_api import expect, sync_playwright
 
@@ -171,6 +177,7 @@ def test_the_demo_page_translates_captions_and_answers_in_a_real_browser(
         "cap": captioner_ckpt,
         "vqa": LEGACY / "vqa.ckpt",
         "lm": LEGACY / "lm.ckpt",
+        "mmt": multimodal_ckpt,
     }
     sentence, question = "w1 w2 w3 w4 w5", "what colour is the star?"
     images = [LEGACY / "image0.png", LEGACY / "image1.png"]
@@ -179,6 +186,9 @@ def test_the_demo_page_translates_captions_and_answers_in_a_real_browser(
     )[0][0]
     captioner = Captioner.from_checkpoint(models["cap"], device="cpu")
     captions = captioner.caption(images, beam_size=3, return_attention=True)
+    mmt_sentence = "a [v] square in the picture"
+    mmt = Translator.from_checkpoint(models["mmt"], device="cpu")
+    mmt_translation = mmt.translate([mmt_sentence], beam_size=5, images=[images[1]])[0][0]
     answers = Answerer.from_checkpoint(models["vqa"], device="cpu").answer(images[1], [question], top=3)[0]
 
     with serving(models, TOKEN) as base, sync_playwright() as playwright:
@@ -223,6 +233,13 @@ def test_the_demo_page_translates_captions_and_answers_in_a_real_browser(
         expect(page.locator("#status")).to_have_class("error")
         page.fill("#translate-beam", "5")
 
+        # a multimodal translator needs the image panel's image: none is chosen yet
+        expect(page.locator("#translate-image-note")).to_be_hidden()
+        page.select_option("#translate-model", "mmt")
+        expect(page.locator("#translate-image-note")).to_be_visible()
+        page.click("#translate-button")
+        expect(page.locator("#status")).to_contain_text("mmt is a multimodal translator: choose an image")
+
         # choose an image: it is captioned at once, the first word's attention drawn over it
         page.set_input_files("#image-input", str(images[0]))
         words = page.locator("#caption-output .word")
@@ -240,6 +257,12 @@ def test_the_demo_page_translates_captions_and_answers_in_a_real_browser(
         # drop another image onto the page: captioned too; then a question about it
         drop_file(page, "#drop-zone", images[1])
         expect(page.locator("#caption-output")).to_have_text(captions[1].text)
+        # now the multimodal translator reads the sentence with the dropped image
+        page.fill("#translate-input", mmt_sentence)
+        page.click("#translate-button")
+        expect(page.locator("#translate-output")).to_have_text(mmt_translation.text)
+        expect(page.locator("#translate-attention tbody tr")).to_have_count(len(mmt_translation.tokens))
+
         page.fill("#question-input", question)
         page.click("#answer-button")
         items = page.locator("#answer-output li")

@@ -25,7 +25,7 @@ from PIL import Image
 
 from seq2seq.predictor import Predictor
 from seqcap.server import ModelSpec, ModelSpecError, ServerOptions, create_app, load_model, main
-from tests.conftest import REPO, cli_env
+from tests.conftest import REPO, cli_env, train_tiny_multimodal
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest: torch on one thread
 
@@ -454,25 +454,9 @@ def test_the_gathering_waits_for_as_many_items_as_were_in_flight():
 
 @pytest.fixture(scope="module")
 def multimodal(tmp_path_factory):
-    """A tiny doubly attentive multimodal translator (tests/seq2seq/test_multimodal_cli.py's colour
-    set, 16 pairs, two training steps: ~10 s) and the set's folder."""
-    from tests.conftest import explain, run_python
-    from tests.seq2seq.test_multimodal_cli import write_colour_set
-
-    base = tmp_path_factory.mktemp("mmt")
-    data = write_colour_set(base / "data", n_train=16, n_eval=4)
-    args = [
-        "-m", "seq2seq", "fit", "-c", "configs/translation/shapes_mmt.yaml",
-        "--data.init_args.data_dir", str(data), "--data.init_args.image_dir", str(data / "images"),
-        "--data.init_args.image_size", "64", "--data.init_args.batch_size", "8",
-        "--model.init_args.rnn.embed_dim", "8", "--model.init_args.rnn.hidden_size", "8",
-        "--model.init_args.image.feature_block", "1", "--trainer.max_steps", "2",
-        "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0",
-        "--trainer.default_root_dir", str(base / "runs"), "--trainer.enable_progress_bar", "false",
-    ]  # fmt: skip
-    result = run_python(args, cwd=REPO, timeout=600)
-    assert result.returncode == 0, explain(result)
-    ckpt = base / "runs" / "shapes_mmt" / "version_0" / "checkpoints" / "last.ckpt"
+    """A tiny doubly attentive multimodal translator (conftest's train_tiny_multimodal) and its
+    data folder."""
+    ckpt, data = train_tiny_multimodal(tmp_path_factory.mktemp("mmt"))
     translator = load_model(ModelSpec.parse(f"mmt={ckpt}"), "cpu")  # served now, no longer refused
     assert translator.multimodal
     return translator, data
