@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -179,6 +180,30 @@ def trained_run(tmp_path_factory) -> TrainedRun:
     moved = base / "data-moved-away"
     shutil.move(str(data), str(moved))
     return TrainedRun(root, log_dir, checkpoints / "last.ckpt", best[-1], moved, data, result, seconds)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_health(server: subprocess.Popen, base: str, seconds: float = 120) -> None:
+    """Returns once `seqcap serve` at `base` answers GET /health with 200; fails with the server's
+    output if it exits first, or after `seconds`."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        assert server.poll() is None, server.communicate()
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"the server did not answer /health in {seconds:.0f} s"
+        time.sleep(0.3)
 
 
 def train_tiny_multimodal(base: Path) -> tuple[Path, Path]:

@@ -14,21 +14,18 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image
 
 from data.builders.shapes import build_shapes_dataset
 from seqcap.demo_screenshot import INSTALL, find_browser
-from tests.conftest import REPO, cli_env, explain, train_tiny_multimodal
+from tests.conftest import REPO, cli_env, explain, free_port, train_tiny_multimodal, wait_for_health
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 TOKEN = "demo-token"
@@ -82,12 +79,6 @@ def multimodal_ckpt(tmp_path_factory) -> Path:
     return train_tiny_multimodal(tmp_path_factory.mktemp("demo_mmt"))[0]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def serving(models: dict[str, Path], token: str) -> Iterator[str]:
     """`python -m seqcap serve --model NAME=CKPT ...` with SEQCAP_TOKEN set, as a user starts it;
@@ -102,16 +93,7 @@ def serving(models: dict[str, Path], token: str) -> Iterator[str]:
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.communicate()[1]
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not answer /health in 120 s"
-            time.sleep(0.3)
+        wait_for_health(server, base)
         yield base
     finally:
         server.terminate()

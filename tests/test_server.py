@@ -11,10 +11,8 @@ import base64
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from PIL import Image
 
 from seq2seq.predictor import Predictor
 from seqcap.server import ModelSpec, ModelSpecError, ServerOptions, create_app, load_model, main
-from tests.conftest import REPO, cli_env, train_tiny_multimodal
+from tests.conftest import REPO, cli_env, free_port, train_tiny_multimodal, wait_for_health
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest: torch on one thread
 
@@ -594,12 +592,6 @@ def test_serve_refuses_a_bad_checkpoint_with_a_message(tmp_path, capsys):
     assert "a name given twice" in capsys.readouterr().err
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_seqcap_serve_runs_as_a_command_and_stops_on_sigterm(models):
     port = free_port()
     command = [sys.executable, "-m", "seqcap", "serve", "--model", f"rev={LEGACY / 'translation.ckpt'}",
@@ -614,16 +606,7 @@ def test_seqcap_serve_runs_as_a_command_and_stops_on_sigterm(models):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.communicate()
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not answer /health in 120 s"
-            time.sleep(0.3)
+        wait_for_health(server, base)
         assert (
             httpx.post(f"{base}/translate/rev", json={"sentences": ["w1 w2 w3"]}, timeout=30).status_code
             == 401
