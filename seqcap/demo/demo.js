@@ -179,15 +179,16 @@ function useImage(file) {
   state.caption = null;
   const preview = $("image-preview");
   if (preview.src) URL.revokeObjectURL(preview.src);
-  preview.src = URL.createObjectURL(file);
-  $("figure").hidden = false;
-  $("caption-output").replaceChildren();
-  $("answer-output").replaceChildren();
-  clearOverlay();
   preview.onload = () => {
     sizeOverlay();
     if (!$("caption-part").hidden) caption();
   };
+  preview.onerror = () => say(`${file.name} cannot be shown as an image by this browser.`, true);
+  $("figure").hidden = false;
+  $("caption-output").replaceChildren();
+  $("answer-output").replaceChildren();
+  clearOverlay();
+  preview.src = URL.createObjectURL(file);
 }
 
 function sizeOverlay() {
