@@ -286,6 +286,23 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(models):
     }
 
 
+def test_a_batched_request_gets_the_attention_over_its_own_words_only(models):
+    """Batched with a longer sentence of another request, a short sentence's attention has one
+    column per word of its own (not the batch's padding), as alone."""
+    bodies = [
+        {"sentences": ["w1 w2"], "attention": True},
+        {"sentences": ["w3 w4 w5 w6 w7 w8 w9"], "attention": True},
+    ]
+    responses, stats = serve_concurrently(models["rev"], bodies, ServerOptions(max_batch=8, max_wait_ms=3000))
+    assert stats["decode_calls"] == 1 and stats["batched_requests"] == 2
+    for body, response in zip(bodies, responses):
+        got = response.json()["translations"][0][0]
+        alone = models["rev"].translate(body["sentences"], return_attention=True)[0][0]
+        assert got["source_tokens"] == body["sentences"][0].split()
+        assert [len(row) for row in got["attention"]] == [len(got["source_tokens"])] * len(got["tokens"])
+        assert sum(got["attention"], []) == pytest.approx(sum(alone.attention.tolist(), []), abs=1e-5)
+
+
 def test_batching_off_decodes_each_request_alone(models):
     bodies = [{"sentences": ["w1 w2 w3"]}, {"sentences": ["w4 w5"]}, {"sentences": ["w6 w7 w8"]}]
     responses, stats = serve_concurrently(models["rev"], bodies, ServerOptions(max_batch=1, max_wait_ms=5))

@@ -212,6 +212,8 @@ class Translator(Predictor):
                 results[i] = []
                 for h in options:
                     attention, image_attention = self._split_attention(h.attention, member_features[0])
+                    if attention is not None:  # (T, S) over this sentence's words, not the batch's padding
+                        attention = attention[:, : len(encoded[i][0])]
                     tokens = self.tgt_vocab.decode(h.tokens)
                     if self.unk_replace:
                         tokens = replace_unknowns(tokens, attention, encoded[i][1])
