@@ -41,7 +41,7 @@ def take(url: str, out: Path, *, sentence: str, image: Path | None, question: st
     """Opens `url`, gives the token if the page asks, translates `sentence`, chooses `image` (it is
     captioned), asks `question`, samples the LM, each where the page has that panel; then a full-page
     PNG at `out` (written whole: a temporary file renamed)."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     browser_path, why = find_browser()
     if browser_path is None:
@@ -56,7 +56,12 @@ def take(url: str, out: Path, *, sentence: str, image: Path | None, question: st
                 raise RuntimeError("the server needs a token: give --token or set SEQCAP_TOKEN")
             page.fill("#token-input", token)
             page.click("#token-form button")
-            expect(page.locator("#token-form")).to_be_hidden()
+            page.wait_for_function(
+                "document.getElementById('token-form').hidden || "
+                "document.getElementById('status').textContent === 'That token was refused.'"
+            )
+            if not page.locator("#token-form").is_hidden():
+                raise RuntimeError("the server refused the token")
         if page.locator("#translate-panel").is_visible():
             page.fill("#translate-input", sentence)
             page.click("#translate-button")

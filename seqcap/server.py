@@ -29,8 +29,8 @@ Concurrent requests to one model that share their options run in one predictor c
 batching): /translate's sentences (with their images), /caption's images, /answer's (image,
 question) pairs. The worker takes a request, then gathers more, up to --max-batch items, for up to
 --max-wait-ms while fewer are in hand than were in flight at the busiest moment of the last two
-batches (a lone client's request runs at once; before the first batch it waits the whole window),
-and runs them in one call; when that call fails, each request is run again alone. Each response
+batches (a lone client's request runs at once; the first two batches wait the whole window), and
+runs them in one call; when that call fails, each request is run again alone. Each response
 equals that of the request alone (texts exactly; scores to float rounding, ~1e-7). --max-batch 1 or
 --max-wait-ms 0 turns the batching off. The counts of calls and batch sizes are in GET /models
 ("stats").
@@ -255,7 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(("error: " if not found and not args.model else "note: ") + line, file=sys.stderr)
         if not found and not args.model:
             return 2
-        args.model += found
+        given = {m.partition("=")[0] for m in args.model}  # a --model of the same name wins
+        args.model += [f for f in found if f.partition("=")[0] not in given]
     if not args.model:
         print("error: nothing to serve: give --model NAME=CKPT (repeatable) or --quickstart", file=sys.stderr)
         return 2

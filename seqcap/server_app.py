@@ -274,6 +274,13 @@ def create_app(
             return None
         if not multimodal:
             raise HTTPException(400, f"model {name!r} is a text-only translator: it takes no `images`")
+        limit(
+            sum(i is not None for i in body.images),
+            options.max_images,
+            "images: the count",
+            "--max-images",
+            413,
+        )
         if len(body.images) != len(body.sentences):
             raise HTTPException(422, f"images: {len(body.images)} for {len(body.sentences)} sentences: give "
                                 "one image a sentence")  # fmt: skip

@@ -9,7 +9,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ class ModelWorker:
     flight (submitted, not yet answered) at the busiest moment of the last two batches' cycles, since
     the clients of those are the ones coming back; a lone client's request is run at once, and 32
     clients that alternated in two groups of 16 (the second arriving while the first is decoded) are
-    gathered into one batch again. Before any batch the expectation is max_batch."""
+    gathered into one batch again. For the first two batches the expectation is max_batch."""
 
     def __init__(self, name: str, predictor, max_batch: int, max_wait_ms: float):
         self.name, self.predictor = name, predictor
@@ -179,13 +179,25 @@ class ModelWorker:
             if fail:
                 self._answered(jobs)
                 for j in jobs:
-                    j.future.set_exception(e)
+                    answer(j.future, error=e)
             return False
         self._answered(jobs)
         for j, value in zip(jobs, values):
-            j.future.set_result(value)
+            answer(j.future, value)
         return True
 
     def _answered(self, jobs: list[Job]) -> None:
         with self.lock:
             self.in_flight -= sum(len(j.items) for j in jobs if j.items is not None)
+
+
+def answer(future: Future, value: Any = None, error: BaseException | None = None) -> None:
+    """Sets a job's result (or its error) unless its request was cancelled meanwhile: a cancelled
+    future refuses both, and the worker thread must go on."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+    except InvalidStateError:
+        pass

@@ -285,6 +285,40 @@ def test_the_demo_page_translates_captions_and_answers_in_a_real_browser(
         assert (
             result.returncode == 2 and "needs a token" in result.stderr and "Traceback" not in result.stderr
         )
+        wrong = cli_env(SEQCAP_TOKEN="wrong")
+        result = subprocess.run(
+            [sys.executable, *args], cwd=REPO, env=wrong, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 2, explain(result)
+        assert "refused the token" in result.stderr and "Traceback" not in result.stderr
+        assert sorted(p.name for p in shot.parent.iterdir()) == ["demo.png"]
+
+
+def test_with_only_a_multimodal_translator_the_page_offers_the_image_it_needs(multimodal_ckpt, one_thread):
+    """No captioner or VQA model: the image panel still shows (without their parts), so the
+    multimodal translator can be given its image."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from seq2seq.translation.predictor import Translator
+
+    chromium = browser_path()
+    sentence, image = "a [v] square in the picture", LEGACY / "image1.png"
+    expected = Translator.from_checkpoint(multimodal_ckpt, device="cpu").translate([sentence], images=[image])
+    with serving({"mmt": multimodal_ckpt}, TOKEN) as base, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(base + "/")
+        page.fill("#token-input", TOKEN)
+        page.click("#token-form button")
+        expect(page.locator("#translate-image-note")).to_be_visible()
+        expect(page.locator("#image-panel")).to_be_visible()
+        for part in ("#caption-part", "#answer-part", "#generate-panel"):
+            expect(page.locator(part)).to_be_hidden()
+        page.set_input_files("#image-input", str(image))
+        page.fill("#translate-input", sentence)
+        page.click("#translate-button")
+        expect(page.locator("#translate-output")).to_have_text(expected[0][0].text)
+        browser.close()
 
 
 def test_the_page_and_its_files_need_no_token_and_the_api_still_does():
@@ -307,7 +341,6 @@ def test_the_page_and_its_files_need_no_token_and_the_api_still_does():
             assert r.text == (REPO / "seqcap" / "demo" / name).read_text()
         assert client.get("/models").status_code == 401
         assert client.get("/demo/index.html").status_code == 401  # only the page's own files are open
-        assert client.get("/demo/../server.py").status_code in (401, 404)
         assert client.get("/models", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
 
 
@@ -350,6 +383,10 @@ def test_serve_quickstart_finds_the_quickstarts_checkpoints_or_names_the_command
     assert main(["--quickstart", "--device", "cpu"]) == 0
     assert served == {"models": ["caption", "de"], "host": "127.0.0.1", "port": 8000, "log_level": "info"}
     assert "demo page: http://127.0.0.1:8000/" in capsys.readouterr().err
+    mine = f"de={LEGACY / 'translation.ckpt'}"  # a --model named like a quickstart model replaces it
+    assert main(["--quickstart", "--model", mine, "--device", "cpu"]) == 0
+    assert served["models"] == ["caption", "de"]
+    assert f"de: translation model from {LEGACY / 'translation.ckpt'}" in capsys.readouterr().err
 
 
 def test_without_chromium_the_browser_test_skips_saying_how_to_install_it_or_fails_in_ci(monkeypatch):

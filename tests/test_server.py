@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -303,6 +304,34 @@ def test_a_batched_request_gets_the_attention_over_its_own_words_only(models):
         assert sum(got["attention"], []) == pytest.approx(sum(alone.attention.tolist(), []), abs=1e-5)
 
 
+def test_a_request_cancelled_while_queued_leaves_the_worker_serving():
+    """The worker answers a job whose future was cancelled meanwhile by skipping it, not by dying:
+    the other job of its batch and the next ones are answered."""
+    from seqcap.server_worker import Job, ModelWorker
+
+    gate = threading.Event()
+
+    class Slow:
+        task, device = "lm", "cpu"
+
+        def double(self, items):
+            gate.wait(10)
+            return [2 * x for x in items]
+
+    worker = ModelWorker("m", Slow(), max_batch=8, max_wait_ms=0)
+    try:
+        blocker = worker.submit(Job(Future(), items=[1], key=("k",), batch=lambda p, items: p.double(items)))
+        queued = [worker.submit(Job(Future(), items=[x], key=("k",), batch=lambda p, items: p.double(items)))
+                  for x in (2, 3)]  # fmt: skip
+        assert queued[0].cancel()  # still pending: the client went away
+        gate.set()
+        assert blocker.result(10) == [2] and queued[1].result(10) == [6]
+        after = worker.submit(Job(Future(), items=[5], key=("k",), batch=lambda p, items: p.double(items)))
+        assert after.result(10) == [10] and worker.thread.is_alive() and worker.in_flight == 0
+    finally:
+        worker.close()
+
+
 def test_batching_off_decodes_each_request_alone(models):
     bodies = [{"sentences": ["w1 w2 w3"]}, {"sentences": ["w4 w5"]}, {"sentences": ["w6 w7 w8"]}]
     responses, stats = serve_concurrently(models["rev"], bodies, ServerOptions(max_batch=1, max_wait_ms=5))
@@ -525,6 +554,8 @@ def test_a_multimodal_translator_takes_base64_images_and_equals_the_translator(m
         check({**one, "images": [b64(files[0])] * 2}, 422, "images: 2 for 1 sentences")
         check({**one, "images": [None]}, 422, "images[0] is null, but sentence 0 is not empty")
         assert c.post("/translate/mmt", json={**one, "images": [b64(files[0])]}).status_code == 200
+        many = {"sentences": sentences[:1] * 17, "images": [b64(files[0])] * 17}  # --max-images: 16
+        check(many, 413, "images: the count 17 is over this server's limit of 16 (--max-images)")
 
 
 def test_concurrent_multimodal_requests_are_batched_with_their_images(multimodal):

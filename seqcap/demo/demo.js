@@ -84,7 +84,8 @@ async function loadModels() {
   $("translate-panel").hidden = translators.length === 0;
   $("caption-part").hidden = captioners.length === 0;
   $("answer-part").hidden = answerers.length === 0;
-  $("image-panel").hidden = captioners.length + answerers.length === 0;
+  const multimodal = translators.some((name) => state.models[name].multimodal);
+  $("image-panel").hidden = captioners.length + answerers.length === 0 && !multimodal;
   $("generate-panel").hidden = lms.length === 0;
   showImageNote();
   say("");
