@@ -30,7 +30,7 @@ def bad_images() -> dict[str, bytes]:
 
 def malformed_image_request(rng: random.Random, caption_model: str) -> tuple[str, dict]:
     """A /caption request with a bad image, which a server must refuse with a 4xx: random bytes, a
-    truncated PNG (cut inside its pixel data) or an image over the default pixel limit."""
+    truncated PNG (cut anywhere after its 8-byte signature) or an image over the default pixel limit."""
     kind = rng.randrange(3)
     if kind == 0:
         name, data = "random.png", rng.randbytes(rng.randrange(1, 2000))

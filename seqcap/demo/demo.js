@@ -9,6 +9,7 @@ const state = {
   models: {},
   image: null, // the chosen image file (a File)
   caption: null, // the last caption response entry, with its attention
+  shown: 0, // counts the images chosen: an answer about an image no longer shown is dropped
 };
 
 const $ = (id) => document.getElementById(id);
@@ -178,6 +179,7 @@ function useImage(file) {
   }
   state.image = file;
   state.caption = null;
+  state.shown += 1; // answers about the previous image are dropped
   const preview = $("image-preview");
   if (preview.src) URL.revokeObjectURL(preview.src);
   preview.onload = () => {
@@ -239,8 +241,10 @@ async function caption() {
   form.append("beam_size", $("caption-beam").value);
   form.append("attention", String(withAttention));
   say(`Captioning with ${name}…`);
+  const shown = state.shown;
   try {
     const result = await api(`/caption/${encodeURIComponent(name)}`, { method: "POST", body: form });
+    if (shown !== state.shown) return; // another image was chosen meanwhile
     showCaption(result.captions[0]);
     say("");
   } catch (error) {
@@ -283,8 +287,10 @@ async function answer() {
   form.append("questions", question);
   form.append("top", "3");
   say(`Asking ${name}…`);
+  const shown = state.shown;
   try {
     const result = await api(`/answer/${encodeURIComponent(name)}`, { method: "POST", body: form });
+    if (shown !== state.shown) return;
     const list = $("answer-output");
     list.replaceChildren();
     for (const { answer: text, probability } of result.answers[0].top) {
@@ -335,7 +341,7 @@ function wire() {
   $("translate-model").addEventListener("change", showImageNote);
   $("translate-button").addEventListener("click", translate);
   $("translate-input").addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       translate();
     }
@@ -355,7 +361,7 @@ function wire() {
   $("caption-button").addEventListener("click", caption);
   $("answer-button").addEventListener("click", answer);
   $("question-input").addEventListener("keydown", (event) => {
-    if (event.key === "Enter") answer();
+    if (event.key === "Enter" && !event.isComposing) answer();
   });
   $("generate-button").addEventListener("click", generate);
   window.addEventListener("resize", () => {
