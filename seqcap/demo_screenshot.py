@@ -37,10 +37,20 @@ def find_browser() -> tuple[str | None, str]:
     return found, ""
 
 
-def take(url: str, out: Path, *, sentence: str, image: Path | None, question: str, token: str | None) -> None:
+def take(
+    url: str,
+    out: Path,
+    *,
+    sentence: str,
+    image: Path | None,
+    question: str,
+    token: str | None,
+    word: str | None = None,
+) -> None:
     """Opens `url`, gives the token if the page asks, translates `sentence`, chooses `image` (it is
-    captioned), asks `question`, samples the LM, each where the page has that panel; then a full-page
-    PNG at `out` (written whole: a temporary file renamed)."""
+    captioned; with `word`, the pointer rests on that word of the caption, so an attention
+    captioner's overlay shows it), asks `question`, samples the LM, each where the page has that
+    panel; then a full-page PNG at `out` (written whole: a temporary file renamed)."""
     from playwright.sync_api import sync_playwright
 
     browser_path, why = find_browser()
@@ -70,6 +80,12 @@ def take(url: str, out: Path, *, sentence: str, image: Path | None, question: st
             page.set_input_files("#image-input", str(image))
             if page.locator("#caption-part").is_visible():
                 page.wait_for_selector("#caption-output .word")
+                words = page.locator("#caption-output .word").all_inner_texts()
+                if word in words:
+                    page.locator("#caption-output .word").nth(words.index(word)).hover()
+                elif word is not None:
+                    print(f"note: the caption has no word {word!r}: the overlay shows the first word's",
+                          file=sys.stderr)  # fmt: skip
             if page.locator("#answer-part").is_visible():
                 page.fill("#question-input", question)
                 page.click("#answer-button")
@@ -91,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sentence", default="Open the file in a new window.")
     p.add_argument("--image", type=Path, default=None, help="an image to caption and ask about")
     p.add_argument("--question", default="what colour is the circle?")
+    p.add_argument("--word", help="a word of the caption to point at: its attention shows over the image")
     p.add_argument("--token", default=os.environ.get("SEQCAP_TOKEN"), help="default: $SEQCAP_TOKEN")
     args = p.parse_args(argv)
     if args.image is not None and not args.image.is_file():
@@ -110,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             image=args.image,
             question=args.question,
             token=args.token,
+            word=args.word,
         )
     except (RuntimeError, BrowserError) as e:  # no server at the URL, a refused token, a page that failed
         print(f"error: {args.url}: {str(e).splitlines()[0]}", file=sys.stderr)

@@ -261,16 +261,8 @@ def test_the_demo_page_translates_captions_and_answers_in_a_real_browser(
 
         # the screenshot command (the README's picture) on the same server, as a user runs it
         shot = tmp_path / "shots" / "demo.png"
-        args = [
-            "-m",
-            "seqcap.demo_screenshot",
-            base,
-            str(shot),
-            "--sentence",
-            sentence,
-            "--image",
-            str(images[0]),
-        ]
+        args = ["-m", "seqcap.demo_screenshot", base, str(shot), "--sentence", sentence,
+                "--image", str(images[0]), "--word", captions[0].tokens[-1]]  # fmt: skip
         env = cli_env(SEQCAP_TOKEN=TOKEN)
         result = subprocess.run(
             [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
