@@ -3,10 +3,11 @@ headless Chromium through Playwright (dev dependencies: `pip install -e '.[dev]'
 `chromium`): it fills every panel the page shows, waits for the answers, and writes a PNG.
 
     python -m seqcap.demo_screenshot http://127.0.0.1:8000 docs/images/demo_page.png \\
-        --sentence "Open the file in a new window." --image data/corpora/shapes-quickstart/images/x.png
+        --sentence "Could not open the file." --image .../test_00002.png --word triangle
 
-The README's picture is made this way on the quickstart's checkpoints (`make serve-demo`);
-tests/test_demo_page.py drives the same page step by step and checks what it shows.
+The README's picture is made this way (on `seqcap serve --quickstart --model caption=ATTENTION_CKPT`:
+the quickstart translator beside an attention captioner); tests/test_demo_page.py drives the same
+page step by step and checks what it shows.
 """
 
 from __future__ import annotations
