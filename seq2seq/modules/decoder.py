@@ -30,7 +30,9 @@ columns, W_ih [e; r] = W_e e + W_r r, and W_e e_t runs for all t in one matrix p
 Bahdanau attention in training W_r c_t = Σ_j α_tj (W_r h_j), so W_r h_j is projected once per
 source position (`memory_in`) and each step only weighs it (search, whose batch of beams shrinks
 and reorders, computes W_r c_t each step instead: a (B, S, G*H) tensor would be copied at every
-reorder); o_t = tanh(W_o [s_t; c_t; e_t]) runs for all t after the loop. The others run the
+reorder); o_t = tanh(W_o [s_t; c_t; e_t]) runs for all t after the loop. In training, the Bahdanau LSTM's loop
+runs as modules/decoder_loop.py (the same ops, its backward through time written out) where that
+applies (one LSTM layer, no image, no autocast; `fused_loop = False` turns it off). The others run the
 recurrence over all steps at once (`_features_parallel`). On a copy quantized by
 modules/quantize.py, `int8` holds W_e and W_r as int8 products and `step` uses them (None: float).
 
@@ -52,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seq2seq.modules import decoder_loop
 from seq2seq.modules.attention import BahdanauAttention, LuongAttention, masked_softmax
 from seq2seq.modules.rnn import RNN, RecurrentOptions
 
@@ -151,6 +154,7 @@ class RecurrentDecoder(nn.Module):
         if tie_embeddings:
             self.output.weight = self.embedding.weight
         self.int8 = None  # layer 0's W_e, W_r as int8 products (modules/quantize.py), None: float
+        self.fused_loop = True  # training's loop as modules/decoder_loop.py where it applies
 
     # -- state --------------------------------------------------------------------------------
     def init_state(
@@ -336,12 +340,15 @@ class RecurrentDecoder(nn.Module):
         else:
             w_e, w_rest = self._input_weights()
             xe = F.linear(e, w_e, self.rnn.cells["l0"].bias_ih)  # W_e e_t + b_ih for all t: (B, T, G*H)
-            outs, attn = [], []
-            for xe_t in xe.unbind(1):  # one backward node for all steps (xe[:, t] would make T)
-                out, state = self._advance(xe_t, state, w_rest)
-                outs.append(out)
-                attn.append(state["attention"])
-            o, attention = torch.stack(outs, 1), torch.stack(attn, 1)
+            if decoder_loop.applies(self, state):  # the same loop, its backward written out
+                o, attention = decoder_loop.run(self, xe, state)
+            else:
+                outs, attn = [], []
+                for xe_t in xe.unbind(1):  # one backward node for all steps (xe[:, t] would make T)
+                    out, state = self._advance(xe_t, state, w_rest)
+                    outs.append(out)
+                    attn.append(state["attention"])
+                o, attention = torch.stack(outs, 1), torch.stack(attn, 1)
             if not self.luong:  # o_t = tanh(W_o [s_t; c_t; e_t]) for all t at once
                 o = torch.tanh(self.pre_output(torch.cat([o, e], -1)))
         return self.dropout(o), attention
