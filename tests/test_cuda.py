@@ -89,3 +89,25 @@ def test_cuda_state_dict_loads_on_cpu():
     assert all(v.device.type == "cpu" for v in state.values())
     for (name, a), b in zip(model.state_dict().items(), cpu.state_dict().values()):
         torch.testing.assert_close(a.cpu(), b, msg=name)
+
+
+def test_written_out_decoder_loop_on_cuda_equals_autograd():
+    """modules/decoder_loop.py on CUDA: the training loop's outputs and every gradient equal the
+    autograd loop's (float64, so that only the summation order can differ)."""
+    model = (
+        Seq2Seq(11, 13, RecurrentOptions(embed_dim=16, hidden_size=32, dropout=0.0)).double().train().to(CUDA)
+    )
+    b = {k: v.to(CUDA) for k, v in batch().items()}
+    results = []
+    for fused in (True, False):
+        model.decoder.fused_loop = fused
+        model.zero_grad(set_to_none=True)
+        o, attention = model.features(b["src"], b["src_lengths"], b["tgt_in"])
+        weights = torch.linspace(-1, 1, o.numel(), dtype=o.dtype, device=CUDA).view(o.shape)
+        ((o * weights).sum() + attention.square().sum()).backward()
+        results.append(
+            [o.detach(), attention.detach()] + [p.grad for p in model.parameters() if p.grad is not None]
+        )
+    assert len(results[0]) == len(results[1])
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-8)
