@@ -5,8 +5,9 @@ an autograd node, and its backward pays per step what could be paid once per bat
 gradients of W_hh, W_q and of the projected memory are sums over time, taken step by step as
 T small products. This autograd Function runs the same forward ops without recording a graph
 and writes back-propagation through time (seed 002 eq. 8.10-8.24, here for the LSTM of eq.
-8.40-8.45 and the attention) by hand: per step only what the recurrence needs, every sum over
-time as one product after the loop. The forward values are the decoder's own (same ops, same
+8.40-8.45 and the attention) by hand: per step only what the recurrence needs, the sums over
+time of W_hh's, W_q's and the memories' gradients as one product each after the loop. The
+forward values are the decoder's own (same ops, same
 order); the gradients equal autograd's to float rounding (tests/seq2seq/test_decoder_loop.py).
 
 Forward, t = 1..T, from h_0, c_0 (the bridge) and per batch: memory h_j (B, S, M), keys U h_j
@@ -23,16 +24,19 @@ Backward, t = T..1, δs and δc' carried from step t+1 (zero after T):
 
     δs_t += ∂L/∂s_t                             δc'_t += δs_t ⊙ o ⊙ (1 - tanh² c'_t)
     δ[i; f; g; o] = [δc' ⊙ g ⊙ i(1-i); δc' ⊙ c'_{t-1} ⊙ f(1-f); δc' ⊙ i ⊙ (1-g²); δs ⊙ tanh c' ⊙ o(1-o)]
-    δα_tj = h_j·∂L/∂c_t + W_r h_j·δx_t          δe_tj = α_tj (δα_tj - Σ_k α_tk δα_tk)
-    δ(W_q s + U h_j) = δe_tj v ⊙ (1 - z_tj²)
+    δα_tj = h_j·∂L/∂c_t + W_r h_j·δx_t + ∂L/∂α_tj      δe_tj = α_tj (δα_tj - Σ_k α_tk δα_tk)
+    δ(W_q s + U h_j) = δe_tj v ⊙ (1 - z_tj²), added into δ(U h_j);  δv += Σ_j δe_tj z_tj
     δs_{t-1} = W_hhᵀ δ[i; f; g; o] + W_qᵀ Σ_j δ(W_q s + U h_j)     δc'_{t-1} = δc'_t ⊙ f
 
-After the loop, each at once: δW_hh = Σ_t δ[ifgo]_t s_{t-1}ᵀ, δW_q likewise, δxe = δ[ifgo],
-δ(W_r h_j) = Σ_t α_tj δx_t and δh_j = Σ_t α_tj ∂L/∂c_t (one batched product each), δv = Σ δe z.
+After the loop, each at once: δW_hh = Σ_t δ[ifgo]_t s_{t-1}ᵀ, δb_hh = Σ_t δ[ifgo]_t, δW_q
+likewise from δ(W_q s), δxe = δ[ifgo], δ(W_r h_j) = Σ_t α_tj δx_t and δh_j = Σ_t α_tj ∂L/∂c_t
+(one batched product each); δh_0, δc'_0 are what is carried past t = 1.
 
 `applies(decoder, state)` says when the decoder uses it: gradients on, the state of training
-(`memory_in`), Bahdanau attention without an image, one LSTM layer without peepholes, float
-(no autocast), not a quantized copy. Everything else keeps the autograd loop.
+(`memory_in`), Bahdanau attention without an image, one LSTM layer without peepholes, float32 or
+float64 without autocast (in bf16 or fp16 the products of P, Q, R below round more often than
+autograd's sigmoid' and tanh'), not a quantized copy. Everything else keeps the autograd loop.
+The loop reads the cell's and the attention's weights directly: hooks on those modules do not run.
 """
 
 from __future__ import annotations
@@ -77,16 +81,16 @@ class BahdanauLSTMLoop(torch.autograd.Function):
         h_prev = torch.stack([h0] + hs[:-1])  # s_{t-1}: (T, B, H)
         c_prev = torch.stack([c0] + cs[:-1])
         ctx.save_for_backward(
-            memory, memory_in, h_prev, c_prev, torch.stack(cs), torch.stack(acts), attention, w_hh, w_q, v
-        )
-        ctx.z, ctx.has_bias = zs, b_hh is not None  # z: a list, not copied into one tensor
+            memory, memory_in, h_prev, c_prev, torch.stack(cs), torch.stack(acts), attention, w_hh, w_q, v,
+            *zs,  # each step's own (B, S, A), not copied into one tensor; freed after backward
+        )  # fmt: skip
+        ctx.has_bias = b_hh is not None
         return out, attention
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out, d_attention):
-        memory, memory_in, h_prev, c_prev, c_all, acts, attention, w_hh, w_q, v = ctx.saved_tensors
-        z_all = ctx.z
+        memory, memory_in, h_prev, c_prev, c_all, acts, attention, w_hh, w_q, v, *z_all = ctx.saved_tensors
         T, B, G = acts.shape
         H, M, A = G // 4, memory.shape[-1], w_q.shape[0]
         if d_out is None:
@@ -142,11 +146,12 @@ def applies(decoder, state: dict) -> bool:
         and "memory_in" in state
         and decoder.fusion == "none"
         and not decoder.luong
-        and isinstance(decoder.attention, BahdanauAttention)
+        and type(decoder.attention) is BahdanauAttention
         and type(cell) is LSTMCell
         and not cell.peephole
         and decoder.rnn.num_layers == 1
         and decoder.int8 is None
+        and state["memory"].dtype in (torch.float32, torch.float64)
         and not torch.is_autocast_enabled(state["memory"].device.type)
     )
 

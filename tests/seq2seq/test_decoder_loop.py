@@ -119,3 +119,28 @@ def test_the_autograd_loop_runs_where_the_fused_one_does_not_apply(change):
         mp.setattr(decoder_loop.BahdanauLSTMLoop, "apply", lambda *a: pytest.fail("fused loop used"))
         with torch.set_grad_enabled(change != "no_grad"):
             model.features(src, src_lengths, tgt_in)
+
+
+def test_it_applies_only_to_float32_and_float64():
+    """In bf16 or fp16 (bf16-true, without autocast) the autograd loop runs: the written-out
+    backward's products of local derivatives would round more often than autograd's."""
+    model = _model(0, dtype=torch.float32)
+    src, src_lengths, tgt_in = _batch(0)
+    memory, mask, summary = model.encode(src, src_lengths)
+    state = model.decoder.init_state(memory, mask, summary)
+    assert decoder_loop.applies(model.decoder, state)
+    for dtype in (torch.bfloat16, torch.float16):
+        assert not decoder_loop.applies(model.decoder, {**state, "memory": state["memory"].to(dtype)})
+
+
+def test_the_saved_tensors_are_freed_after_backward():
+    """Every tensor the backward needs is saved with save_for_backward (none kept on the node
+    otherwise), so backward frees them all."""
+    model, batch = _model(0), _batch(0)
+    o, attention = model.features(*batch)
+    node = attention.grad_fn
+    assert type(node).__name__ == "BahdanauLSTMLoopBackward" and len(node.saved_tensors) > 10
+    assert not any(isinstance(v, (torch.Tensor, list, tuple)) for v in vars(node).values())
+    (o.sum() + attention.sum()).backward()
+    with pytest.raises(RuntimeError, match="freed"):
+        _ = node.saved_tensors
