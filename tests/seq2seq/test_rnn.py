@@ -153,3 +153,59 @@ def test_bad_arguments_give_clear_errors():
         RNN("transformer", 3, 4)
     with pytest.raises(ValueError, match=r"expected input \(B, T, 3\)"):
         RNN("rnn", 3, 4)(torch.randn(2, 5, 7))
+
+
+@pytest.mark.parametrize(
+    "layers, bidirectional, T, lengths, given_state",
+    [
+        (1, True, 9, [9, 7, 7, 3, 1], False),
+        (2, True, 12, [5, 10, 10, 2, 8], True),  # T past the longest row
+        (1, False, 6, [6, 6, 6], False),
+        (3, True, 8, [4, 8, 1, 4], True),
+    ],
+)
+def test_lstm_segments_on_the_cpu_equal_the_packed_path(
+    layers, bidirectional, T, lengths, given_state, monkeypatch
+):
+    """rnn.py's `_forward_segments` (oneDNN calls between distinct lengths, the backward direction
+    reversed within each row) computes the packed path's outputs, final states and gradients."""
+    from seq2seq.modules import rnn as rnn_module
+
+    torch.manual_seed(0)
+    rnn = RNN("lstm", 5, 7, num_layers=layers, bidirectional=bidirectional, impl="fused")
+    x = torch.randn(len(lengths), T, 5, requires_grad=True)
+    D = 2 if bidirectional else 1
+    state = tuple(torch.randn(layers * D, len(lengths), 7) for _ in range(2)) if given_state else None
+    calls = []
+    original = RNN._segments
+    monkeypatch.setattr(RNN, "_segments", lambda self, *a: calls.append(1) or original(self, *a))
+    results = []
+    for segments in (True, False):
+        x.grad = None
+        rnn.zero_grad()
+        if segments:
+            out, (h, c) = rnn._forward_segments(x, torch.tensor(lengths), state)
+        else:
+            monkeypatch.setattr(rnn_module, "SEGMENTS", False)
+            out, (h, c) = rnn(x, torch.tensor(lengths), state)
+        g = torch.Generator().manual_seed(1)
+        loss = sum((t * torch.randn(t.shape, generator=g)).sum() for t in (out, h, c))
+        loss.backward()
+        results.append([out.detach(), h.detach(), c.detach(), x.grad] + [p.grad for p in rnn.parameters()])
+    assert calls  # the segments ran
+    padded = torch.arange(T)[None, :] >= torch.tensor(lengths)[:, None]
+    assert results[0][0][padded].eq(0).all()
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_lstm_segments_are_used_for_batches_of_few_lengths(monkeypatch):
+    used = []
+    monkeypatch.setattr(RNN, "_forward_segments", lambda self, x, lengths, state: used.append(1) or (x, None))
+    rnn = RNN("lstm", 3, 4, impl="fused", bidirectional=True)
+    rnn(torch.randn(4, 9, 3), torch.tensor([9, 9, 8, 8]))  # 2 lengths in 9 steps
+    assert used == [1]
+    rnn(torch.randn(4, 9, 3), torch.tensor([9, 7, 4, 1]))  # 4 in 9: packing
+    rnn(torch.randn(4, 9, 3), torch.tensor([9, 9, 9, 9]))  # one length: packing
+    RNN("gru", 3, 4, impl="fused")(torch.randn(4, 9, 3), torch.tensor([9, 9, 8, 8]))  # an LSTM only
+    assert used == [1]
