@@ -1,5 +1,7 @@
 """The RNN layer: fused (torch.nn / cuDNN) and unrolled cells agree; padding is masked."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -209,3 +211,16 @@ def test_lstm_segments_are_used_for_batches_of_few_lengths(monkeypatch):
     rnn(torch.randn(4, 9, 3), torch.tensor([9, 9, 9, 9]))  # one length: packing
     RNN("gru", 3, 4, impl="fused")(torch.randn(4, 9, 3), torch.tensor([9, 9, 8, 8]))  # an LSTM only
     assert used == [1]
+
+
+def test_a_traced_lstm_packs_whatever_the_lengths(monkeypatch):
+    """Tracing (the ONNX export) records the packed path, whose lengths ONNX's LSTM takes; the
+    segments' Python loop over lengths would be frozen at the example's."""
+    rnn = RNN("lstm", 3, 4, impl="fused", bidirectional=True).eval().requires_grad_(False)
+    x, lengths = torch.randn(4, 9, 3), torch.tensor([9, 9, 8, 8])
+    expected = rnn(x, lengths)[0]  # eagerly: the segments
+    monkeypatch.setattr(RNN, "_forward_segments", lambda *a: pytest.fail("segments traced"))
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(lambda x, n: rnn(x, n)[0], (x, lengths), check_trace=False)
+        torch.testing.assert_close(traced(x, lengths), expected, atol=1e-6, rtol=1e-5)
