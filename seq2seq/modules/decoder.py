@@ -30,11 +30,12 @@ columns, W_ih [e; r] = W_e e + W_r r, and W_e e_t runs for all t in one matrix p
 Bahdanau attention in training W_r c_t = Σ_j α_tj (W_r h_j), so W_r h_j is projected once per
 source position (`memory_in`) and each step only weighs it (search, whose batch of beams shrinks
 and reorders, computes W_r c_t each step instead: a (B, S, G*H) tensor would be copied at every
-reorder); o_t = tanh(W_o [s_t; c_t; e_t]) runs for all t after the loop. In training, the Bahdanau LSTM's loop
-runs as modules/decoder_loop.py (the same ops, its backward through time written out) where that
-applies (one LSTM layer, no image, no autocast; `fused_loop = False` turns it off). The others run the
-recurrence over all steps at once (`_features_parallel`). On a copy quantized by
-modules/quantize.py, `int8` holds W_e and W_r as int8 products and `step` uses them (None: float).
+reorder); o_t = tanh(W_o [s_t; c_t; e_t]) runs for all t after the loop. In training, the
+Bahdanau LSTM's loop runs as modules/decoder_loop.py (the same ops, its backward through time
+written out) where that applies (one LSTM layer, no image, no autocast; `fused_loop = False`
+turns it off). The others run the recurrence over all steps at once (`_features_parallel`). On a
+copy quantized by modules/quantize.py, `int8` holds W_e and W_r as int8 products and `step` uses
+them (None: float).
 
 The decoder state is a dict of batch-first tensors, so search can reorder it by index:
   h, c: (B, L, H)   memory: (B, S, M)   keys: (B, S, A)   mask: (B, S)   context: (B, M)

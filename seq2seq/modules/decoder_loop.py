@@ -79,9 +79,8 @@ class BahdanauLSTMLoop(torch.autograd.Function):
         out = torch.cat([torch.stack(hs, 1), torch.stack(contexts, 1)], -1)  # (B, T, H + M)
         attention = torch.stack(alphas, 1)  # (B, T, S)
         h_prev = torch.stack([h0] + hs[:-1])  # s_{t-1}: (T, B, H)
-        c_prev = torch.stack([c0] + cs[:-1])
         ctx.save_for_backward(
-            memory, memory_in, h_prev, c_prev, torch.stack(cs), torch.stack(acts), attention, w_hh, w_q, v,
+            memory, memory_in, h_prev, c0, torch.stack(cs), torch.stack(acts), attention, w_hh, w_q, v,
             *zs,  # each step's own (B, S, A), not copied into one tensor; freed after backward
         )  # fmt: skip
         ctx.has_bias = b_hh is not None
@@ -90,12 +89,13 @@ class BahdanauLSTMLoop(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out, d_attention):
-        memory, memory_in, h_prev, c_prev, c_all, acts, attention, w_hh, w_q, v, *z_all = ctx.saved_tensors
+        memory, memory_in, h_prev, c0, c_all, acts, attention, w_hh, w_q, v, *z_all = ctx.saved_tensors
         T, B, G = acts.shape
         H, M, A = G // 4, memory.shape[-1], w_q.shape[0]
         if d_out is None:
             d_out = acts.new_zeros(B, T, H + M)
         i, f, g, o = acts.split(H, dim=-1)  # (T, B, H) each
+        c_prev = torch.cat([c0.unsqueeze(0), c_all[:-1]])  # c'_{t-1}
         # every step's local derivatives at once: δ[i; f; g] = δc' ⊙ P, δo = δs ⊙ Q, δc' += δs ⊙ R
         tanh_c = torch.tanh(c_all)
         P = torch.cat([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)], -1).view(T, B, 3, H)
@@ -109,7 +109,7 @@ class BahdanauLSTMLoop(torch.autograd.Function):
         d_q = acts.new_empty(T, B, A)
         d_keys = torch.zeros_like(z_all[0])
         d_v = torch.zeros_like(v)
-        d_h, d_c = torch.zeros_like(h_prev[0]), torch.zeros_like(c_prev[0])
+        d_h, d_c = torch.zeros_like(h_prev[0]), torch.zeros_like(c0)
         d_s = d_out[..., :H]
         for t in reversed(range(T)):
             d_h = d_h + d_s[:, t]

@@ -220,8 +220,9 @@ class RNN(nn.Module):
         T = x.shape[1]
         traced = torch.jit.is_tracing() or torch.compiler.is_compiling()  # export: ONNX's LSTM with lengths
         cpu_lstm = self.cell == "lstm" and x.device.type == "cpu" and x.dtype == torch.float32 and SEGMENTS
-        if cpu_lstm and not traced and 1 <= int(lengths.min()) and int(lengths.max()) <= T:
-            if 2 <= len(set(lengths.tolist())) <= T // 3:  # else packing (also its own errors)
+        if cpu_lstm and not traced:
+            rows = lengths.tolist()
+            if 1 <= min(rows) and max(rows) <= T and 2 <= len(set(rows)) <= T // 3:  # else packing
                 return self._forward_segments(x, lengths, state)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, final = self.fused(packed, state)
