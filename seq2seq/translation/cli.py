@@ -2,6 +2,7 @@
 
     python -m seq2seq.translation.cli --checkpoint CKPT [CKPT ...] [--beam-size 5] [--alpha 0.6]
         [--n-best 1] [--input FILE] [--output FILE] [--overwrite] [--batch-size 64] [--chunk-size 1000]
+        [--workers 1]
         [--attention-plot DIR] [--image-dir DIR] [--skip-bad] [--lm CKPT [--lm-weight W] [--lm-mode M]]
 
 Reads one sentence a line (stdin by default; UTF-8, a line that is not is an error naming it),
@@ -53,6 +54,7 @@ from seq2seq.lm.rescoring import add_lm_arguments, lm_from_args
 from seq2seq.predictor import add_inference_arguments
 from seq2seq.training.checkpoint import CheckpointError
 from seq2seq.translation.predictor import Translator
+from seq2seq.workers import add_workers_argument, check_workers
 
 PLOT_NAME = re.compile(r"\d{5,}(_image)?\.png")
 
@@ -142,7 +144,7 @@ def translate_stream(translator: Translator, lines: Iterator[str], out, args, or
         results = translator.translate(
             chunk, args.beam_size, args.alpha, args.n_best, args.batch_size,
             return_attention=plot_dir is not None, warn=warn,
-            images=images if translator.multimodal else None, first_line=first,
+            images=images if translator.multimodal else None, first_line=first, workers=args.workers,
         )  # fmt: skip
         text = []
         for k, options in enumerate(results):
@@ -201,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--attention-plot", metavar="DIR", help="write an attention heatmap PNG per sentence")
     add_inference_arguments(parser)
+    add_workers_argument(parser)
     parser.add_argument("--image-dir", default=".", help="folder of the IMAGE names (multimodal)")
     parser.add_argument("--skip-bad", action="store_true", help="go on past a missing or unreadable image")
     parser.add_argument(
@@ -213,8 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"need --beam-size >= 1 and 1 <= --n-best <= --beam-size, got {args.beam_size}, {args.n_best}"
         )
-    if args.batch_size < 1 or args.chunk_size < 1:
-        parser.error(f"--batch-size and --chunk-size must be >= 1, got {args.batch_size}, {args.chunk_size}")
+    if args.batch_size < 1 or args.chunk_size < 1 or args.workers < 1:
+        parser.error(
+            "--batch-size, --chunk-size and --workers must be >= 1, "
+            f"got {args.batch_size}, {args.chunk_size}, {args.workers}"
+        )
     origin = args.input or "<stdin>"
 
     def warn(message: str) -> None:
@@ -232,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint, args.device, quantize=args.quantize, unk_replace=not args.no_unk_replace
         )
         translator.use_lm(lm_from_args(args, translator.device))
+        check_workers(args.workers, translator.device)
         with contextlib.ExitStack() as stack:
             stream = stack.enter_context(open(args.input, "rb")) if args.input else sys.stdin.buffer
             out = sys.stdout

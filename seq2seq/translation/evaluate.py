@@ -1,6 +1,7 @@
 """Score a checkpoint on a test set: sacreBLEU (with its signature) and nltk corpus BLEU.
 
     python -m seq2seq.translation.evaluate --checkpoint CKPT [CKPT ...] --src FILE --ref FILE [--beam-size 5]
+        [--workers 1]
         [--lm CKPT [--lm-weight W] [--lm-mode rescore|fusion]]
         [--images FILE --image-dir DIR [--skip-bad] [--shuffle-images SEED]] [--output FILE [--overwrite]]
 
@@ -34,6 +35,7 @@ from seq2seq.predictor import add_inference_arguments
 from seq2seq.training.checkpoint import CheckpointError
 from seq2seq.training.metrics import nltk_bleu, sacre_bleu
 from seq2seq.translation.predictor import Translator
+from seq2seq.workers import add_workers_argument, check_workers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=0.6)
     parser.add_argument("--batch-size", type=int, default=64)
     add_inference_arguments(parser)
+    add_workers_argument(parser)
     parser.add_argument("--images", help="image list, one file name a line (multimodal checkpoints)")
     parser.add_argument("--image-dir", default=".", help="folder the image names are relative to")
     parser.add_argument("--skip-bad", action="store_true", help="leave out pairs whose image is bad")
@@ -65,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
         translator = Translator.from_checkpoint(args.checkpoint, args.device, quantize=args.quantize)
         translator.use_lm(lm_from_args(args, translator.device))
+        check_workers(args.workers, translator.device)
         images = None
         if translator.multimodal != (args.images is not None):
             raise DataError(
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 random.Random(args.shuffle_images).shuffle(images)
         hyps = [t[0].text for t in translator.translate(
             src, args.beam_size, args.alpha, batch_size=args.batch_size,
-            progress=len(src) > args.batch_size, images=images,
+            progress=len(src) > args.batch_size, images=images, workers=args.workers,
         )]  # fmt: skip
         bleu, signature = sacre_bleu(hyps, ref)
         copy, _ = sacre_bleu(src, ref)

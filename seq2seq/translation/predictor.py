@@ -36,6 +36,7 @@ from seq2seq.search import SearchOptions
 from seq2seq.training.checkpoint import CheckpointError, build_from_hparams, seqcap_state
 from seq2seq.translation.network import BANNED, Seq2Seq, pad_batch
 from seq2seq.translation.unknowns import replace_unknowns
+from seq2seq.workers import map_in_workers, usable
 
 
 def rgb_of(image: str | Path | Image.Image) -> Image.Image:
@@ -160,6 +161,7 @@ class Translator(Predictor):
         features: torch.Tensor | None = None,
         first_line: int = 1,
         method: Literal["beam", "greedy"] = "beam",
+        workers: int = 1,
     ) -> list[list[Translation]]:
         """One list of n_best translations per sentence, in input order (empty in, empty out).
         A multimodal model takes one image a sentence: `images` (paths or PIL images; None for an
@@ -168,7 +170,9 @@ class Translator(Predictor):
         (N, R, C), e.g. from the feature cache; with attention fusion a Translation has its
         attention over the image grid too (image_attention, (T, R)). A warning names sentence i as
         line first_line + i (a caller that translates a file in chunks passes the chunk's first line).
-        method "greedy" takes the likeliest word at every step (beam_size, alpha and n_best unused)."""
+        method "greedy" takes the likeliest word at every step (beam_size, alpha and n_best unused).
+        workers > 1 decodes the batches in that many forked processes of one thread each, on the CPU
+        (seq2seq/workers.py): the same translations, more sentences/s on several cores."""
         if self.multimodal and images is None and features is None:
             raise DataError("this checkpoint translates a sentence with its image: give one image a sentence")
         if not self.multimodal and (images is not None or features is not None):
@@ -204,24 +208,49 @@ class Translator(Predictor):
         results: list[list[Translation]] = [[Translation("", 0.0, [])] * n_best for _ in sentences]
         todo = sorted((i for i, (ids, _, _) in enumerate(encoded) if ids), key=lambda i: len(encoded[i][0]))
         batches = [todo[k : k + batch_size] for k in range(0, len(todo), batch_size)]
-        for batch in tqdm(batches, desc="translating", unit="batch", disable=not progress, file=sys.stderr):
+        workers = usable(workers, self.device)
+        if workers > 1:
+            batches.reverse()  # the longest first: no worker is left with a long batch at the end
+
+        @torch.inference_mode()  # in a forked worker too
+        def run(batch: list[int]) -> list[list[Translation]]:
             src, lengths = pad_batch([encoded[i][0] for i in batch])
             src, lengths = src.to(self.device), lengths.to(self.device)
             hyps = self._search(src, lengths, member_features, batch, search_options, return_attention)
-            for i, options in zip(batch, hyps):
-                results[i] = []
-                for h in options:
-                    attention, image_attention = self._split_attention(h.attention, member_features[0])
-                    if attention is not None:  # (T, S) over this sentence's words, not the batch's padding
-                        attention = attention[:, : len(encoded[i][0])]
-                    tokens = self.tgt_vocab.decode(h.tokens)
-                    if self.unk_replace:
-                        tokens = replace_unknowns(tokens, attention, encoded[i][1])
-                    text = self.tgt_tokenizer.detokenize(tokens)
-                    results[i].append(Translation(text, h.score, tokens, attention, image_attention))
-                if rescoring:
-                    results[i] = self._rescore(results[i], options, alpha)[:n_best]
+            return [
+                self._translations(
+                    options, encoded[i], member_features[0], alpha, n_best if rescoring else None
+                )
+                for i, options in zip(batch, hyps)
+            ]
+
+        done = map_in_workers(run, batches, workers)
+        bar = tqdm(
+            total=len(batches), desc="translating", unit="batch", disable=not progress, file=sys.stderr
+        )
+        with bar:
+            for batch, translations in zip(batches, done):
+                for i, options in zip(batch, translations):
+                    results[i] = options
+                bar.update()
         return results
+
+    def _translations(
+        self, hyps, encoded, features, alpha: float, rescore_to: int | None
+    ) -> list[Translation]:
+        """One sentence's hypotheses as Translations (its `encoded` ids and tokens); with
+        `rescore_to`, the list rescored by the LM and cut to that many."""
+        out = []
+        for h in hyps:
+            attention, image_attention = self._split_attention(h.attention, features)
+            if attention is not None:  # (T, S) over this sentence's words, not the batch's padding
+                attention = attention[:, : len(encoded[0])]
+            tokens = self.tgt_vocab.decode(h.tokens)
+            if self.unk_replace:
+                tokens = replace_unknowns(tokens, attention, encoded[1])
+            text = self.tgt_tokenizer.detokenize(tokens)
+            out.append(Translation(text, h.score, tokens, attention, image_attention))
+        return out if rescore_to is None else self._rescore(out, hyps, alpha)[:rescore_to]
 
     def _search(self, src, lengths, member_features, batch, search_options, return_attention):
         """Beam search over the batch (B, S) with every model of the ensemble (and the LM in
