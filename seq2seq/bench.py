@@ -20,7 +20,6 @@ Numbers, not a test: run it on an idle machine.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import resource
 import statistics
@@ -32,6 +31,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from data.datamodules.translation import ParallelTextDataModule
+from data.prepared.store import cores
 from seq2seq.modules.rnn import RecurrentOptions
 from seq2seq.training.checkpoint import resolve_device
 from seq2seq.translation.module import TranslationModule
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--decode-sentences", type=int, default=0, help="0: the whole test set")
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument(
-        "--decode-workers", type=int, default=len(os.sched_getaffinity(0)), metavar="N",
+        "--decode-workers", type=int, default=cores(), metavar="N",
         help="also decode in N forked one-thread processes (CPU; default: this process's cores; 1: not)",
     )  # fmt: skip
     parser.add_argument("--device", default="auto")
@@ -229,6 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--anchor", choices=["joeynmt"], help="also train one epoch of JoeyNMT and of seqcap")
     parser.add_argument("--joeynmt-python", help="the interpreter that has joeynmt (default: this one)")
     args = parser.parse_args(argv)
+    if args.decode_workers < 1:
+        parser.error(f"--decode-workers must be >= 1, got {args.decode_workers}")
     device = resolve_device(args.device)
 
     peak = sgemm_gflops(device)

@@ -15,7 +15,10 @@ process as it would without workers.
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
 import torch
@@ -23,7 +26,7 @@ import torch
 T = TypeVar("T")
 R = TypeVar("R")
 
-_work: Callable | None = None  # the function the forked workers call (inherited, never pickled)
+_work: Callable | None = None  # in a worker: the function it runs (set by _start, inherited by fork)
 
 
 def usable(workers: int, device: torch.device | str) -> int:
@@ -36,30 +39,49 @@ def usable(workers: int, device: torch.device | str) -> int:
     return workers if "fork" in multiprocessing.get_all_start_methods() else 1
 
 
-def _one_thread() -> None:
+def _start(work: Callable) -> None:
+    """A worker's initializer: one torch thread, and `work` (handed over by fork, not pickled)."""
+    global _work
+    _work = work
     torch.set_num_threads(1)
 
 
-def _call(item):
-    return _work(item)
+def _call(item) -> bytes:
+    """work(item) pickled here, by value: torch's own pickler would send each tensor as a file
+    descriptor of shared memory, and thousands of results would exhaust the parent's descriptors.
+    An exception that could not be rebuilt in the parent comes back as a RuntimeError naming it."""
+    try:
+        return pickle.dumps(_work(item), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:
+        try:
+            pickle.loads(pickle.dumps(e))
+        except Exception:
+            raise RuntimeError(f"{type(e).__name__}: {e}") from None
+        raise
 
 
 def map_in_workers(work: Callable[[T], R], items: Sequence[T], workers: int) -> Iterator[R]:
     """work(item) for every item, in order. With workers > 1 (and fork available) each item runs in
     one of `workers` forked processes of one torch thread, handed out one at a time as workers come
     free: give the longest items first, so that no worker is left with a long one at the end. An
-    exception in a worker is raised here; leaving the iterator early stops the workers."""
+    exception in a worker is raised here; a worker that dies (killed, out of memory) raises
+    RuntimeError; leaving the iterator early cancels the items not started."""
     if workers <= 1 or len(items) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         yield from map(work, items)
         return
-    global _work
-    _work = work
+    pool = ProcessPoolExecutor(
+        min(workers, len(items)), mp_context=multiprocessing.get_context("fork"),
+        initializer=_start, initargs=(work,),
+    )  # fmt: skip
     try:
-        context = multiprocessing.get_context("fork")
-        with context.Pool(min(workers, len(items)), initializer=_one_thread) as pool:
-            yield from pool.imap(_call, items, chunksize=1)
+        for result in pool.map(_call, items):
+            yield pickle.loads(result)
+    except BrokenProcessPool:
+        raise RuntimeError(
+            "a worker process died (killed, or out of memory?): run again with fewer --workers"
+        ) from None
     finally:
-        _work = None
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def add_workers_argument(parser) -> None:

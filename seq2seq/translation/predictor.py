@@ -243,8 +243,11 @@ class Translator(Predictor):
         out = []
         for h in hyps:
             attention, image_attention = self._split_attention(h.attention, features)
-            if attention is not None:  # (T, S) over this sentence's words, not the batch's padding
-                attention = attention[:, : len(encoded[0])]
+            if attention is not None:  # (T, S) over this sentence's words, not the batch's padding;
+                # copies: a view would keep (and a worker would pickle) the whole batch's history
+                attention = attention[:, : len(encoded[0])].clone()
+            if image_attention is not None:
+                image_attention = image_attention.clone()
             tokens = self.tgt_vocab.decode(h.tokens)
             if self.unk_replace:
                 tokens = replace_unknowns(tokens, attention, encoded[1])

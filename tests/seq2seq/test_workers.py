@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 
 import pytest
 import torch
@@ -21,6 +23,10 @@ pytestmark = pytest.mark.skipif(
 
 def where_and_how(item: int) -> tuple[int, int, int]:
     return item * item, os.getpid(), torch.get_num_threads()
+
+
+def identity(item: int) -> int:
+    return item
 
 
 def fails_on_three(item: int) -> int:
@@ -45,6 +51,69 @@ def test_one_worker_runs_here():
 def test_an_error_in_a_worker_is_raised_here():
     with pytest.raises(ValueError, match="item 3 is bad"):
         list(workers.map_in_workers(fails_on_three, list(range(6)), 2))
+
+
+class NeedsTwo(Exception):
+    def __init__(self, path, why):  # pickles, but cannot be rebuilt from its args alone
+        super().__init__(f"{path}: {why}")
+
+
+def raises_unrebuildable(item: int) -> int:
+    raise NeedsTwo(f"file{item}", "is bad")
+
+
+def dies_on_two(item: int) -> int:
+    if item == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return item
+
+
+def tensor_of(item: int) -> torch.Tensor:
+    return torch.full((3, 4), float(item))[:, :2]  # a view, as attention slices are
+
+
+def test_an_exception_the_parent_cannot_rebuild_comes_back_named():
+    with pytest.raises(RuntimeError, match="NeedsTwo: file0: is bad"):
+        list(workers.map_in_workers(raises_unrebuildable, [0, 1], 2))
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang():
+    with pytest.raises(RuntimeError, match="a worker process died"):
+        list(workers.map_in_workers(dies_on_two, list(range(6)), 2))
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_tensors_come_back_by_value_not_as_file_descriptors():
+    """torch's pickler would send each tensor as a shared-memory descriptor: 2,000 results would
+    hold 2,000 of the parent's descriptors (a hang past the limit)."""
+    before = open_descriptors()
+    out = list(workers.map_in_workers(tensor_of, list(range(2000)), 2))
+    assert open_descriptors() - before < 20
+    assert all(torch.equal(t, torch.full((3, 2), float(k))) for k, t in enumerate(out))
+
+
+def test_two_threads_each_get_their_own_work_done():
+    """The function travels to the workers through fork, not through a module global the other
+    thread could replace."""
+    got: dict[str, list] = {}
+
+    def run(name: str, fn) -> None:
+        got[name] = list(workers.map_in_workers(fn, list(range(40)), 2))
+
+    threads = [
+        threading.Thread(target=run, args=("squares", where_and_how)),
+        threading.Thread(target=run, args=("same", identity)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert [r[0] for r in got["squares"]] == [k * k for k in range(40)]
+    assert got["same"] == list(range(40))
 
 
 def test_usable_refuses_no_workers_and_workers_on_a_gpu():
@@ -112,8 +181,21 @@ def test_evaluate_cli_with_workers_scores_what_one_process_scores(trained_run):
     assert scores[0] == scores[1] and scores[0]["sentences"] == 50
 
 
-def test_translate_cli_refuses_no_workers(trained_run):
+def test_translate_and_evaluate_refuse_no_workers(trained_run):
     result = run_python([*TRANSLATE, "--checkpoint", str(trained_run.last_ckpt), "--workers", "0"], cwd=REPO)
     assert result.returncode == 2
     assert "--workers must be >= 1, got 64, 1000, 0" in result.stderr
+    assert "Traceback" not in result.stderr
+    evaluate = [
+        "-m",
+        "seq2seq.translation.evaluate",
+        "--checkpoint",
+        "missing.ckpt",
+        "--src",
+        "a",
+        "--ref",
+        "b",
+    ]
+    result = run_python([*evaluate, "--workers", "-1"], cwd=REPO)
+    assert result.returncode == 2 and "--workers must be >= 1, got -1" in result.stderr  # before any loading
     assert "Traceback" not in result.stderr
