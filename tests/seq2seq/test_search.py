@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from data.core.vocab import BOS, EOS, PAD
-from seq2seq import search
+from seq2seq import search, topk
 from seq2seq.modules.rnn import RecurrentOptions
 from seq2seq.search import SearchOptions
 from seq2seq.translation.network import Seq2Seq, pad_batch
@@ -538,44 +538,7 @@ def test_seq2seq_translate_never_outputs_pad_or_bos():
         assert all(t not in (0, 2) for h in hyps for t in h[0].tokens), method
 
 
-# -- the two-pass top-k of beam search -----------------------------------------------------------
-@pytest.mark.parametrize("shape", [(320, 8000), (160, 8000), (8, 2560), (40, 32000)])
-def test_top_words_equals_topk(shape):
-    g = torch.Generator().manual_seed(sum(shape))
-    x = torch.randn(shape, generator=g).log_softmax(-1)
-    x[:, :3] = float("-inf")  # banned words
-    values, indices = search.top_words(x, 10)
-    expected = x.topk(10, dim=-1)
-    assert torch.equal(values, expected.values) and torch.equal(indices, expected.indices)
-
-
-def test_top_words_values_are_exact_with_ties():
-    """Equal values in different blocks: the values are topk's; each index points at its value."""
-    g = torch.Generator().manual_seed(1)
-    x = torch.randint(0, 40, (64, 4096), generator=g).float()  # many ties
-    values, indices = search.top_words(x, 10)
-    assert torch.equal(values, x.topk(10, dim=-1).values)
-    assert torch.equal(x.gather(1, indices), values)
-    assert all(len(set(row)) == 10 for row in indices.tolist())
-
-
-@pytest.mark.parametrize("shape", [(5, 8000), (320, 8004), (320, 600)])
-def test_top_words_takes_topk_where_two_passes_do_not_apply(shape, monkeypatch):
-    """One beam's rows, a vocabulary not a multiple of the block, too few blocks: torch's topk."""
-    calls = []
-    original = torch.Tensor.topk
-
-    def counted(t, *args, **kwargs):
-        calls.append(t.shape)
-        return original(t, *args, **kwargs)
-
-    monkeypatch.setattr(torch.Tensor, "topk", counted)
-    x = torch.randn(shape)
-    values, indices = search.top_words(x, 10)
-    assert calls == [torch.Size(shape)]
-    assert torch.equal(values, original(x, 10, dim=-1).values)
-
-
+# -- the two-pass top-k of beam search (seq2seq/topk.py; its own tests in test_topk.py) -------------
 def test_beam_search_with_two_pass_top_k_equals_one_topk(monkeypatch):
     """A model over 640 words with 8-word blocks: the two passes run (80 blocks >= 4 x 2K) and the
     hypotheses are those of torch's topk."""
@@ -588,7 +551,7 @@ def test_beam_search_with_two_pass_top_k_equals_one_topk(monkeypatch):
     options = SearchOptions(method="beam", beam_size=5, n_best=3, alpha=0.6, max_len=12)
     used = []
     original = search.top_words
-    monkeypatch.setattr(search, "TOPK_BLOCK", 8)
+    monkeypatch.setattr(topk, "TOPK_BLOCK", 8)
     monkeypatch.setattr(search, "top_words", lambda x, k: used.append(x.shape) or original(x, k))
     two_pass = model.translate(src, lengths, options)
     monkeypatch.setattr(search, "top_words", lambda x, k: x.topk(k, dim=-1))
