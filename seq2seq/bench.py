@@ -251,7 +251,9 @@ def main(argv: list[str] | None = None) -> None:
     else:  # outputs of a model trained for a few steps: their lengths say little about a real model's
         translator, which = benchmark_translator(t["module"], t["dm"]), f"the {args.steps}-step"
     workers = args.decode_workers if translator.device.type == "cpu" else 1
-    d = decode(translator, args.data, args.decode_sentences, args.beam_size, workers)
+    d = decode(
+        translator, args.data, sentences=args.decode_sentences, beam_size=args.beam_size, workers=workers
+    )
     print(f"train: {t['tokens_per_s']:,.0f} target tokens/s; decode: {d['sentences_per_s']:,.1f} sentences/s")
     rows.append(
         (

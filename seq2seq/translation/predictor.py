@@ -219,8 +219,12 @@ class Translator(Predictor):
             hyps = self._search(src, lengths, member_features, batch, search_options, return_attention)
             return [
                 self._translations(
-                    options, encoded[i], member_features[0], alpha, n_best if rescoring else None
-                )
+                    options,
+                    encoded[i],
+                    features=member_features[0],
+                    alpha=alpha,
+                    rescore_to=n_best if rescoring else None,
+                )  # fmt: skip
                 for i, options in zip(batch, hyps)
             ]
 
@@ -236,7 +240,7 @@ class Translator(Predictor):
         return results
 
     def _translations(
-        self, hyps, encoded, features, alpha: float, rescore_to: int | None
+        self, hyps, encoded, *, features, alpha: float, rescore_to: int | None
     ) -> list[Translation]:
         """One sentence's hypotheses as Translations (its `encoded` ids and tokens); with
         `rescore_to`, the list rescored by the LM and cut to that many."""
