@@ -23,6 +23,8 @@ from typing import TypeVar
 
 import torch
 
+from data.core.parallel import DataError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -94,8 +96,6 @@ def add_workers_argument(parser) -> None:
 
 def check_workers(workers: int, device: torch.device) -> None:
     """--workers for a CLI: DataError (exit 2, one line) where usable() refuses it."""
-    from data.core.parallel import DataError
-
     try:
         usable(workers, device)
     except ValueError as e:
