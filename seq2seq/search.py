@@ -192,14 +192,13 @@ def beam_search(
     limit = _max_lengths(max_len, B, device)
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
     active = [b for b in range(B) if limit[b] > 0]  # inputs still decoding: rows of what follows
-    state = reorder_state(state, torch.tensor(active, dtype=torch.long, device=device).repeat_interleave(K))
-    # A tensor the step function passes through untouched (the same object, e.g. the encoder
-    # memory) holds K identical rows per input: reordering beams within an input cannot change it.
-    # `initial` keeps the tensors alive, so their ids cannot be reused by new ones.
-    initial = _tensors_by_id(state)
+    if len(active) < B:
+        state = reorder_state(state, torch.tensor(active, dtype=torch.long, device=device))
     limit = limit[active]
     A = len(active)
-    tokens = torch.full((A * K,), bos, dtype=torch.long, device=device)
+    # The first step runs once an input: its K beams are still one (<bos>, the same state). Its
+    # results are then repeated to K rows an input, and so is the state.
+    tokens = torch.full((A,), bos, dtype=torch.long, device=device)
     beam_scores = torch.full((A, K), float("-inf"), device=device)
     beam_scores[:, 0] = 0.0  # all beams start identical: keep one alive
     history = torch.zeros(A * K, 0, dtype=torch.long, device=device)
@@ -207,11 +206,20 @@ def beam_search(
 
     for t in range(int(limit.max().item()) if A else 0):
         logits, state = step_fn(tokens, state)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (A*K, V)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (A*K, V); (A, V) at t = 0
         # only a beam's own 2K best words can be among its input's 2K best continuations: rank
         # those, (A, K*2K), instead of all K*V (same scores, a third of the time at 8k words)
         per_beam = min(2 * K, log_probs.shape[-1])
         best_log_probs, best_words = top_words(log_probs, per_beam)  # (A*K, per_beam)
+        if t == 0:
+            beams = torch.arange(A, device=device).repeat_interleave(K)
+            best_log_probs, best_words = best_log_probs[beams], best_words[beams]
+            state = reorder_state(state, beams)
+            # A tensor the step function passes through untouched from now on (the same object,
+            # e.g. the encoder memory) holds K identical rows per input: reordering beams within
+            # an input cannot change it. `initial` keeps the tensors alive, so their ids cannot be
+            # reused by new ones.
+            initial = _tensors_by_id(state)
         candidates = (beam_scores.view(-1, 1) + best_log_probs).view(A, K * per_beam)
         top_scores, top_index = candidates.topk(min(2 * K, K * per_beam), dim=1)  # (A, 2K)
         top_beam, top_token = top_index // per_beam, best_words.view(A, K * per_beam).gather(1, top_index)

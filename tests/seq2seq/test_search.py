@@ -556,6 +556,32 @@ def test_beam_search_with_two_pass_top_k_equals_one_topk(monkeypatch):
     two_pass = model.translate(src, lengths, options)
     monkeypatch.setattr(search, "top_words", lambda x, k: x.topk(k, dim=-1))
     one_topk = model.translate(src, lengths, options)
-    assert used and used[0] == (60, 640)
+    assert used[:2] == [(12, 640), (60, 640)]  # the first step once an input, then 5 beams each
     for got, expected in zip(two_pass, one_topk):
         assert_same_hyps(got, expected, tol=0.0)
+
+
+@torch.no_grad()
+def test_beam_search_runs_the_first_step_once_an_input():
+    """The K beams of an input are one until the first step: it runs on one row an input (those
+    with max_len 0 left out), the later steps on K rows; the hypotheses are those of each input
+    decoded alone, and an input with max_len 0 gets the empty one."""
+    model = make_model("attention", "bahdanau")
+    src, lengths = source_batch()
+    step, state = model.decoding_start(src, lengths)
+    rows = []
+
+    def counting(tokens, state):
+        rows.append(tokens.shape[0])
+        return step(tokens, state)
+
+    limit = torch.tensor([default_limit(0), 0, default_limit(2), default_limit(3)])
+    got = search.beam_search(counting, state, 4, BOS, EOS, beam_size=3, max_len=limit, n_best=3)
+    assert rows[:2] == [3, 9]
+    assert [h.tokens for h in got[1]] == [[]]
+    for b in (0, 2, 3):
+        step_b, state_b = model.decoding_start(*alone(b))
+        expected = search.beam_search(
+            step_b, state_b, 1, BOS, EOS, beam_size=3, max_len=default_limit(b), n_best=3
+        )
+        assert_same_hyps(got[b], expected[0])
