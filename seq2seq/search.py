@@ -234,15 +234,20 @@ def beam_search(
         last = t + 1 >= limit
         finish = (is_eos | last[:, None]) & torch.isfinite(top_scores)
         finish[:, K:] = False
-        if finish.any():
-            hist, top_s, rows = history.tolist(), top_scores.tolist(), (base + top_beam).tolist()
+        if finish.any():  # Python lists from here: one conversion each, not an op per element
+            where = finish.nonzero().tolist()
+            rows = (base + top_beam).tolist()
+            ended = [rows[a][j] for a, j in where]
+            hist = history.index_select(0, torch.tensor(ended, device=device)).tolist()
+            top_s, top_t = top_scores.tolist(), top_token.tolist()
             lp = length_penalty(t + 1, alpha)
-            for a, j in finish.nonzero().tolist():
-                row, tok = rows[a][j], int(top_token[a, j])
-                toks = hist[row] + ([] if tok == eos else [tok])
+            for (a, j), row, toks in zip(where, ended, hist):
+                if top_t[a][j] != eos:
+                    toks.append(top_t[a][j])
                 att = attn_history[row][: len(toks)] if attn_history is not None else None
                 finished[active[a]].append(Hypothesis(toks, top_s[a][j] / lp, att))
-        still = [a for a in range(A) if len(finished[active[a]]) < K and not bool(last[a])]
+        at_limit = last.tolist()
+        still = [a for a in range(A) if len(finished[active[a]]) < K and not at_limit[a]]
         if not still:
             break
 
