@@ -117,11 +117,10 @@ def beam_search(
     B, K = len(max_len), beam_size
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
     active = [b for b in range(B) if max_len[b] > 0]
-    rows = np.repeat(np.asarray(active, dtype=np.int64), K)
-    state = {k: v[rows] for k, v in state.items()}
+    state = {k: v[active] for k, v in state.items()}
     limit = max_len[active]
     A = len(active)
-    tokens = np.full(A * K, BOS, dtype=np.int64)
+    tokens = np.full(A, BOS, dtype=np.int64)  # the first step once an input, then K beams each
     beam_scores = np.full((A, K), -np.inf, dtype=np.float32)
     beam_scores[:, 0] = 0.0  # all beams start identical: keep one alive
     history = np.zeros((A * K, 0), dtype=np.int64)
@@ -132,6 +131,10 @@ def beam_search(
         best_words = top(logits, per_beam)  # a beam's 2K best words: (A*K, per_beam)
         row_max, log_sum = _shift_and_log_sum(logits)
         best_log_probs = (np.take_along_axis(logits, best_words, 1) - row_max) - log_sum
+        if t == 0:
+            beams = np.repeat(np.arange(A), K)
+            best_words, best_log_probs = best_words[beams], best_log_probs[beams]
+            state = {k: v[beams] for k, v in state.items()}
         candidates = (beam_scores.reshape(-1, 1) + best_log_probs).reshape(A, K * per_beam)
         top_index = np.argsort(-candidates, axis=1, kind="stable")[:, : min(2 * K, K * per_beam)]
         top_scores = np.take_along_axis(candidates, top_index, 1)  # (A, 2K)
