@@ -27,7 +27,7 @@ from captioning.captioner.network import CAPTION_SEARCH, ShowAttendTell, ShowTel
 from data.core.caption_sources import TOKENIZER_NAME
 from data.core.images import ImageFileError, check_image, load_rgb
 from data.core.vocab import BOS, EOS, PAD, Vocabulary
-from seq2seq import search
+from seq2seq import combine, search
 from seq2seq.modules.vision import ImageEncoder
 from seq2seq.predictor import Predictor, image_transform
 from seq2seq.search import SearchOptions
@@ -250,9 +250,9 @@ class Captioner(Predictor):
             pixels = torch.stack([member.transform(rgb) for rgb in images]).to(self.device)
             features = member.encoder(pixels)
             starts.append((member.model.step, member.model.init_state(features)))
-        step, state = search.ensemble(starts)
+        step, state = combine.ensemble(starts)
         if self.lm is not None and self.lm.mode == "fusion" and self.lm.weight != 0:
-            step, state = search.fuse((step, state), self.lm.fusion_start(len(images)), self.lm.weight)
+            step, state = combine.fuse((step, state), self.lm.fusion_start(len(images)), self.lm.weight)
         return search.decode(
             step, state, len(images), bos=BOS, eos=EOS, search=options, max_len=options.max_len,
             generator=generator, return_attention=return_attention, banned=(PAD, BOS),

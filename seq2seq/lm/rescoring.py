@@ -76,7 +76,7 @@ class LanguageModelScoring:
         self.index = torch.tensor(ids, dtype=torch.long, device=self.lm.device)
 
     def fusion_start(self, batch_size: int):
-        """-> (step function, initial state) for search.fuse: the LM's log-probabilities over the
+        """-> (step function, initial state) for combine.fuse: the LM's log-probabilities over the
         bound vocabulary, (N, V_decoder), from <bos> and a zero state."""
         if self.index is None:
             raise ValueError("bind() the language model to the decoder's vocabulary before fusion")

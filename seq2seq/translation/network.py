@@ -78,7 +78,7 @@ class Seq2Seq(nn.Module):
 
     def decoding_start(self, src: Tensor, src_lengths: Tensor, image: Tensor | None = None):
         """-> (step function, initial state) of this batch: what seq2seq.search decodes from, and
-        what search.ensemble and search.fuse combine with other models'."""
+        what combine.ensemble and combine.fuse combine with other models'."""
         memory, mask, summary = self.encode(src, src_lengths)
         return self.decoder.step, self.decoder.init_state(memory, mask, summary, image)
 

@@ -9,7 +9,7 @@ A multimodal checkpoint (fusion other than "none") also holds its CNN: `translat
 image a sentence (paths, PIL images, or precomputed grid features), preprocessed as in training.
 
 Several checkpoints (`Translator.from_checkpoint([A, B])`) translate as an ensemble: one beam search
-over the log of the models' mean probability (seq2seq.search.ensemble), each model with its own
+over the log of the models' mean probability (seq2seq.combine.ensemble), each model with its own
 CNN for a multimodal ensemble; attention (plots, <unk> replacement) is the first model's.
 `use_lm` adds a target-language model (seq2seq.lm.rescoring): n-best rescoring or shallow fusion.
 """
@@ -29,7 +29,7 @@ from data.core.images import load_rgb
 from data.core.parallel import DataError
 from data.core.tokenizers import tokenizer_from_state
 from data.core.vocab import BOS, EOS, Vocabulary
-from seq2seq import search
+from seq2seq import combine, search
 from seq2seq.modules.vision import ImageEncoder
 from seq2seq.predictor import Predictor, image_transform
 from seq2seq.search import SearchOptions
@@ -266,9 +266,9 @@ class Translator(Predictor):
         for member, features in zip(self.members, member_features):
             image = None if features is None else features[batch].to(self.device)
             starts.append(member.model.decoding_start(src, lengths, image))
-        step, state = search.ensemble(starts)
+        step, state = combine.ensemble(starts)
         if self.lm is not None and self.lm.mode == "fusion" and self.lm.weight != 0:
-            step, state = search.fuse((step, state), self.lm.fusion_start(len(batch)), self.lm.weight)
+            step, state = combine.fuse((step, state), self.lm.fusion_start(len(batch)), self.lm.weight)
         return search.decode(
             step, state, len(batch), bos=BOS, eos=EOS, search=search_options,
             max_len=Seq2Seq.max_len(lengths, search_options),

@@ -1,4 +1,4 @@
-"""Ensembles (seq2seq.search.ensemble, Predictor.from_checkpoint with several paths) and a target
+"""Ensembles (seq2seq.combine.ensemble, Predictor.from_checkpoint with several paths) and a target
 language model in decoding (seq2seq.lm.rescoring: n-best rescoring, shallow fusion).
 
 The equivalences: an ensemble of one model is the model; an ensemble of two copies of one
@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 import torch
 
 from data.datamodules.text import TextDataModule
-from seq2seq import search
+from seq2seq import combine
 from seq2seq.lm.module import LanguageModule
 from seq2seq.lm.rescoring import LanguageModelScoring
 from seq2seq.modules.rnn import RecurrentOptions
@@ -46,7 +46,7 @@ def assert_same(a, b, tol: float = 1e-4) -> None:
             assert s == pytest.approx(r, abs=tol)
 
 
-# -- search.ensemble and search.fuse on step functions ------------------------------------------
+# -- combine.ensemble and combine.fuse on step functions ----------------------------------------
 
 
 def toy_step(table: torch.Tensor):
@@ -60,13 +60,13 @@ def toy_step(table: torch.Tensor):
 
 def test_ensemble_of_one_is_the_model_itself():
     start = (toy_step(torch.randn(6, 6)), {"count": torch.zeros(2)})
-    assert search.ensemble([start]) is start
+    assert combine.ensemble([start]) is start
 
 
 def test_ensemble_step_is_the_log_of_the_mean_probability():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(6, 6, generator=g), torch.randn(6, 6, generator=g)
-    step, state = search.ensemble(
+    step, state = combine.ensemble(
         [(toy_step(a), {"count": torch.zeros(3)}), (toy_step(b), {"count": torch.ones(3)})]
     )
     prev = torch.tensor([0, 4, 5])
@@ -79,7 +79,7 @@ def test_ensemble_step_is_the_log_of_the_mean_probability():
 def test_fusion_adds_the_weighted_lm_log_probabilities():
     g = torch.Generator().manual_seed(1)
     tm, lm = torch.randn(6, 6, generator=g), torch.randn(6, 6, generator=g).log_softmax(-1)
-    step, state = search.fuse(
+    step, state = combine.fuse(
         (toy_step(tm), {"count": torch.zeros(2)}), (toy_step(lm), {"count": torch.zeros(2)}), 0.5
     )
     prev = torch.tensor([1, 2])
