@@ -44,11 +44,12 @@ def map_state(fn: Callable[[Tensor], Tensor], state):
     return state
 
 
-def reorder_state(state, index: Tensor, static: set[int] = frozenset()):
+def reorder_state(state, index: Tensor, static: set[int] = frozenset(), selected: dict | None = None):
     """Selects rows `index` (N',) of every tensor in the state, except those in `static` (by id).
     A tensor the state holds twice (an ensemble's "attention" is its first model's) is selected
-    once, and stays one tensor."""
-    done: dict[int, Tensor] = {}
+    once, and stays one tensor. `selected`, when given, receives each new tensor under the id of
+    the one it was selected from."""
+    done: dict[int, Tensor] = {} if selected is None else selected
 
     def select(t: Tensor) -> Tensor:
         if id(t) in static:
@@ -208,7 +209,7 @@ def beam_search(
         # only a beam's own 2K best words can be among its input's 2K best continuations: rank
         # those, (A, K*2K), instead of all K*V (same scores, a third of the time at 8k words)
         per_beam = min(2 * K, log_probs.shape[-1])
-        best_log_probs, best_words = top_words(log_probs, per_beam)  # (A*K, per_beam)
+        best_log_probs, best_words = top_words(log_probs, per_beam)  # (A*K or A, per_beam)
         if t == 0:
             beams = torch.arange(A, device=device).repeat_interleave(K)
             best_log_probs, best_words = best_log_probs[beams], best_words[beams]
@@ -253,21 +254,26 @@ def beam_search(
         # inputs that are done leave the batch, so later steps only compute what is needed
         keep = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :K]
         static = initial.keys() & _tensors_by_id(state).keys()
-        if len(still) < A:
+        leaving = len(still) < A
+        if leaving:
             sel = torch.tensor(still, device=device, dtype=torch.long)
             keep, top_scores, top_beam, top_token = keep[sel], top_scores[sel], top_beam[sel], top_token[sel]
             base, limit = base[sel], limit[sel]
             active = [active[a] for a in still]
-            A, static = len(still), set()
+            A = len(still)
         beam_scores = top_scores.gather(1, keep)
         rows = (base + top_beam.gather(1, keep)).view(-1)
         tokens = top_token.gather(1, keep).view(-1)
         history = torch.cat([history.index_select(0, rows), tokens[:, None]], 1)
         if attn_history is not None:
             attn_history = attn_history.index_select(0, rows)
-        state = reorder_state(state, rows, static)
-        if not static:
-            initial = _tensors_by_id(state)
+        if leaving:  # every tensor loses the rows of the inputs that are done; the static ones
+            # stay static (K identical rows an input): only their new selves are recognised
+            selected: dict[int, Tensor] = {}
+            state = reorder_state(state, rows, selected=selected)
+            initial = {id(selected[i]): selected[i] for i in static}
+        else:
+            state = reorder_state(state, rows, static)
 
     results = []
     for hyps in finished:

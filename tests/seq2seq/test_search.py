@@ -585,3 +585,30 @@ def test_beam_search_runs_the_first_step_once_an_input():
             step_b, state_b, 1, BOS, EOS, beam_size=3, max_len=default_limit(b), n_best=3
         )
         assert_same_hyps(got[b], expected[0])
+
+
+@torch.no_grad()
+def test_a_state_passed_through_is_reordered_after_inputs_leave():
+    """A step function that hands its input state on unchanged ("previous": the state it was
+    given) beside a static memory: after an input leaves the batch, "previous" still follows its
+    beams (it is not the memory), so each input gets the hypotheses it gets alone."""
+    V, H = 9, 6
+    g = torch.Generator().manual_seed(3)
+    embed, mix, out = (
+        torch.randn(V, H, generator=g),
+        torch.randn(3 * H, H, generator=g) / 2,
+        torch.randn(H, V, generator=g) * 3,
+    )
+
+    def step(prev, state):
+        h = torch.tanh(torch.cat([embed[prev], state["h"], state["previous"]], -1) @ mix)
+        return h @ out, {"h": h, "previous": state["h"], "memory": state["memory"]}
+
+    g = torch.Generator().manual_seed(7)
+    start = {"h": torch.randn(3, H, generator=g), "previous": torch.zeros(3, H), "memory": torch.randn(3, 2)}
+    limit = torch.tensor([2, 9, 9])  # the first input leaves after two steps
+    got = search.beam_search(step, start, 3, BOS, EOS, beam_size=3, max_len=limit, n_best=3)
+    for b in (1, 2):
+        one = {k: v[b : b + 1] for k, v in start.items()}
+        expected = search.beam_search(step, one, 1, BOS, EOS, beam_size=3, max_len=9, n_best=3)
+        assert_same_hyps(got[b], expected[0])
